@@ -1,0 +1,195 @@
+package attr
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+func list(pairs ...string) string {
+	var b strings.Builder
+	for _, p := range pairs {
+		b.WriteString(p)
+		b.WriteByte(0)
+	}
+	b.WriteByte(0)
+	return b.String()
+}
+
+func TestReadListSequence(t *testing.T) {
+	in := list("request", "lookup", "cache_type", "smtpd", "cache_id", "abc&s=smtp") +
+		list("request", "seed", "size", "32")
+	r := NewReader(strings.NewReader(in), Limits{})
+	l, err := r.ReadList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l) != 3 || string(l[0].Name) != "request" || string(l[2].Value) != "abc&s=smtp" {
+		t.Fatalf("first list = %q", l)
+	}
+	if v, ok := l.Get("cache_type"); !ok || string(v) != "smtpd" {
+		t.Fatalf("Get(cache_type) = %q, %v", v, ok)
+	}
+	l, err = r.ReadList()
+	if err != nil || len(l) != 2 || string(l[1].Value) != "32" {
+		t.Fatalf("second list = %q, %v", l, err)
+	}
+	if _, err := r.ReadList(); err != io.EOF {
+		t.Fatalf("at end: %v, want io.EOF", err)
+	}
+}
+
+func TestEmptyList(t *testing.T) {
+	r := NewReader(strings.NewReader("\x00"), Limits{})
+	l, err := r.ReadList()
+	if err != nil || len(l) != 0 {
+		t.Fatalf("got %q, %v", l, err)
+	}
+}
+
+func TestUnexpectedEOFAndPartial(t *testing.T) {
+	for _, in := range []string{"W", "W\x00", "request\x00seed\x00size"} {
+		r := NewReader(strings.NewReader(in), Limits{})
+		if _, err := r.ReadList(); err != io.ErrUnexpectedEOF {
+			t.Fatalf("%q: err = %v", in, err)
+		}
+		if r.Partial() != len(in) {
+			t.Fatalf("%q: Partial = %d", in, r.Partial())
+		}
+	}
+}
+
+func TestLimitsKeepStreamInSync(t *testing.T) {
+	lim := Limits{MaxName: 16, MaxValue: 32, MaxList: 100, MaxAttrs: 3, MaxDiscard: 10000}
+	good := list("request", "seed", "size", "8")
+	cases := map[string]string{
+		"long value":      list("request", "update", "session", strings.Repeat("A", 33)),
+		"long name":       list(strings.Repeat("n", 17), "x"),
+		"long first name": list(strings.Repeat("n", 5000), "x"),
+		"too many attrs":  list("a", "1", "b", "2", "c", "3", "d", "4", "e", "5"),
+		"long list":       list("a", strings.Repeat("x", 32), "b", strings.Repeat("x", 32), "c", strings.Repeat("x", 32)),
+	}
+	for name, bad := range cases {
+		r := NewReader(strings.NewReader(bad+good), lim)
+		if _, err := r.ReadList(); err != ErrTooLarge {
+			t.Fatalf("%s: err = %v, want ErrTooLarge", name, err)
+		}
+		l, err := r.ReadList()
+		if err != nil || string(l[0].Value) != "seed" {
+			t.Fatalf("%s: next list = %q, %v (stream out of sync)", name, l, err)
+		}
+	}
+}
+
+func TestDiscardLimit(t *testing.T) {
+	lim := Limits{MaxValue: 10, MaxDiscard: 1000}
+	in := "name\x00" + strings.Repeat("x", 5000)
+	r := NewReader(strings.NewReader(in), lim)
+	if _, err := r.ReadList(); err != ErrOutOfSync {
+		t.Fatalf("err = %v, want ErrOutOfSync", err)
+	}
+	// An endless stream without NULs is cut off too.
+	r = NewReader(io.LimitReader(zeroFree{}, 1<<30), lim)
+	if _, err := r.ReadList(); err != ErrOutOfSync {
+		t.Fatalf("endless: err = %v, want ErrOutOfSync", err)
+	}
+}
+
+type zeroFree struct{}
+
+func (zeroFree) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'z'
+	}
+	return len(p), nil
+}
+
+func TestLargeValueWithinLimit(t *testing.T) {
+	v := strings.Repeat("Q", 60000) // bigger than the bufio buffer
+	r := NewReader(strings.NewReader(list("session", v)), Limits{})
+	l, err := r.ReadList()
+	if err != nil || string(l[0].Value) != v {
+		t.Fatalf("err = %v, len = %d", err, len(l[0].Value))
+	}
+}
+
+func TestParseInt(t *testing.T) {
+	good := map[string]int32{"0": 0, "32": 32, "255": 255, "4294967295": -1, "4294967294": -2, "2147483648": -2147483648}
+	for in, want := range good {
+		got, err := ParseInt("size", []byte(in))
+		if err != nil || got != want {
+			t.Errorf("ParseInt(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "+1", " 1", "1 ", "1x", "0x10", "4294967296", "99999999999999999999"} {
+		_, err := ParseInt("size", []byte(in))
+		var se *SyntaxError
+		if !errors.As(err, &se) || se.Name != "size" {
+			t.Errorf("ParseInt(%q) err = %v, want SyntaxError", in, err)
+		}
+	}
+}
+
+func TestFormatInt(t *testing.T) {
+	for v, want := range map[int32]string{0: "0", -1: "4294967295", -2: "4294967294", 120: "120"} {
+		if got := FormatInt(v); got != want {
+			t.Errorf("FormatInt(%d) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func TestParseData(t *testing.T) {
+	for in, want := range map[string]string{"": "", "AA==": "\x00", "aGVsbG8=": "hello"} {
+		got, err := ParseData("session", []byte(in))
+		if err != nil || string(got) != want {
+			t.Errorf("ParseData(%q) = %q, %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"A", "AA=", "aGVsbG8", "aGVs\nbG8=", "a-b_", "!!!!", "AA==AA=="} {
+		if _, err := ParseData("session", []byte(in)); err == nil {
+			t.Errorf("ParseData(%q) accepted", in)
+		}
+	}
+}
+
+func TestWriterRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	w.Int("status", -1)
+	w.Data("session", []byte{0, 1, 2, 0xff})
+	w.Str("protocol", "tlsmgr_protocol")
+	w.End()
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	want := "status\x004294967295\x00session\x00AAEC/w==\x00protocol\x00tlsmgr_protocol\x00\x00"
+	if buf.String() != want {
+		t.Fatalf("wire = %q\nwant  %q", buf.String(), want)
+	}
+}
+
+func TestWriterRejectsNUL(t *testing.T) {
+	w := NewWriter(io.Discard)
+	w.Str("cache_id", "a\x00b")
+	w.End()
+	if err := w.Flush(); err != ErrNUL {
+		t.Fatalf("err = %v, want ErrNUL", err)
+	}
+}
+
+func BenchmarkReadList(b *testing.B) {
+	one := list("request", "lookup", "cache_type", "smtpd", "cache_id", strings.Repeat("ab", 40)+"&s=smtp&l=805306672")
+	in := strings.Repeat(one, 1000)
+	b.SetBytes(int64(len(one)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; {
+		r := NewReader(strings.NewReader(in), Limits{})
+		for j := 0; j < 1000 && i < b.N; j, i = j+1, i+1 {
+			if _, err := r.ReadList(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

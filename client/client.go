@@ -1,0 +1,356 @@
+// Package client talks to a tlsmgr daemon (ours or Postfix's) over its UNIX
+// socket, one method per request. A Client keeps its connection open and
+// reuses it, as Postfix's smtpd and smtp do, and reconnects when the daemon
+// went away (a restart, "postfix reload").
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/tktkey"
+)
+
+// Status codes of tlsmgr replies.
+const (
+	StatusOK   = 0
+	StatusErr  = -1
+	StatusFail = -2
+)
+
+// ErrNotFound is returned for a reply with status -1: a cache miss, an
+// unknown ticket key, a refused update, or nothing to delete.
+var ErrNotFound = errors.New("tlsmgr: not found or refused")
+
+// StatusError is a reply with a status other than OK. It matches
+// ErrNotFound (errors.Is) when the status is -1.
+type StatusError struct {
+	Request string
+	Status  int32
+}
+
+func (e *StatusError) Error() string {
+	switch e.Status {
+	case StatusErr:
+		return fmt.Sprintf("tlsmgr %s: not found or refused (status -1)", e.Request)
+	case StatusFail:
+		return fmt.Sprintf("tlsmgr %s: request rejected as malformed or not allowed (status -2)", e.Request)
+	}
+	return fmt.Sprintf("tlsmgr %s: status %d", e.Request, e.Status)
+}
+
+func (e *StatusError) Is(target error) bool { return target == ErrNotFound && e.Status == StatusErr }
+
+// ProtocolError is a reply the client could not understand.
+type ProtocolError struct {
+	Request string
+	Why     string
+}
+
+func (e *ProtocolError) Error() string { return "tlsmgr " + e.Request + ": protocol error: " + e.Why }
+
+// Options tune a Client. Zero values take defaults.
+type Options struct {
+	DialTimeout time.Duration // default 5s
+	// Timeout bounds one request when ctx has no deadline (default 30s).
+	Timeout time.Duration
+	Limits  attr.Limits
+}
+
+// Client is a connection to a tlsmgr daemon. It is safe for concurrent use;
+// requests from several goroutines take turns on the one connection (open
+// several Clients for parallelism).
+type Client struct {
+	path string
+	opts Options
+
+	mu sync.Mutex
+	nc net.Conn
+	r  *attr.Reader
+	w  *attr.Writer
+}
+
+// New returns a client for the socket at path. It connects on first use.
+func New(path string, opts Options) *Client {
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Limits.MaxAttrs <= 0 {
+		opts.Limits.MaxAttrs = 1024 // stats replies are long
+	}
+	return &Client{path: path, opts: opts}
+}
+
+// Close closes the connection; the client reconnects if used again.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.drop()
+}
+
+func (c *Client) drop() error {
+	if c.nc == nil {
+		return nil
+	}
+	err := c.nc.Close()
+	c.nc, c.r, c.w = nil, nil, nil
+	return err
+}
+
+func (c *Client) connect(ctx context.Context) error {
+	d := net.Dialer{Timeout: c.opts.DialTimeout}
+	nc, err := d.DialContext(ctx, "unix", c.path)
+	if err != nil {
+		return err
+	}
+	c.nc, c.r, c.w = nc, attr.NewReader(nc, c.opts.Limits), attr.NewWriter(nc)
+	c.setDeadline(ctx)
+	l, err := c.r.ReadList()
+	if err != nil {
+		c.drop()
+		return fmt.Errorf("tlsmgr %s: read protocol announcement: %w", c.path, err)
+	}
+	if v, ok := l.Get("protocol"); !ok || string(v) != "tlsmgr_protocol" || len(l) != 1 {
+		c.drop()
+		return &ProtocolError{Request: "connect", Why: "server did not announce tlsmgr_protocol"}
+	}
+	return nil
+}
+
+func (c *Client) setDeadline(ctx context.Context) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(c.opts.Timeout)
+	}
+	c.nc.SetDeadline(dl)
+}
+
+// call sends one request and returns the reply list, valid until the next
+// call; c.mu is held. A request on a reused connection that fails with an
+// I/O error is retried once on a new connection: the daemon may have been
+// restarted since the last request, and every request may be repeated.
+func (c *Client) call(ctx context.Context, send func(w *attr.Writer)) (attr.List, error) {
+	for attempt := 0; ; attempt++ {
+		reused := c.nc != nil
+		if !reused {
+			if err := c.connect(ctx); err != nil {
+				return nil, err
+			}
+		}
+		c.setDeadline(ctx)
+		send(c.w)
+		c.w.End()
+		err := c.w.Flush()
+		var l attr.List
+		if err == nil {
+			l, err = c.r.ReadList()
+		}
+		if err == nil {
+			return l, nil
+		}
+		c.drop()
+		if errors.Is(err, attr.ErrNUL) {
+			return nil, err
+		}
+		if !reused || attempt > 0 || ctx.Err() != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// reply checks a reply's status and returns the values of the named
+// attributes, which must follow it in that order.
+func reply(request string, l attr.List, names ...string) (int32, [][]byte, error) {
+	if len(l) < 1 || string(l[0].Name) != "status" {
+		return 0, nil, &ProtocolError{request, "reply has no status"}
+	}
+	status, err := attr.ParseInt("status", l[0].Value)
+	if err != nil {
+		return 0, nil, &ProtocolError{request, err.Error()}
+	}
+	if len(l) == 1 && status != StatusOK {
+		// Our daemon answers a malformed request with the status alone.
+		return status, nil, nil
+	}
+	if len(l) != 1+len(names) {
+		return 0, nil, &ProtocolError{request, fmt.Sprintf("reply has %d attributes, want %d", len(l), 1+len(names))}
+	}
+	vals := make([][]byte, len(names))
+	for i, n := range names {
+		if string(l[1+i].Name) != n {
+			return 0, nil, &ProtocolError{request, fmt.Sprintf("reply attribute %d is %q, want %q", 2+i, l[1+i].Name, n)}
+		}
+		vals[i] = l[1+i].Value
+	}
+	return status, vals, nil
+}
+
+func statusErr(request string, status int32) error {
+	if status == StatusOK {
+		return nil
+	}
+	return &StatusError{Request: request, Status: status}
+}
+
+// Seed asks for n (1..255) random bytes.
+func (c *Client) Seed(ctx context.Context, n int) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, err := c.call(ctx, func(w *attr.Writer) {
+		w.Str("request", "seed")
+		w.Int("size", int32(n))
+	})
+	if err != nil {
+		return nil, err
+	}
+	status, v, err := reply("seed", l, "seed")
+	if err != nil || status != StatusOK {
+		return nil, errors.Join(err, statusErr("seed", status))
+	}
+	return attr.ParseData("seed", v[0])
+}
+
+// Policy is a policy reply.
+type Policy struct {
+	Cachable bool
+	Timeout  time.Duration
+}
+
+// Policy asks whether a cache type is enabled and for its timeout.
+func (c *Client) Policy(ctx context.Context, cacheType string) (Policy, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, err := c.call(ctx, func(w *attr.Writer) {
+		w.Str("request", "policy")
+		w.Str("cache_type", cacheType)
+	})
+	if err != nil {
+		return Policy{}, err
+	}
+	status, v, err := reply("policy", l, "cachable", "timeout")
+	if err != nil || status != StatusOK {
+		return Policy{}, errors.Join(err, statusErr("policy", status))
+	}
+	cachable, err1 := attr.ParseInt("cachable", v[0])
+	timeout, err2 := attr.ParseInt("timeout", v[1])
+	if err := errors.Join(err1, err2); err != nil {
+		return Policy{}, &ProtocolError{"policy", err.Error()}
+	}
+	return Policy{Cachable: cachable != 0, Timeout: time.Duration(timeout) * time.Second}, nil
+}
+
+// Lookup returns the session stored under id, or an error matching
+// ErrNotFound on a miss.
+func (c *Client) Lookup(ctx context.Context, cacheType, id string) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, err := c.call(ctx, func(w *attr.Writer) {
+		w.Str("request", "lookup")
+		w.Str("cache_type", cacheType)
+		w.Str("cache_id", id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	status, v, err := reply("lookup", l, "session")
+	if err != nil || status != StatusOK {
+		return nil, errors.Join(err, statusErr("lookup", status))
+	}
+	return attr.ParseData("session", v[0])
+}
+
+// Update stores session under id.
+func (c *Client) Update(ctx context.Context, cacheType, id string, session []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, err := c.call(ctx, func(w *attr.Writer) {
+		w.Str("request", "update")
+		w.Str("cache_type", cacheType)
+		w.Str("cache_id", id)
+		w.Data("session", session)
+	})
+	if err != nil {
+		return err
+	}
+	status, _, err := reply("update", l)
+	return errors.Join(err, statusErr("update", status))
+}
+
+// Delete removes the entry under id; an error matching ErrNotFound means
+// there was none.
+func (c *Client) Delete(ctx context.Context, cacheType, id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, err := c.call(ctx, func(w *attr.Writer) {
+		w.Str("request", "delete")
+		w.Str("cache_type", cacheType)
+		w.Str("cache_id", id)
+	})
+	if err != nil {
+		return err
+	}
+	status, _, err := reply("delete", l)
+	return errors.Join(err, statusErr("delete", status))
+}
+
+// TicketKey asks for the current ticket encryption key (name nil) or for
+// the decryption key with the given 16-byte name.
+func (c *Client) TicketKey(ctx context.Context, name []byte) (tktkey.Key, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, err := c.call(ctx, func(w *attr.Writer) {
+		w.Str("request", "tktkey")
+		w.Data("keyname", name)
+	})
+	if err != nil {
+		return tktkey.Key{}, err
+	}
+	status, v, err := reply("tktkey", l, "keybuf")
+	if err != nil || status != StatusOK {
+		return tktkey.Key{}, errors.Join(err, statusErr("tktkey", status))
+	}
+	rec, err := attr.ParseData("keybuf", v[0])
+	if err != nil {
+		return tktkey.Key{}, &ProtocolError{"tktkey", err.Error()}
+	}
+	k, err := tktkey.Unmarshal(rec)
+	clear(rec)
+	if err != nil {
+		return tktkey.Key{}, &ProtocolError{"tktkey", err.Error()}
+	}
+	return k, nil
+}
+
+// Stats returns our daemon's counters (Postfix's tlsmgr does not have this
+// request and leaves it unanswered: use a ctx with a deadline).
+func (c *Client) Stats(ctx context.Context) ([][2]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, err := c.call(ctx, func(w *attr.Writer) { w.Str("request", "stats") })
+	if err != nil {
+		return nil, err
+	}
+	if len(l) == 0 || string(l[0].Name) != "status" {
+		return nil, &ProtocolError{"stats", "reply has no status"}
+	}
+	if status, err := attr.ParseInt("status", l[0].Value); err != nil || status != StatusOK {
+		return nil, errors.Join(err, statusErr("stats", status))
+	}
+	out := make([][2]string, 0, len(l)-1)
+	for _, a := range l[1:] {
+		out = append(out, [2]string{string(a.Name), string(a.Value)})
+	}
+	return out, nil
+}

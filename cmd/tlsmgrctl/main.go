@@ -1,0 +1,226 @@
+// Command tlsmgrctl talks to a running tlsmgr (ours or Postfix's): one
+// subcommand per request, a stats dump, and a load generator.
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/client"
+	"github.com/gotlsmgr/tlsmgr/loadgen"
+)
+
+const usage = `usage: tlsmgrctl [-s SOCKET] [-timeout DURATION] COMMAND [ARGS]
+
+commands:
+  seed N                    print N (1..255) random bytes from the daemon, in hex
+  policy TYPE               show whether cache TYPE (smtpd, smtp, lmtp) is enabled, and its timeout
+  lookup TYPE ID            write the session stored under ID to standard output
+  update TYPE ID FILE|-     store the bytes of FILE (or standard input) under ID
+  delete TYPE ID            remove the entry under ID
+  tktkey [NAME_HEX]         show the current ticket key, or the one named (secrets hidden unless -show-secrets)
+  stats                     show the daemon's counters (our tlsmgr only)
+  bench [FLAGS]             load test; "tlsmgrctl bench -h" lists its flags
+
+The socket defaults to $TLSMGR_SOCKET, else /var/spool/postfix/private/tlsmgr.
+Exit status: 0 success, 1 not found or refused (status -1), 2 any other error.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tlsmgrctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	def := os.Getenv("TLSMGR_SOCKET")
+	if def == "" {
+		def = "/var/spool/postfix/private/tlsmgr"
+	}
+	socket := fs.String("s", def, "daemon socket")
+	timeout := fs.Duration("timeout", 10*time.Second, "time limit for one request")
+	showSecrets := fs.Bool("show-secrets", false, "tktkey: also print the AES and HMAC keys")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	if cmd == "bench" {
+		return bench(*socket, rest, stdout, stderr)
+	}
+	c := client.New(*socket, client.Options{Timeout: *timeout})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	err := command(ctx, c, cmd, rest, *showSecrets, stdin, stdout)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "tlsmgrctl: %v\n", err)
+		fs.Usage()
+		return 2
+	case errors.Is(err, client.ErrNotFound):
+		fmt.Fprintf(stderr, "tlsmgrctl: %v\n", err)
+		return 1
+	default:
+		fmt.Fprintf(stderr, "tlsmgrctl: %v\n", err)
+		return 2
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func nargs(cmd string, args []string, min, max int) error {
+	if len(args) < min || len(args) > max {
+		return fmt.Errorf("%w: wrong number of arguments for %s", errUsage, cmd)
+	}
+	return nil
+}
+
+func command(ctx context.Context, c *client.Client, cmd string, args []string, showSecrets bool, stdin io.Reader, stdout io.Writer) error {
+	switch cmd {
+	case "seed":
+		if err := nargs(cmd, args, 1, 1); err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(args[0])
+		if err != nil || n < 1 || n > 255 {
+			return fmt.Errorf("%w: seed size must be a number from 1 to 255", errUsage)
+		}
+		b, err := c.Seed(ctx, n)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, hex.EncodeToString(b))
+	case "policy":
+		if err := nargs(cmd, args, 1, 1); err != nil {
+			return err
+		}
+		p, err := c.Policy(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "cachable=%d timeout=%d\n", b2i(p.Cachable), int(p.Timeout/time.Second))
+	case "lookup":
+		if err := nargs(cmd, args, 2, 2); err != nil {
+			return err
+		}
+		b, err := c.Lookup(ctx, args[0], args[1])
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(b)
+		return err
+	case "update":
+		if err := nargs(cmd, args, 3, 3); err != nil {
+			return err
+		}
+		var b []byte
+		var err error
+		if args[2] == "-" {
+			b, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
+		} else {
+			b, err = os.ReadFile(args[2])
+		}
+		if err != nil {
+			return err
+		}
+		return c.Update(ctx, args[0], args[1], b)
+	case "delete":
+		if err := nargs(cmd, args, 2, 2); err != nil {
+			return err
+		}
+		return c.Delete(ctx, args[0], args[1])
+	case "tktkey":
+		if err := nargs(cmd, args, 0, 1); err != nil {
+			return err
+		}
+		var name []byte
+		if len(args) == 1 {
+			var err error
+			if name, err = hex.DecodeString(args[0]); err != nil || len(name) != 16 {
+				return fmt.Errorf("%w: key name must be 32 hex digits", errUsage)
+			}
+		}
+		k, err := c.TicketKey(ctx, name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "name=%x expiry=%d (%s)\n", k.Name, k.Expiry, k.ExpiryTime().UTC().Format(time.RFC3339))
+		if showSecrets {
+			fmt.Fprintf(stdout, "aes=%x hmac=%x\n", k.AES, k.HMAC)
+		}
+		k.Wipe()
+	case "stats":
+		if err := nargs(cmd, args, 0, 0); err != nil {
+			return err
+		}
+		pairs, err := c.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range pairs {
+			fmt.Fprintf(stdout, "%s = %s\n", p[0], p[1])
+		}
+	default:
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func bench(socket string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tlsmgrctl bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mix := fs.String("mix", "lookup=60,update=20,seed=20", "request mix: op=weight,... (ops: "+strings.Join(loadgen.Ops, " ")+")")
+	conns := fs.Int("c", 1, "concurrent connections")
+	duration := fs.Duration("d", 10*time.Second, "measured duration")
+	warmup := fs.Duration("warmup", time.Second, "unmeasured warm-up")
+	payload := fs.Int("payload", 512, "session bytes per update")
+	prefill := fs.Int("prefill", 10000, "entries stored before the run (lookups hit them)")
+	keyspace := fs.Int("keys", 0, "ids updates draw from (default: prefill)")
+	cacheType := fs.String("type", "smtpd", "cache type")
+	seedSize := fs.Int("seed-size", 32, "bytes per seed request")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	m, err := loadgen.ParseMix(*mix)
+	if err != nil {
+		fmt.Fprintf(stderr, "tlsmgrctl bench: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := loadgen.Run(ctx, loadgen.Config{
+		Socket: socket, Mix: m, Connections: *conns, Duration: *duration, Warmup: *warmup,
+		Payload: *payload, Prefill: *prefill, Keyspace: *keyspace, CacheType: *cacheType, SeedSize: *seedSize,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "tlsmgrctl bench: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stdout, "socket %s, %d connection(s), mix %s, payload %d\n", socket, *conns, *mix, *payload)
+	fmt.Fprint(stdout, res)
+	return 0
+}

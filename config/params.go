@@ -1,0 +1,298 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// Session timeout bounds, from Postfix 3.7: tlsmgr raises a positive
+// timeout below TLS_SESSION_LIFEMIN (tls_scache.h), and main.cf values
+// above MAX_*_TLS_SCACHETIME (mail_params.h) are a fatal error.
+const (
+	MinSessionTimeout = 120 * time.Second
+	MaxSessionTimeout = 8640000 * time.Second
+)
+
+// MaxRandomPeriod is where tlsmgr clamps the PRNG reseed and exchange
+// periods (INT_MAX / UCHAR_MAX seconds) so that a random fraction of the
+// period cannot overflow.
+const MaxRandomPeriod = (math.MaxInt32 / 255) * time.Second
+
+// MinAttributeSize is the smallest tlsmgr_max_attribute_size we accept:
+// a session is a few hundred bytes at least.
+const MinAttributeSize = 1024
+
+// CacheParams is one session cache type.
+type CacheParams struct {
+	Name       string        // "smtpd", "smtp" or "lmtp"
+	Database   string        // expanded <name>_tls_session_cache_database, e.g. "btree:/var/lib/postfix/smtpd_scache"
+	DBType     string        // before the first ':'
+	DBPath     string        // after the first ':'
+	Timeout    time.Duration // 0 (disabled) or in [MinSessionTimeout, MaxSessionTimeout]
+	Enabled    bool          // Database != "" && Timeout > 0
+	MaxEntries int
+	MaxBytes   int64
+	LogCache   bool // <name>_tls_loglevel asks for cache transaction logging
+	LogLevel   int  // highest numeric level in <name>_tls_loglevel, 0 if none
+}
+
+// Params are the validated parameters tlsmgr runs with.
+type Params struct {
+	Caches [3]CacheParams // smtpd, smtp, lmtp in that order
+
+	RandomSource string // "dev:PATH", "egd:PATH", a file name, or "" (none)
+	// RandomBytes is >= 1 with no upper bound, as in Postfix; device and
+	// EGD reads take at most 255 bytes at a time.
+	RandomBytes      int
+	ExchangeName     string        // "" disables the exchange file
+	PRNGUpdatePeriod time.Duration // in [1s, MaxRandomPeriod]
+	ReseedPeriod     time.Duration // in [1s, MaxRandomPeriod]
+
+	DataDirectory, QueueDirectory, ConfigDirectory, DaemonDirectory string
+
+	MailOwner                 string
+	DaemonTimeout, IPCTimeout time.Duration // >= 1s
+
+	SyslogFacility, SyslogName, MaillogFile string
+	ProcessName, ServiceName                string
+
+	MaxAttributeSize, MaxRequestSize, ClientLimit int
+	TicketKeyPersistence                          bool
+
+	// Warnings are problems Postfix logs but runs with, e.g. an unknown
+	// *_tls_loglevel keyword (which turns that logging off).
+	Warnings []string
+}
+
+// syslogFacilities are the names Postfix accepts on Linux.
+var syslogFacilities = map[string]bool{
+	"auth": true, "authpriv": true, "cron": true, "daemon": true, "ftp": true,
+	"kern": true, "lpr": true, "mail": true, "news": true, "syslog": true,
+	"user": true, "uucp": true, "local0": true, "local1": true, "local2": true,
+	"local3": true, "local4": true, "local5": true, "local6": true, "local7": true,
+}
+
+// paramReader collects the first error so Params reads like a list.
+type paramReader struct {
+	c   *Config
+	err error
+}
+
+func (r *paramReader) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+}
+
+func (r *paramReader) str(name string) string {
+	v, err := r.c.String(name)
+	r.fail(err)
+	return v
+}
+
+// nonEmpty is a string Postfix reads with a minimum length of 1.
+func (r *paramReader) nonEmpty(name string) string {
+	v := r.str(name)
+	if r.err == nil && v == "" {
+		r.fail(&ValueError{Param: name, Value: v, Reason: "must not be empty"})
+	}
+	return v
+}
+
+func (r *paramReader) time(name string, lo, hi time.Duration) time.Duration {
+	d, err := r.c.Time(name)
+	r.fail(err)
+	if err == nil {
+		r.check(name, int64(d/time.Second), int64(lo/time.Second), int64(hi/time.Second), "s")
+	}
+	return d
+}
+
+// intIn reads an integer in [lo, hi].
+func (r *paramReader) intIn(name string, lo, hi int64) int {
+	n, err := r.c.Int(name)
+	r.fail(err)
+	if err == nil {
+		r.check(name, n, lo, hi, "")
+	}
+	return int(n)
+}
+
+// sizeIn reads a Size in [lo, hi].
+func (r *paramReader) sizeIn(name string, lo, hi int64) int64 {
+	n, err := r.c.Size(name)
+	r.fail(err)
+	if err == nil {
+		r.check(name, n, lo, hi, "")
+	}
+	return n
+}
+
+func (r *paramReader) bool(name string) bool {
+	b, err := r.c.Bool(name)
+	r.fail(err)
+	return b
+}
+
+// check wants lo <= v <= hi; a zero hi means no upper bound.
+func (r *paramReader) check(name string, v, lo, hi int64, unit string) {
+	var reason string
+	switch {
+	case v < lo:
+		reason = fmt.Sprintf("must be at least %d%s", lo, unit)
+	case hi != 0 && v > hi:
+		reason = fmt.Sprintf("must be at most %d%s", hi, unit)
+	default:
+		return
+	}
+	value, _ := r.c.String(name)
+	r.fail(&ValueError{Param: name, Value: value, Reason: reason})
+}
+
+// Params reads and validates everything tlsmgr uses. The first problem
+// is returned as an error naming the parameter and its value.
+func (c *Config) Params() (*Params, error) {
+	r := &paramReader{c: c}
+	p := &Params{}
+	// Counts end up in ints; bound them as Postfix bounds its int
+	// parameters, which are C ints.
+	const maxInt = math.MaxInt32
+
+	for i, name := range CacheTypes {
+		cp := &p.Caches[i]
+		cp.Name = name
+		cp.Database = r.str(name + "_tls_session_cache_database")
+		// Postfix's check_mail_conf_time() makes a timeout above the
+		// maximum fatal rather than clamping it; so do we. Negative
+		// values never get here: the time syntax has no sign.
+		cp.Timeout = r.time(name+"_tls_session_cache_timeout", 0, MaxSessionTimeout)
+		if cp.Timeout > 0 && cp.Timeout < MinSessionTimeout {
+			cp.Timeout = MinSessionTimeout
+		}
+		cp.Enabled = cp.Database != "" && cp.Timeout > 0
+		typ, path, hasColon := strings.Cut(cp.Database, ":")
+		if hasColon {
+			cp.DBType, cp.DBPath = typ, path
+		}
+		// Only an enabled cache is opened, and only then does Postfix
+		// insist on "type:name".
+		if cp.Enabled && (typ == "" || path == "") {
+			r.fail(&ValueError{Param: name + "_tls_session_cache_database", Value: cp.Database,
+				Reason: `expected "type:name"`})
+		}
+		cp.MaxEntries = r.intIn(name+"_tls_session_cache_max_entries", 1, maxInt)
+		cp.MaxBytes = r.sizeIn(name+"_tls_session_cache_max_bytes", 1, 0)
+		level := r.str(name + "_tls_loglevel")
+		var warning string
+		cp.LogCache, cp.LogLevel, warning = tlsLogMask(name+"_tls_loglevel", level)
+		// tlsmgr parses the level only for a cache it opens.
+		if warning != "" && cp.Enabled {
+			p.Warnings = append(p.Warnings, warning)
+		}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	// tlsmgr.c refuses two enabled caches with the same database, comparing
+	// the expanded "type:name" strings exactly.
+	for i := range p.Caches {
+		for j := 0; j < i; j++ {
+			a, b := &p.Caches[j], &p.Caches[i]
+			if !a.Enabled || !b.Enabled {
+				continue
+			}
+			if a.Database == b.Database {
+				return nil, &ValueError{Param: b.Name + "_tls_session_cache_database", Value: b.Database,
+					Reason: fmt.Sprintf("do not use the same TLS cache file %s for %s and %s", b.Database, a.Name, b.Name)}
+			}
+			// Postfix lets "btree:/x" and "hash:/x" through although both
+			// are /x.db on disk; we only warn, to stay compatible.
+			if a.DBPath == b.DBPath {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("TLS caches %s (%s) and %s (%s) use the same file name",
+					a.Name, a.Database, b.Name, b.Database))
+			}
+		}
+	}
+
+	p.RandomSource = r.str("tls_random_source")
+	p.RandomBytes = r.intIn("tls_random_bytes", 1, maxInt)
+	p.ExchangeName = r.str("tls_random_exchange_name")
+	p.PRNGUpdatePeriod = min(r.time("tls_random_prng_update_period", time.Second, 0), MaxRandomPeriod)
+	p.ReseedPeriod = min(r.time("tls_random_reseed_period", time.Second, 0), MaxRandomPeriod)
+
+	p.DataDirectory = r.nonEmpty("data_directory")
+	p.QueueDirectory = r.nonEmpty("queue_directory")
+	p.ConfigDirectory = r.str(ParamConfigDirectory)
+	p.DaemonDirectory = r.nonEmpty("daemon_directory")
+	p.MailOwner = r.nonEmpty("mail_owner")
+	p.DaemonTimeout = r.time("daemon_timeout", time.Second, 0)
+	p.IPCTimeout = r.time("ipc_timeout", time.Second, 0)
+
+	p.SyslogFacility = r.nonEmpty("syslog_facility")
+	if r.err == nil && !syslogFacilities[p.SyslogFacility] {
+		r.fail(&ValueError{Param: "syslog_facility", Value: p.SyslogFacility, Reason: "unrecognized syslog facility"})
+	}
+	p.SyslogName = r.nonEmpty("syslog_name")
+	p.MaillogFile = r.str("maillog_file")
+	p.ProcessName = r.str(ParamProcessName)
+	p.ServiceName = r.str(ParamServiceName)
+
+	p.MaxAttributeSize = int(r.sizeIn("tlsmgr_max_attribute_size", MinAttributeSize, maxInt))
+	p.MaxRequestSize = int(r.sizeIn("tlsmgr_max_request_size", MinAttributeSize, maxInt))
+	if r.err == nil && p.MaxRequestSize < p.MaxAttributeSize {
+		r.fail(&ValueError{Param: "tlsmgr_max_request_size", Value: r.str("tlsmgr_max_request_size"),
+			Reason: fmt.Sprintf("must be at least tlsmgr_max_attribute_size (%d)", p.MaxAttributeSize)})
+	}
+	p.ClientLimit = r.intIn("tlsmgr_client_limit", 1, maxInt)
+	p.TicketKeyPersistence = r.bool("tlsmgr_ticket_key_persistence")
+
+	if r.err != nil {
+		return nil, r.err
+	}
+	return p, nil
+}
+
+// tlsLogKeywords are the words of Postfix's TLS log level table
+// (tls_misc.c), true for those that include cache logging.
+var tlsLogKeywords = map[string]bool{
+	"0": false, "none": false, "1": false, "routine": false,
+	"2": true, "debug": true, "3": true, "ssl-expert": true,
+	"4": true, "ssl-developer": true,
+	"5": true, "6": true, "7": true, "8": true, "9": true,
+	"summary": false, "untrusted": false, "peercert": false, "certmatch": false,
+	"verbose": false, "cache": true, "dane": false, "ssl-debug": false,
+	"ssl-handshake-packet-dump": false, "ssl-session-packet-dump": false,
+}
+
+// tlsLogMask reads a *_tls_loglevel value as Postfix's tls_log_mask():
+// words separated by commas or white space, matched in any case. An
+// unknown word turns all of it off with a warning; Postfix does not
+// treat it as fatal.
+func tlsLogMask(param, value string) (logCache bool, level int, warning string) {
+	words := strings.FieldsFunc(value, func(r rune) bool {
+		return r == ',' || r == ' ' || r == '\t' || r == '\r' || r == '\n'
+	})
+	for _, w := range words {
+		lw := strings.ToLower(w)
+		cache, known := tlsLogKeywords[lw]
+		if !known || !isASCII(w) {
+			return false, 0, fmt.Sprintf("unknown %s value %q in %q", param, w, value)
+		}
+		logCache = logCache || cache
+		if len(lw) == 1 && lw[0] >= '0' && lw[0] <= '9' {
+			level = max(level, int(lw[0]-'0'))
+		}
+	}
+	return logCache, level, ""
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,151 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+)
+
+// SyntaxError is a main.cf line that is not "name = value".
+type SyntaxError struct {
+	File   string
+	Line   int // first physical line of the logical line
+	Reason string
+	Text   string // the logical line
+}
+
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("%s, line %d: %s: %q", e.File, e.Line, e.Reason, e.Text)
+}
+
+// isSpace is C's isspace() in the C locale, which is what Postfix uses
+// for main.cf syntax.
+func isSpace(c byte) bool {
+	switch c {
+	case ' ', '\t', '\n', '\v', '\f', '\r':
+		return true
+	}
+	return false
+}
+
+func trimSpace(s string) string {
+	i, j := 0, len(s)
+	for i < j && isSpace(s[i]) {
+		i++
+	}
+	for j > i && isSpace(s[j-1]) {
+		j--
+	}
+	return s[i:j]
+}
+
+// splitNameValue splits "name = value" as Postfix does for main.cf lines
+// and -o options: the name ends at white space or '=', the value is
+// trimmed and may be empty. The result is a reason on failure.
+func splitNameValue(line string) (name, value, reason string) {
+	i := 0
+	for i < len(line) && isSpace(line[i]) {
+		i++
+	}
+	if i == len(line) || line[i] == '=' {
+		return "", "", "missing attribute name"
+	}
+	j := i
+	for j < len(line) && !isSpace(line[j]) && line[j] != '=' {
+		j++
+	}
+	name = line[i:j]
+	for j < len(line) && isSpace(line[j]) {
+		j++
+	}
+	if j == len(line) || line[j] != '=' {
+		return "", "", "missing '=' after attribute name"
+	}
+	return name, trimSpace(line[j+1:]), ""
+}
+
+// logicalLine is one "name = value" text joined from its physical lines.
+type logicalLine struct {
+	text string
+	line int
+}
+
+// splitLogicalLines groups physical lines as Postfix's readllines() does.
+// Lines that are empty, all white space, or whose first non-space byte
+// is '#' are dropped without ending the logical line in progress; a line
+// starting with white space is appended verbatim (leading white space
+// included, no separator). A logical line that itself starts with white
+// space has no line to continue: Postfix warns and skips it, so do we.
+func splitLogicalLines(data []byte, file string) (lines []logicalLine, warnings []string) {
+	var cur strings.Builder
+	curLine := 0
+	orphan := false // inside a skipped logical line that began with white space
+	flush := func() {
+		if cur.Len() > 0 {
+			lines = append(lines, logicalLine{text: cur.String(), line: curLine})
+			cur.Reset()
+		}
+	}
+	lineno := 0
+	for len(data) > 0 {
+		var phys []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			phys, data = data[:i], data[i+1:]
+		} else {
+			phys, data = data, nil
+		}
+		lineno++
+		// Deliberate difference: Postfix keeps a CR that ends a physical
+		// line inside a continued value; we treat CRLF as a line end.
+		phys = bytes.TrimSuffix(phys, []byte{'\r'})
+		k := 0
+		for k < len(phys) && isSpace(phys[k]) {
+			k++
+		}
+		if k == len(phys) || phys[k] == '#' {
+			continue
+		}
+		if k > 0 {
+			if orphan {
+				continue
+			}
+			if cur.Len() == 0 {
+				orphan = true
+				text := string(phys)
+				if len(text) > 30 {
+					text = text[:30] + "..."
+				}
+				warnings = append(warnings, fmt.Sprintf(
+					"%s, line %d: logical line must not start with white space: %q",
+					file, lineno, text))
+				continue
+			}
+			cur.Write(phys)
+			continue
+		}
+		flush()
+		orphan = false
+		curLine = lineno
+		cur.Write(phys)
+	}
+	flush()
+	return lines, warnings
+}
+
+// parseMainCF reads main.cf text into values (later lines win). It
+// returns the warnings Postfix would log and the first syntax error.
+func parseMainCF(data []byte, file string, values map[string]string) (warnings []string, err error) {
+	lines, warnings := splitLogicalLines(data, file)
+	for _, l := range lines {
+		name, value, reason := splitNameValue(l.text)
+		if reason != "" {
+			return warnings, &SyntaxError{File: file, Line: l.line, Reason: reason, Text: l.text}
+		}
+		if old, ok := values[name]; ok && old != value {
+			warnings = append(warnings, fmt.Sprintf("%s, line %d: overriding earlier entry: %s=%s",
+				file, l.line, name, old))
+		}
+		values[name] = value
+	}
+	return warnings, nil
+}

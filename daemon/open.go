@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/gotlsmgr/tlsmgr/config"
+	"github.com/gotlsmgr/tlsmgr/master"
+	"github.com/gotlsmgr/tlsmgr/prng"
+	"github.com/gotlsmgr/tlsmgr/scache"
+	"github.com/gotlsmgr/tlsmgr/scache/boltstore"
+	"github.com/gotlsmgr/tlsmgr/scache/memstore"
+	"github.com/gotlsmgr/tlsmgr/server"
+	"github.com/gotlsmgr/tlsmgr/tktkey"
+)
+
+// fileDBTypes are the Postfix table types that name a local file; we keep
+// such a cache in our own crash-safe file at that path.
+var fileDBTypes = map[string]bool{"btree": true, "hash": true, "lmdb": true, "sdbm": true, "dbm": true, "cdb": true}
+
+// openFiles opens the entropy source, the exchange file, the caches and
+// the key store, all before the jail, creating files as the mail owner.
+func (d *daemon) openFiles() error {
+	p := d.params
+	exch := p.ExchangeName
+	if exch != "" {
+		var warnings []string
+		exch, warnings = master.DataRedirectFile(exch, p.DataDirectory, p.MailOwner, d.uid)
+		d.warnAll(warnings)
+	}
+	err := d.asOwner(func() error {
+		var err error
+		d.pool, err = prng.Open(prng.Options{
+			Source:       p.RandomSource,
+			Bytes:        p.RandomBytes,
+			ExchangeFile: exch,
+			UpdatePeriod: p.PRNGUpdatePeriod,
+			ReseedPeriod: p.ReseedPeriod,
+			Logger:       d.log,
+			Verbose:      d.opts.Verbose > 0,
+		})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, cp := range p.Caches {
+		ct := server.CacheType{Name: cp.Name, Timeout: cp.Timeout}
+		if cp.Enabled {
+			store, err := d.openStore(cp)
+			if err != nil {
+				return fmt.Errorf("%s TLS session cache %s: %w", cp.Name, cp.Database, err)
+			}
+			ct.Cache = scache.New(scache.Config{
+				Name:     cp.Name,
+				Database: cp.Database,
+				Timeout:  cp.Timeout,
+				LogCache: cp.LogCache,
+				Mix:      d.pool.Pool().Mix,
+				Log:      d.log,
+			}, store)
+		}
+		d.caches = append(d.caches, ct)
+	}
+	return d.openKeys()
+}
+
+func (d *daemon) openStore(cp config.CacheParams) (scache.Store, error) {
+	lim := scache.Limits{MaxEntries: cp.MaxEntries, MaxBytes: cp.MaxBytes}
+	switch {
+	case cp.DBType == "memory":
+		return memstore.New(lim), nil
+	case fileDBTypes[cp.DBType]:
+		spec, warnings := master.DataRedirectMap(cp.Database, d.params.DataDirectory, d.params.MailOwner, d.uid)
+		d.warnAll(warnings)
+		_, path, _ := strings.Cut(spec, ":")
+		var st scache.Store
+		err := d.asOwner(func() error {
+			var err error
+			st, err = boltstore.Open(path, lim, boltstore.Options{Logger: d.log})
+			return err
+		})
+		return st, err
+	}
+	return nil, fmt.Errorf("unsupported database type %q (use memory: or a file type such as btree:)", cp.DBType)
+}
+
+// openKeys sets up the ticket key ring; tickets follow the smtpd timeout
+// whether or not the smtpd cache database is set, as in Postfix.
+func (d *daemon) openKeys() error {
+	var err error
+	d.keys, err = tktkey.NewManager(context.Background(), tktkey.Options{
+		Timeout: d.params.Caches[0].Timeout,
+		Rand:    d.pool.Pool(),
+		Log:     d.log,
+	})
+	return err
+}
+
+func (d *daemon) warnAll(warnings []string) {
+	for _, w := range warnings {
+		d.log.Warn("%s", w)
+	}
+}
+
+// closeAll saves state and releases everything, in reverse order of
+// opening: the PRNG's last exchange-file update happens here.
+func (d *daemon) closeAll() {
+	if d.keys != nil {
+		d.keys.Close()
+	}
+	if d.keyStore != nil {
+		d.keyStore.Close()
+	}
+	for _, ct := range d.caches {
+		if ct.Cache != nil {
+			if err := ct.Cache.Close(); err != nil {
+				d.log.Warn("close %s TLS cache: %v", ct.Name, err)
+			}
+		}
+	}
+	if d.pool != nil {
+		if err := d.pool.Close(); err != nil {
+			d.log.Warn("save PRNG state: %v", err)
+		}
+	}
+	for _, l := range d.listeners {
+		l.Close()
+	}
+	if d.status != nil {
+		d.status.Close()
+	}
+}

@@ -1,0 +1,805 @@
+// Package boltstore is an scache.Store kept in a file with go.etcd.io/bbolt,
+// for the btree:, hash:, lmdb: and sdbm: cache databases (whatever the type
+// name, the format is this package's own).
+//
+// The file is opened once, before the daemon chroots; every later access,
+// including starting over on a damaged file, goes through that descriptor.
+//
+// Crash safety. Writes are not synced (bbolt NoSync): a process crash,
+// even SIGKILL, loses nothing the kernel already has, and bbolt's
+// copy-on-write pages with a meta page written last keep the file
+// consistent. Power loss is handled at Open: a record in the file says
+// whether the last Close synced everything (and which transaction that
+// was) and the kernel boot id of the session that last opened it; a file
+// that was open when the machine went down is moved aside. Before bbolt
+// maps an existing file, Open walks its page tree with plain reads
+// (checkStructure), then verifies every entry's CRC-32C and the entry
+// counts and byte totals against the index. Any doubt moves the file to
+// PATH.corrupt-<unix time> with a warning and starts empty. While running,
+// Get verifies the checksum of what it returns (a mismatch is deleted and
+// counted as a miss), and a panic or memory fault inside bbolt (the file
+// damaged under us) truncates the file through the kept descriptor and
+// starts over, with a warning, instead of taking the daemon down.
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+
+	"github.com/gotlsmgr/tlsmgr/scache"
+)
+
+// Logger receives warnings about damaged or untrusted files.
+type Logger interface {
+	Warn(format string, args ...any)
+}
+
+// Options tune Open.
+type Options struct {
+	Logger Logger // nil discards the warnings
+	// LockTimeout bounds the wait for another process holding the file
+	// (an older tlsmgr still shutting down). Zero means 5 seconds.
+	LockTimeout time.Duration
+}
+
+// ErrClosed is returned by calls on a closed store.
+var ErrClosed = errors.New("boltstore: store is closed")
+
+// ErrUnavailable is returned after the file was found damaged while
+// running and could not be started over.
+var ErrUnavailable = errors.New("boltstore: cache file unavailable")
+
+// Store is a persistent scache.Store. It is safe for concurrent use.
+type Store struct {
+	path string // for messages only: the name may not resolve after chroot
+	lim  scache.Limits
+	log  Logger
+	boot string // kernel boot id, read before chroot hides /proc
+
+	// mu is held shared by every call and exclusively by Close and by a
+	// reset after damage, so that the database is never swapped under a
+	// running transaction.
+	mu     sync.RWMutex
+	file   *os.File // kept open; bbolt gets duplicates of it
+	db     *bolt.DB // nil after Close or a failed reset
+	closed bool
+
+	evictions atomic.Uint64
+	damaged   atomic.Uint64
+	resets    atomic.Uint64
+}
+
+// Open opens or creates the cache file at path (mode 0600) bounded by lim.
+// An existing file is kept only if it can be shown intact; otherwise it is
+// moved aside with a warning and an empty one is created.
+func Open(path string, lim scache.Limits, opts Options) (*Store, error) {
+	if lim.MaxEntries <= 0 || lim.MaxBytes <= 0 {
+		return nil, fmt.Errorf("boltstore: invalid limits %+v", lim)
+	}
+	s := &Store{path: path, lim: lim, log: opts.Logger, boot: bootID()}
+	if s.log == nil {
+		s.log = discard{}
+	}
+	lockTimeout := opts.LockTimeout
+	if lockTimeout <= 0 {
+		lockTimeout = 5 * time.Second
+	}
+	f, err := openLocked(path, os.O_RDWR|os.O_CREATE, lockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		s.log.Warn("session cache %s was mode %v; making it 0600", path, fi.Mode().Perm())
+		if err := f.Chmod(0o600); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("boltstore: %w", err)
+		}
+	}
+	db, problem := openTrusted(f, s.boot)
+	if problem != nil {
+		f.Close()
+		aside, err := moveAside(path)
+		if err != nil {
+			return nil, fmt.Errorf("boltstore: %s cannot be used (%v) nor moved aside: %w", path, problem, err)
+		}
+		s.log.Warn("session cache %s cannot be trusted (%v); moved it to %s and starting empty", path, problem, aside)
+		if f, err = openLocked(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, lockTimeout); err != nil {
+			return nil, err
+		}
+		if db, err = openFresh(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	s.file, s.db = f, db
+	if err := s.markOpen(); err != nil {
+		s.db.Close()
+		f.Close()
+		return nil, err
+	}
+	if err := s.trimToLimits(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openLocked opens path and takes bbolt's exclusive flock on it before
+// anything reads the file, so that a running tlsmgr's file is never judged
+// (or moved aside) halfway through a write.
+func openLocked(path string, flags int, timeout time.Duration) (*os.File, error) {
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if err != unix.EWOULDBLOCK || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("boltstore: lock %s: %w", path, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func moveAside(path string) (string, error) {
+	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		aside = fmt.Sprintf("%s.corrupt-%d.%d", path, time.Now().Unix(), i)
+	}
+	return aside, os.Rename(path, aside)
+}
+
+// boltOptions open the database through a duplicate of f: bbolt closes
+// what it opens, and the store keeps f for resets.
+func boltOptions(f *os.File) (*bolt.Options, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: dup: %w", err)
+	}
+	dup := os.NewFile(uintptr(fd), f.Name())
+	used := false
+	return &bolt.Options{
+		OpenFile: func(string, int, os.FileMode) (*os.File, error) {
+			if used {
+				return nil, errors.New("boltstore: bbolt opened the file twice")
+			}
+			used = true
+			return dup, nil
+		},
+		Timeout:      time.Second, // the lock is already ours, on the same open file
+		NoGrowSync:   true,        // nothing is synced but Open's and Close's markers
+		FreelistType: bolt.FreelistMapType,
+		// The freelist is saved in every commit: opening then reads one
+		// page instead of bbolt walking the whole file in a goroutine,
+		// where a damaged page would be a panic no one can recover.
+		NoFreelistSync: false,
+		NoStatistics:   true,
+	}, nil
+}
+
+// openTrusted opens an existing (or empty) file and proves it intact. A
+// non-nil problem means the file must not be used.
+func openTrusted(f *os.File, boot string) (db *bolt.DB, problem error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() == 0 {
+		db, err := openFresh(f)
+		if err != nil {
+			return nil, err
+		}
+		return db, nil
+	}
+	if err := checkStructure(f); err != nil {
+		return nil, fmt.Errorf("damaged: %w", err)
+	}
+	opts, err := boltOptions(f)
+	if err != nil {
+		return nil, err
+	}
+	if problem := guard(func() error {
+		db, err = bolt.Open(f.Name(), 0o600, opts)
+		return err
+	}); problem != nil {
+		return nil, problem
+	}
+	if problem := guard(func() error {
+		return db.View(func(tx *bolt.Tx) error { return checkContents(tx, boot) })
+	}); problem != nil {
+		db.Close()
+		return nil, problem
+	}
+	return db, nil
+}
+
+// openFresh makes a new database in the empty file f.
+func openFresh(f *os.File) (*bolt.DB, error) {
+	opts, err := boltOptions(f)
+	if err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(f.Name(), 0o600, opts)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: %w", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketEntries, bucketExpiry, bucketMeta} {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bucketMeta)
+		if err := m.Put(keyFormat, []byte(formatName)); err != nil {
+			return err
+		}
+		return m.Put(keyCounts, counts{}.encode())
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("boltstore: initialize: %w", err)
+	}
+	return db, nil
+}
+
+var errUncleanReboot = errors.New("it was open when the system went down, so unsynced writes may be lost")
+
+// checkContents verifies the whole file logically: the format, the state
+// record, every entry's checksum, and that the counters and the expiry
+// index describe exactly the entries there are.
+func checkContents(tx *bolt.Tx, boot string) error {
+	entries, expiry, meta := tx.Bucket(bucketEntries), tx.Bucket(bucketExpiry), tx.Bucket(bucketMeta)
+	if entries == nil || expiry == nil || meta == nil {
+		return errors.New("not a session cache file (buckets missing)")
+	}
+	if f := meta.Get(keyFormat); string(f) != formatName {
+		return fmt.Errorf("unknown format %q", f)
+	}
+	state, ok := decodeState(meta.Get(keyState))
+	if !ok {
+		return errors.New("damaged state record")
+	}
+	cleanClose := state.cleanTxid != 0 && state.cleanTxid == uint64(tx.ID())
+	sameBoot := state.bootID != "" && state.bootID == boot
+	if !cleanClose && !sameBoot {
+		return errUncleanReboot
+	}
+	want, ok := decodeCounts(meta.Get(keyCounts))
+	if !ok {
+		return errors.New("damaged counters")
+	}
+	// The index and the entries must hold the same (written, id) pairs:
+	// compare an order-independent sum of their hashes.
+	seed := maphash.MakeSeed()
+	var got counts
+	var entrySum, indexSum uint64
+	var pair []byte
+	c := entries.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if _, _, ok := decodeValue(k, v); !ok {
+			return fmt.Errorf("entry %d fails its checksum", got.entries+1)
+		}
+		got.entries++
+		got.bytes += storedSize(k, v)
+		pair = append(append(pair[:0], v[:writtenLen]...), k...)
+		entrySum += maphash.Bytes(seed, pair)
+	}
+	indexed := int64(0)
+	c = expiry.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) <= writtenLen {
+			return errors.New("damaged expiry index")
+		}
+		indexed++
+		indexSum += maphash.Bytes(seed, k)
+	}
+	if got != want || indexed != got.entries || indexSum != entrySum {
+		return fmt.Errorf("counters say %d entries of %d bytes, found %d of %d, indexed %d (index matches: %v)",
+			want.entries, want.bytes, got.entries, got.bytes, indexed, indexSum == entrySum)
+	}
+	return nil
+}
+
+// guard runs fn, turning a panic or a memory fault (a damaged file read
+// through the map) into an error.
+func guard(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("damaged: %v", r)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return fn()
+}
+
+// markOpen records, synced, that the file is in use during this boot;
+// from then on commits are not synced.
+func (s *Store) markOpen() error {
+	s.db.NoSync = false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyState, stateRecord{bootID: s.boot}.encode())
+	})
+	s.db.NoSync = true
+	if err != nil {
+		return fmt.Errorf("boltstore: %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// markClean syncs everything, then records in a synced commit that the
+// file is complete as of that commit.
+func (s *Store) markClean() error {
+	return guard(func() error {
+		if err := s.db.Sync(); err != nil {
+			return err
+		}
+		s.db.NoSync = false
+		defer func() { s.db.NoSync = true }()
+		return s.db.Update(func(tx *bolt.Tx) error {
+			rec := stateRecord{cleanTxid: uint64(tx.ID()), bootID: s.boot}
+			return tx.Bucket(bucketMeta).Put(keyState, rec.encode())
+		})
+	})
+}
+
+// trimToLimits evicts, a bounded number per transaction, what exceeds
+// limits smaller than those the file was filled under.
+func (s *Store) trimToLimits() error {
+	for {
+		done := false
+		err := s.run(context.Background(), func(db *bolt.DB) error {
+			return db.Update(func(tx *bolt.Tx) error {
+				w := s.begin(tx)
+				for range 1000 {
+					if w.c.entries <= int64(s.lim.MaxEntries) && w.c.bytes <= s.lim.MaxBytes {
+						done = true
+						break
+					}
+					if !w.evictOldest() {
+						done = true
+						break
+					}
+				}
+				return w.finish()
+			})
+		})
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// write is one write transaction with the counters it maintains.
+type write struct {
+	s                     *Store
+	entries, expiry, meta *bolt.Bucket
+	c, before             counts
+	evicted               int
+}
+
+func (s *Store) begin(tx *bolt.Tx) *write {
+	w := &write{s: s, entries: tx.Bucket(bucketEntries), expiry: tx.Bucket(bucketExpiry), meta: tx.Bucket(bucketMeta)}
+	// Keys are mostly appended in time order and deleted from the front.
+	w.expiry.FillPercent = 0.9
+	w.c, _ = decodeCounts(w.meta.Get(keyCounts))
+	w.before = w.c
+	return w
+}
+
+func (w *write) finish() error {
+	if w.c == w.before {
+		return nil
+	}
+	return w.meta.Put(keyCounts, w.c.encode())
+}
+
+// remove deletes entry id, whose stored value is v, and its index key.
+func (w *write) remove(id, v []byte) error {
+	size := storedSize(id, v)
+	var ikey []byte
+	if len(v) >= writtenLen {
+		ikey = expiryKey(v, id)
+	}
+	if err := w.entries.Delete(id); err != nil {
+		return err
+	}
+	if ikey != nil {
+		if err := w.expiry.Delete(ikey); err != nil {
+			return err
+		}
+	}
+	w.c.entries = max(w.c.entries-1, 0)
+	w.c.bytes = max(w.c.bytes-size, 0)
+	return nil
+}
+
+// oldest returns the first index key and the entry it names. v is nil for
+// an index key with no matching entry, which the caller drops.
+func (w *write) oldest() (ikey, id, v []byte) {
+	k, _ := w.expiry.Cursor().First()
+	if k == nil {
+		return nil, nil, nil
+	}
+	ikey = bytes.Clone(k)
+	if len(ikey) <= writtenLen {
+		return ikey, nil, nil
+	}
+	id = ikey[writtenLen:]
+	v = w.entries.Get(id)
+	if len(v) < writtenLen || !bytes.Equal(v[:writtenLen], ikey[:writtenLen]) {
+		return ikey, id, nil
+	}
+	return ikey, id, v
+}
+
+// evictOldest removes the oldest entry; false if there is none.
+func (w *write) evictOldest() bool {
+	for {
+		ikey, id, v := w.oldest()
+		if ikey == nil {
+			return false
+		}
+		if v == nil {
+			_ = w.expiry.Delete(ikey)
+			continue
+		}
+		if w.remove(id, v) != nil {
+			return false
+		}
+		w.evicted++
+		return true
+	}
+}
+
+// run calls fn with the database under the shared lock. A panic or a
+// memory fault in fn means the file was damaged while open: the store is
+// started over on an empty file.
+func (s *Store) run(ctx context.Context, fn func(db *bolt.DB) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	db := s.db
+	if db == nil {
+		closed := s.closed
+		s.mu.RUnlock()
+		if closed {
+			return ErrClosed
+		}
+		return ErrUnavailable
+	}
+	var fault any
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				fault = r
+			}
+		}()
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		return fn(db)
+	}()
+	s.mu.RUnlock()
+	if fault != nil {
+		if p, ok := fault.(callerPanic); ok {
+			panic(p.value)
+		}
+		s.reset(db, fault)
+		return fmt.Errorf("%w: %s was damaged and has been emptied: %v", ErrUnavailable, s.path, fault)
+	}
+	return err
+}
+
+// callerPanic carries a panic from the caller's visit function through
+// run, which must not mistake it for damage.
+type callerPanic struct{ value any }
+
+// reset starts over on an empty file after damage found while running.
+// The file is truncated through the kept descriptor: after chroot it
+// cannot be renamed or reopened by name.
+func (s *Store) reset(broken *bolt.DB, fault any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db != broken {
+		return // another call got there first
+	}
+	s.db = nil
+	s.log.Warn("session cache %s is damaged (%v); discarding its contents", s.path, fault)
+	// A panic may have left bbolt's locks held, and Close would wait for
+	// them forever: give it a moment, then abandon it.
+	closed := make(chan struct{})
+	go func() {
+		_ = guard(broken.Close)
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(time.Second):
+		s.log.Warn("session cache %s: abandoning the damaged database handle", s.path)
+	}
+	fd := int(s.file.Fd())
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		s.log.Warn("session cache %s: cannot relock it (%v); cache disabled", s.path, err)
+		return
+	}
+	if err := s.file.Truncate(0); err != nil {
+		s.log.Warn("session cache %s: cannot truncate it (%v); cache disabled", s.path, err)
+		return
+	}
+	db, err := openFresh(s.file)
+	if err != nil {
+		s.log.Warn("session cache %s: cannot start over (%v); cache disabled", s.path, err)
+		return
+	}
+	s.db = db
+	if err := s.markOpen(); err != nil {
+		s.log.Warn("session cache %s: %v", s.path, err)
+	}
+	s.resets.Add(1)
+}
+
+// Get returns the entry for id. An entry that fails its checksum is
+// deleted and reported as missing.
+func (s *Store) Get(ctx context.Context, id string) (scache.Entry, error) {
+	var e scache.Entry
+	damaged := false
+	err := s.run(ctx, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			k := stringBytes(id)
+			v := tx.Bucket(bucketEntries).Get(k)
+			if v == nil {
+				return scache.ErrNotFound
+			}
+			nanos, session, ok := decodeValue(k, v)
+			if !ok {
+				damaged = true
+				return scache.ErrNotFound
+			}
+			e = scache.Entry{Written: time.Unix(0, nanos), Session: bytes.Clone(session)}
+			if e.Session == nil {
+				e.Session = []byte{}
+			}
+			return nil
+		})
+	})
+	if damaged {
+		s.dropDamaged(ctx, id)
+	}
+	return e, err
+}
+
+// dropDamaged deletes entry id if it still fails its checksum.
+func (s *Store) dropDamaged(ctx context.Context, id string) {
+	dropped := false
+	_ = s.run(ctx, func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			w := s.begin(tx)
+			k := []byte(id)
+			v := w.entries.Get(k)
+			if v == nil {
+				return nil
+			}
+			if _, _, ok := decodeValue(k, v); ok {
+				return nil
+			}
+			if err := w.remove(k, v); err != nil {
+				return err
+			}
+			dropped = true
+			return w.finish()
+		})
+	})
+	if dropped {
+		s.damaged.Add(1)
+		s.log.Warn("session cache %s: dropped an entry that failed its checksum", s.path)
+	}
+}
+
+// Put stores e under id, then evicts the oldest-written entries (possibly
+// e itself) while the limits are exceeded.
+func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
+	size := scache.Size(id, e.Session)
+	if size > s.lim.MaxBytes {
+		return scache.ErrTooLarge
+	}
+	if id == "" || len(id) > maxIDLen {
+		return fmt.Errorf("boltstore: id of %d bytes", len(id))
+	}
+	if e.Written.Before(minWritten) || e.Written.After(maxWritten) {
+		return errWrittenRange
+	}
+	k := []byte(id)
+	v := encodeValue(id, e.Written.UnixNano(), e.Session)
+	ikey := expiryKey(v, k)
+	evicted := 0
+	err := s.run(ctx, func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			w := s.begin(tx)
+			if old := w.entries.Get(k); old != nil {
+				if err := w.remove(k, old); err != nil {
+					return err
+				}
+			}
+			if err := w.entries.Put(k, v); err != nil {
+				return err
+			}
+			if err := w.expiry.Put(ikey, []byte{}); err != nil {
+				return err
+			}
+			w.c.entries++
+			w.c.bytes += size
+			for w.c.entries > int64(s.lim.MaxEntries) || w.c.bytes > s.lim.MaxBytes {
+				if !w.evictOldest() {
+					break
+				}
+			}
+			evicted = w.evicted
+			return w.finish()
+		})
+	})
+	if err == nil {
+		s.evictions.Add(uint64(evicted))
+	}
+	return err
+}
+
+// Delete removes the entry for id and reports whether there was one.
+func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
+	if id == "" {
+		return false, nil
+	}
+	found := false
+	err := s.run(ctx, func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			w := s.begin(tx)
+			k := []byte(id)
+			v := w.entries.Get(k)
+			if v == nil {
+				return nil
+			}
+			found = true
+			if err := w.remove(k, v); err != nil {
+				return err
+			}
+			return w.finish()
+		})
+	})
+	return found && err == nil, err
+}
+
+// Expire removes up to max entries written before cutoff, oldest first,
+// in one transaction.
+func (s *Store) Expire(ctx context.Context, cutoff time.Time, max int, visit func(session []byte)) (removed int, more bool, err error) {
+	var limit [writtenLen]byte
+	switch {
+	case cutoff.After(maxWritten):
+		copy(limit[:], bytes.Repeat([]byte{0xFF}, writtenLen))
+	case !cutoff.Before(minWritten):
+		putWritten(limit[:], cutoff.UnixNano())
+	}
+	expired := func(ikey []byte) bool {
+		return ikey != nil && bytes.Compare(ikey[:min(len(ikey), writtenLen)], limit[:]) < 0
+	}
+	err = s.run(ctx, func(db *bolt.DB) error {
+		removed, more = 0, false
+		return db.Update(func(tx *bolt.Tx) error {
+			w := s.begin(tx)
+			for {
+				ikey, id, v := w.oldest()
+				if !expired(ikey) {
+					break
+				}
+				if removed >= max {
+					more = true
+					break
+				}
+				if v == nil {
+					if err := w.expiry.Delete(ikey); err != nil {
+						return err
+					}
+					continue
+				}
+				if _, session, ok := decodeValue(id, v); ok && visit != nil {
+					if err := callVisit(visit, session); err != nil {
+						return err
+					}
+				}
+				if err := w.remove(id, v); err != nil {
+					return err
+				}
+				removed++
+			}
+			return w.finish()
+		})
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	return removed, more, nil
+}
+
+func callVisit(visit func([]byte), session []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			panic(callerPanic{r})
+		}
+	}()
+	visit(session)
+	return nil
+}
+
+// Stats reports the entry count and bytes (kept in the file) and the
+// evictions since Open.
+func (s *Store) Stats(ctx context.Context) (scache.StoreStats, error) {
+	var c counts
+	err := s.run(ctx, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			c, _ = decodeCounts(tx.Bucket(bucketMeta).Get(keyCounts))
+			return nil
+		})
+	})
+	return scache.StoreStats{Entries: int(c.entries), Bytes: c.bytes, Evictions: s.evictions.Load()}, err
+}
+
+// Damaged reports how many entries failed their checksum since Open, and
+// how many times the file was started over after damage.
+func (s *Store) Damaged() (entries, resets uint64) {
+	return s.damaged.Load(), s.resets.Load()
+}
+
+// Close syncs the file, marks it clean and closes it.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var err error
+	if s.db != nil {
+		err = s.markClean()
+		if cerr := guard(s.db.Close); err == nil {
+			err = cerr
+		}
+		s.db = nil
+	}
+	if cerr := s.file.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// bootID identifies the running kernel boot; tests replace it.
+var bootID = func() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+type discard struct{}
+
+func (discard) Warn(string, ...any) {}

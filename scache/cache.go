@@ -1,0 +1,216 @@
+package scache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// Logger is the part of the daemon's logger a cache needs.
+type Logger interface {
+	Info(format string, args ...any)
+	Warn(format string, args ...any)
+}
+
+// Config describes one cache.
+type Config struct {
+	Name     string        // "smtpd", "smtp" or "lmtp"
+	Database string        // as configured, e.g. "btree:/var/lib/postfix/smtpd_scache"; for logs
+	Timeout  time.Duration // > 0; entries older than this are gone
+	LogCache bool          // log every transaction, as *_tls_loglevel >= 2 does
+	// SweepBatch is how many expired entries one store call may remove;
+	// small batches keep the store free for requests.
+	SweepBatch int
+	// Mix, if set, receives each swept entry's bytes for the PRNG pool.
+	Mix func([]byte)
+	Log Logger
+	Now func() time.Time // for tests; time.Now if nil
+}
+
+// Cache is one enabled session cache: expiry on top of a Store.
+type Cache struct {
+	cfg   Config
+	store Store
+	now   func() time.Time
+
+	hits, misses, expired, updates, refused, deletes, swept, storeErrors atomic.Uint64
+}
+
+// New returns a cache over store. The cache owns the store from now on.
+func New(cfg Config, store Store) *Cache {
+	if cfg.SweepBatch <= 0 {
+		cfg.SweepBatch = 100
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	if cfg.LogCache && cfg.Log != nil {
+		cfg.Log.Info("open %s TLS cache %s", cfg.Name, cfg.Database)
+	}
+	return &Cache{cfg: cfg, store: store, now: now}
+}
+
+// Name is the cache type, e.g. "smtpd".
+func (c *Cache) Name() string { return c.cfg.Name }
+
+// Timeout is the configured entry lifetime.
+func (c *Cache) Timeout() time.Duration { return c.cfg.Timeout }
+
+// expired follows Postfix: an entry lives while written + timeout >= now.
+func (c *Cache) isExpired(written, now time.Time) bool {
+	return written.Add(c.cfg.Timeout).Before(now)
+}
+
+// Lookup returns the session stored under id, or ErrNotFound when there is
+// none or it expired (an expired entry is deleted on the way).
+func (c *Cache) Lookup(ctx context.Context, id string) ([]byte, error) {
+	if c.cfg.LogCache {
+		c.cfg.Log.Info("lookup %s session id=%s", c.cfg.Name, id)
+	}
+	e, err := c.store.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		c.misses.Add(1)
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		c.storeErrors.Add(1)
+		return nil, c.storeError("lookup", err)
+	}
+	if c.isExpired(e.Written, c.now()) {
+		c.expired.Add(1)
+		c.misses.Add(1)
+		if _, err := c.store.Delete(ctx, id); err != nil {
+			c.storeErrors.Add(1)
+		}
+		wipe(e.Session)
+		return nil, ErrNotFound
+	}
+	if c.cfg.LogCache {
+		c.cfg.Log.Info("read %s TLS cache entry %s: time=%d [data %d bytes]",
+			c.cfg.Name, id, e.Written.Unix(), len(e.Session))
+	}
+	c.hits.Add(1)
+	return e.Session, nil
+}
+
+// Update stores session under id with the current time. It returns
+// ErrTooLarge when the entry alone is over the cache's byte bound.
+func (c *Cache) Update(ctx context.Context, id string, session []byte) error {
+	now := c.now()
+	if c.cfg.LogCache {
+		c.cfg.Log.Info("put %s session id=%s [data %d bytes]", c.cfg.Name, id, len(session))
+		c.cfg.Log.Info("write %s TLS cache entry %s: time=%d [data %d bytes]",
+			c.cfg.Name, id, now.Unix(), len(session))
+	}
+	err := c.store.Put(ctx, id, Entry{Written: now, Session: session})
+	switch {
+	case err == nil:
+		c.updates.Add(1)
+		return nil
+	case errors.Is(err, ErrTooLarge):
+		c.refused.Add(1)
+		return err
+	default:
+		c.storeErrors.Add(1)
+		return c.storeError("update", err)
+	}
+}
+
+// Delete removes the entry under id and reports whether there was one.
+func (c *Cache) Delete(ctx context.Context, id string) (bool, error) {
+	if c.cfg.LogCache {
+		c.cfg.Log.Info("delete %s session id=%s", c.cfg.Name, id)
+	}
+	found, err := c.store.Delete(ctx, id)
+	if err != nil {
+		c.storeErrors.Add(1)
+		return false, c.storeError("delete", err)
+	}
+	if found {
+		c.deletes.Add(1)
+	}
+	return found, nil
+}
+
+func (c *Cache) storeError(op string, err error) error {
+	return fmt.Errorf("%s TLS cache %s: %s: %w", c.cfg.Name, c.cfg.Database, op, err)
+}
+
+// Sweep removes every entry that has expired by now, a batch at a time,
+// yielding between batches so that requests are never held up for long.
+func (c *Cache) Sweep(ctx context.Context) (int, error) {
+	if c.cfg.LogCache {
+		c.cfg.Log.Info("start TLS %s session cache cleanup", c.cfg.Name)
+	}
+	cutoff := c.now().Add(-c.cfg.Timeout)
+	total := 0
+	for {
+		n, more, err := c.store.Expire(ctx, cutoff, c.cfg.SweepBatch, c.cfg.Mix)
+		total += n
+		c.swept.Add(uint64(n))
+		if err != nil {
+			c.storeErrors.Add(1)
+			return total, c.storeError("sweep", err)
+		}
+		if !more {
+			return total, nil
+		}
+		select {
+		case <-ctx.Done():
+			return total, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// RunSweeper sweeps every timeout (as Postfix does) until ctx is done.
+func (c *Cache) RunSweeper(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Timeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := c.Sweep(ctx); err != nil && ctx.Err() == nil && c.cfg.Log != nil {
+				c.cfg.Log.Warn("%v", err)
+			}
+		}
+	}
+}
+
+// Stats is a snapshot of a cache's counters and its store's contents.
+type Stats struct {
+	Name                                                    string
+	Timeout                                                 time.Duration
+	Hits, Misses, Expired, Updates, Refused, Deletes, Swept uint64
+	StoreErrors                                             uint64
+	Store                                                   StoreStats
+}
+
+// Stats reports the counters; the store's part may fail (remote stores).
+func (c *Cache) Stats(ctx context.Context) (Stats, error) {
+	s := Stats{
+		Name: c.cfg.Name, Timeout: c.cfg.Timeout,
+		Hits: c.hits.Load(), Misses: c.misses.Load(), Expired: c.expired.Load(),
+		Updates: c.updates.Load(), Refused: c.refused.Load(), Deletes: c.deletes.Load(),
+		Swept: c.swept.Load(), StoreErrors: c.storeErrors.Load(),
+	}
+	var err error
+	s.Store, err = c.store.Stats(ctx)
+	return s, err
+}
+
+// Close closes the store.
+func (c *Cache) Close() error {
+	if c.cfg.LogCache {
+		c.cfg.Log.Info("close %s TLS cache %s", c.cfg.Name, c.cfg.Database)
+	}
+	return c.store.Close()
+}
+
+// wipe zeroes secret bytes that are no longer needed.
+func wipe(b []byte) { clear(b) }

@@ -1,0 +1,69 @@
+// Package scache implements the TLS session caches that tlsmgr serves:
+// expiry by write time, bounds, and the incremental background sweep.
+// Where the entries live is a Store's business (memory, a file, a remote
+// server), so every Store call takes a context and may fail.
+package scache
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned by Store.Get when no entry has the id.
+var ErrNotFound = errors.New("scache: no such entry")
+
+// ErrTooLarge is returned by Store.Put when one entry alone exceeds the
+// store's byte bound.
+var ErrTooLarge = errors.New("scache: entry larger than the cache bound")
+
+// Entry is one cached TLS session. Session is opaque: it is never parsed
+// and never logged beyond its length.
+type Entry struct {
+	Written time.Time // when the client stored it; expiry counts from here
+	Session []byte
+}
+
+// Limits bound a store. A store that is full evicts the entries closest to
+// expiry (the oldest written, since one cache has one timeout) to make room.
+type Limits struct {
+	MaxEntries int   // > 0
+	MaxBytes   int64 // > 0; counts id + session + EntryOverhead per entry
+}
+
+// EntryOverhead is what every store charges per entry against
+// Limits.MaxBytes on top of the id and session bytes, so that a flood of
+// tiny entries is bounded too.
+const EntryOverhead = 64
+
+// Size is what one entry counts against Limits.MaxBytes.
+func Size(id string, session []byte) int64 {
+	return int64(len(id)+len(session)) + EntryOverhead
+}
+
+// Store holds the entries of one cache. Implementations must be safe for
+// concurrent use. Get returns a copy (or otherwise immutable bytes) the
+// caller may keep.
+type Store interface {
+	Get(ctx context.Context, id string) (Entry, error)
+	// Put stores e under id, replacing any older entry, evicting others
+	// when the limits require it.
+	Put(ctx context.Context, id string, e Entry) error
+	// Delete reports whether an entry was removed.
+	Delete(ctx context.Context, id string) (bool, error)
+	// Expire removes at most max entries written before cutoff, calling
+	// visit (if not nil) with each removed entry's session bytes, which
+	// visit must not keep. It reports how many it removed and whether more
+	// expired entries may remain.
+	Expire(ctx context.Context, cutoff time.Time, max int, visit func(session []byte)) (removed int, more bool, err error)
+	// Stats describes the current contents.
+	Stats(ctx context.Context) (StoreStats, error)
+	Close() error
+}
+
+// StoreStats is a snapshot of a store's size and lifetime counters.
+type StoreStats struct {
+	Entries   int
+	Bytes     int64
+	Evictions uint64 // entries removed to respect Limits
+}

@@ -1,0 +1,419 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/scache"
+	"github.com/gotlsmgr/tlsmgr/tktkey"
+)
+
+// Status codes of tlsmgr replies.
+const (
+	StatusOK   int32 = 0  // success
+	StatusErr  int32 = -1 // not found, or refused
+	StatusFail int32 = -2 // protocol or usage error
+)
+
+// Request and attribute names of the protocol.
+const (
+	attrRequest   = "request"
+	attrStatus    = "status"
+	attrCacheType = "cache_type"
+	attrCacheID   = "cache_id"
+	attrSession   = "session"
+	attrSize      = "size"
+	attrSeed      = "seed"
+	attrCachable  = "cachable"
+	attrTimeout   = "timeout"
+	attrKeyName   = "keyname"
+	attrKeyBuf    = "keybuf"
+)
+
+// announcement is what the server says first on every connection;
+// Postfix 3.6+ clients refuse a server that does not.
+const announcement = "protocol\x00tlsmgr_protocol\x00\x00"
+
+type conn struct {
+	srv  *Server
+	nc   net.Conn
+	peer string
+	r    *attr.Reader
+	w    *attr.Writer
+	now  time.Time // of the request being served
+}
+
+func (c *conn) serve() {
+	log := c.srv.cfg.Log
+	if _, err := io.WriteString(c.nc, announcement); err != nil {
+		// The master's wakeup trigger often closes before we speak.
+		log.Debug(1, "write protocol announcement to %s: %v", c.peer, err)
+		return
+	}
+	br := bufio.NewReaderSize(c.nc, 16<<10)
+	c.r = attr.NewBufferedReader(br, c.srv.cfg.Limits)
+	c.w = attr.NewWriter(c.nc)
+	for first := true; ; first = false {
+		c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.IPCTimeout))
+		req, err := c.r.ReadList()
+		if c.srv.closing.Load() && err != nil {
+			return
+		}
+		switch {
+		case err == nil:
+		case err == io.EOF, errors.Is(err, syscall.ECONNRESET):
+			return
+		case err == io.ErrUnexpectedEOF && first && c.r.Partial() <= 2:
+			// master(8) wakes us by writing one byte and closing.
+			log.Debug(1, "received master trigger")
+			return
+		case err == attr.ErrTooLarge:
+			c.srv.counters.malformed.Add(1)
+			log.Warn("request from %s exceeds the size limits (%d bytes per attribute, %d per request)",
+				c.peer, c.srv.cfg.Limits.MaxValue, c.srv.cfg.Limits.MaxList)
+			if !c.reply(func() { c.w.Int(attrStatus, StatusFail) }) {
+				return
+			}
+			continue
+		case err == attr.ErrOutOfSync:
+			c.srv.counters.malformed.Add(1)
+			log.Warn("request from %s does not end within the size limits: closing the connection", c.peer)
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			log.Warn("timeout while waiting for data from %s", c.peer)
+			return
+		case err == io.ErrUnexpectedEOF:
+			log.Warn("end-of-input while reading request from %s", c.peer)
+			return
+		default:
+			log.Warn("read request from %s: %v", c.peer, err)
+			return
+		}
+		c.now = time.Now()
+		if pool := c.srv.cfg.Pool; pool != nil {
+			var t [8]byte
+			binary.LittleEndian.PutUint64(t[:], uint64(c.now.UnixNano()))
+			pool.Mix(t[:])
+		}
+		if !c.dispatch(req) {
+			return
+		}
+		if c.srv.closing.Load() {
+			return
+		}
+	}
+}
+
+// reply writes one reply list and flushes it; false means the connection
+// is broken.
+func (c *conn) reply(body func()) bool {
+	body()
+	c.w.End()
+	if err := c.w.Flush(); err != nil {
+		c.srv.cfg.Log.Warn("write reply to %s: %v", c.peer, err)
+		return false
+	}
+	return true
+}
+
+// dispatch answers one request. Requests and replies carry exactly the
+// attributes Postfix's tlsmgr and its clients use, in the same order.
+func (c *conn) dispatch(req attr.List) bool {
+	if len(req) == 0 || string(req[0].Name) != attrRequest {
+		// Postfix leaves such a client waiting; an answer is kinder.
+		c.srv.counters.malformed.Add(1)
+		c.srv.cfg.Log.Warn("request from %s does not start with a %q attribute", c.peer, attrRequest)
+		return c.reply(func() { c.w.Int(attrStatus, StatusFail) })
+	}
+	name, args := string(req[0].Value), req[1:]
+	switch name {
+	case "seed":
+		c.srv.counters.seed.Add(1)
+		return c.seed(args)
+	case "policy":
+		c.srv.counters.policy.Add(1)
+		return c.policy(args)
+	case "lookup":
+		c.srv.counters.lookup.Add(1)
+		return c.lookup(args)
+	case "update":
+		c.srv.counters.update.Add(1)
+		return c.update(args)
+	case "delete":
+		c.srv.counters.delete.Add(1)
+		return c.delete(args)
+	case "tktkey":
+		c.srv.counters.tktkey.Add(1)
+		return c.tktkey(args)
+	case "stats":
+		return c.stats(args)
+	}
+	c.srv.counters.malformed.Add(1)
+	c.srv.cfg.Log.Warn("unknown request %q from %s", printable(req[0].Value), c.peer)
+	return c.reply(func() { c.w.Int(attrStatus, StatusFail) })
+}
+
+// args checks that a request holds exactly the named attributes, each once,
+// in any order, and returns their values in the order of names.
+func (c *conn) args(request string, got attr.List, names ...string) ([][]byte, bool) {
+	vals := make([][]byte, len(names))
+	seen := 0
+	for _, a := range got {
+		i := indexOf(names, a.Name)
+		if i < 0 || vals[i] != nil {
+			c.badRequest(request, "unexpected attribute %q", printable(a.Name))
+			return nil, false
+		}
+		vals[i] = a.Value
+		seen++
+	}
+	if seen != len(names) {
+		for i, v := range vals {
+			if v == nil {
+				c.badRequest(request, "missing attribute %q", names[i])
+				break
+			}
+		}
+		return nil, false
+	}
+	return vals, true
+}
+
+func indexOf(names []string, name []byte) int {
+	for i, n := range names {
+		if n == string(name) {
+			return i
+		}
+	}
+	return -1
+}
+
+func (c *conn) badRequest(request, format string, args ...any) {
+	c.srv.counters.malformed.Add(1)
+	c.srv.cfg.Log.Warn("bad %q request from %s: "+format, append([]any{request, c.peer}, args...)...)
+}
+
+func (c *conn) seed(args attr.List) bool {
+	status, out := StatusFail, []byte(nil)
+	var buf [255]byte
+	if v, ok := c.args("seed", args, attrSize); ok {
+		n, err := attr.ParseInt(attrSize, v[0])
+		switch {
+		case err != nil:
+			c.badRequest("seed", "%v", err)
+		case n <= 0 || n > 255:
+			c.badRequest("seed", "bogus seed length \"%d\"", n)
+		default:
+			if _, err := io.ReadFull(c.srv.cfg.Pool, buf[:n]); err != nil {
+				c.srv.cfg.Log.Warn("PRNG: %v", err)
+				status = StatusErr
+			} else {
+				status, out = StatusOK, buf[:n]
+				c.srv.counters.seedBytes.Add(uint64(n))
+			}
+		}
+	}
+	ok := c.reply(func() {
+		c.w.Int(attrStatus, status)
+		c.w.Data(attrSeed, out)
+	})
+	clear(buf[:])
+	return ok
+}
+
+// cacheType finds the named cache type, warning about unknown names.
+func (c *conn) cacheType(request string, name []byte) (*CacheType, bool) {
+	for i := range c.srv.cfg.Caches {
+		if ct := &c.srv.cfg.Caches[i]; ct.Name == string(name) {
+			return ct, true
+		}
+	}
+	c.badRequest(request, "bogus cache type \"%s\"", printable(name))
+	return nil, false
+}
+
+func (c *conn) policy(args attr.List) bool {
+	status, cachable, timeout := StatusFail, int32(0), int32(0)
+	if v, ok := c.args("policy", args, attrCacheType); ok {
+		if ct, ok := c.cacheType("policy", v[0]); ok {
+			status, timeout = StatusOK, int32(ct.Timeout/time.Second)
+			if ct.Cache != nil {
+				cachable = 1
+			}
+		}
+	}
+	return c.reply(func() {
+		c.w.Int(attrStatus, status)
+		c.w.Int(attrCachable, cachable)
+		c.w.Int(attrTimeout, timeout)
+	})
+}
+
+// enabledCache resolves the cache of a lookup/update/delete request.
+// Unknown and disabled types are usage errors, as in Postfix.
+func (c *conn) enabledCache(request string, name []byte) *scache.Cache {
+	ct, ok := c.cacheType(request, name)
+	if !ok {
+		return nil
+	}
+	if ct.Cache == nil {
+		c.srv.cfg.Log.Debug(1, "%s request for disabled %s cache from %s", request, ct.Name, c.peer)
+	}
+	return ct.Cache
+}
+
+func (c *conn) storeContext() (context.Context, context.CancelFunc) {
+	return context.WithDeadline(context.Background(), c.now.Add(c.srv.cfg.StoreTimeout))
+}
+
+func (c *conn) lookup(args attr.List) bool {
+	status, session := StatusFail, []byte(nil)
+	if v, ok := c.args("lookup", args, attrCacheType, attrCacheID); ok {
+		if cache := c.enabledCache("lookup", v[0]); cache != nil {
+			ctx, cancel := c.storeContext()
+			s, err := cache.Lookup(ctx, string(v[1]))
+			cancel()
+			switch {
+			case err == nil:
+				status, session = StatusOK, s
+			case errors.Is(err, scache.ErrNotFound):
+				status = StatusErr
+			default:
+				c.srv.cfg.Log.Warn("%v", err)
+				status = StatusErr
+			}
+		}
+	}
+	ok := c.reply(func() {
+		c.w.Int(attrStatus, status)
+		c.w.Data(attrSession, session)
+	})
+	clear(session)
+	return ok
+}
+
+func (c *conn) update(args attr.List) bool {
+	status := StatusFail
+	if v, ok := c.args("update", args, attrCacheType, attrCacheID, attrSession); ok {
+		session, err := attr.ParseData(attrSession, v[2])
+		if err != nil {
+			c.badRequest("update", "%v", errShort(err))
+		} else if cache := c.enabledCache("update", v[0]); cache != nil {
+			ctx, cancel := c.storeContext()
+			err := cache.Update(ctx, string(v[1]), session)
+			cancel()
+			switch {
+			case err == nil:
+				status = StatusOK
+			case errors.Is(err, scache.ErrTooLarge):
+				c.srv.cfg.Log.Warn("%s TLS cache: entry of %d bytes from %s is over the cache size limit",
+					cache.Name(), len(session), c.peer)
+				status = StatusErr
+			default:
+				c.srv.cfg.Log.Warn("%v", err)
+				status = StatusErr
+			}
+		}
+		clear(session)
+	}
+	return c.reply(func() { c.w.Int(attrStatus, status) })
+}
+
+func (c *conn) delete(args attr.List) bool {
+	status := StatusFail
+	if v, ok := c.args("delete", args, attrCacheType, attrCacheID); ok {
+		if cache := c.enabledCache("delete", v[0]); cache != nil {
+			ctx, cancel := c.storeContext()
+			found, err := cache.Delete(ctx, string(v[1]))
+			cancel()
+			switch {
+			case err != nil:
+				c.srv.cfg.Log.Warn("%v", err)
+				status = StatusErr
+			case found:
+				status = StatusOK
+			default:
+				status = StatusErr
+			}
+		}
+	}
+	return c.reply(func() { c.w.Int(attrStatus, status) })
+}
+
+func (c *conn) tktkey(args attr.List) bool {
+	status := StatusFail
+	var rec [tktkey.RecordLen]byte
+	var out []byte
+	if v, ok := c.args("tktkey", args, attrKeyName); ok {
+		name, err := attr.ParseData(attrKeyName, v[0])
+		switch {
+		case err != nil:
+			c.badRequest("tktkey", "%v", errShort(err))
+		case len(name) != 0 && len(name) != tktkey.NameLen:
+			c.badRequest("tktkey", "invalid session ticket key name length: %d", len(name))
+		case c.srv.cfg.Keys == nil:
+			status = StatusErr
+		default:
+			var key tktkey.Key
+			if len(name) == 0 {
+				ctx, cancel := c.storeContext()
+				key, err = c.srv.cfg.Keys.Encrypting(ctx)
+				cancel()
+			} else {
+				key, err = c.srv.cfg.Keys.Decrypting([tktkey.NameLen]byte(name))
+			}
+			switch {
+			case err == nil:
+				key.MarshalTo(rec[:])
+				key.Wipe()
+				status, out = StatusOK, rec[:]
+			case errors.Is(err, tktkey.ErrDisabled), errors.Is(err, tktkey.ErrUnknownKey):
+				status = StatusErr
+			default:
+				c.srv.cfg.Log.Warn("session ticket key: %v", err)
+				status = StatusErr
+			}
+		}
+	}
+	ok := c.reply(func() {
+		c.w.Int(attrStatus, status)
+		c.w.Data(attrKeyBuf, out)
+	})
+	clear(rec[:])
+	return ok
+}
+
+// errShort drops the value from a syntax error: session data and key
+// names must not reach the log.
+func errShort(err error) error {
+	var se *attr.SyntaxError
+	if errors.As(err, &se) {
+		return errors.New("attribute " + se.Name + ": " + se.Why)
+	}
+	return err
+}
+
+// printable makes client-supplied text safe for the log, shortening it.
+func printable(b []byte) string {
+	const max = 100
+	out := make([]byte, 0, min(len(b), max))
+	for i, ch := range b {
+		if i == max {
+			out = append(out, "..."...)
+			break
+		}
+		if ch < 0x20 || ch > 0x7e {
+			ch = '?'
+		}
+		out = append(out, ch)
+	}
+	return string(out)
+}

@@ -1,0 +1,149 @@
+package tktkey
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+)
+
+// ErrDisabled is returned when the smtpd session timeout is 0: Postfix
+// then refuses every tktkey request.
+var ErrDisabled = errors.New("tktkey: session tickets are disabled")
+
+// ErrUnknownKey is returned for a decryption key name that is not (or no
+// longer) in the ring.
+var ErrUnknownKey = errors.New("tktkey: no such key")
+
+// Logger is the part of the daemon's logger the manager needs.
+type Logger interface {
+	Warn(format string, args ...any)
+}
+
+// Manager hands out ticket keys. With T the smtpd session cache timeout,
+// each key encrypts for T/2 and decrypts for T/2 more.
+type Manager struct {
+	disabled bool
+	half     int64 // T/2 in whole seconds, as Postfix computes it
+	rand     io.Reader
+	store    Store
+	log      Logger
+	now      func() time.Time
+
+	mu   sync.Mutex
+	ring Ring
+}
+
+// Options configure a Manager.
+type Options struct {
+	Timeout time.Duration // smtpd_tls_session_cache_timeout, sanitised; 0 disables
+	Rand    io.Reader     // the PRNG pool
+	Store   Store         // nil: keys live in memory only
+	Log     Logger
+	Now     func() time.Time
+}
+
+// NewManager returns a manager, loading the ring from the store if any.
+func NewManager(ctx context.Context, o Options) (*Manager, error) {
+	m := &Manager{
+		disabled: o.Timeout <= 0,
+		half:     int64(o.Timeout/time.Second) / 2,
+		rand:     o.Rand,
+		store:    o.Store,
+		log:      o.Log,
+		now:      o.Now,
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.store != nil {
+		r, err := m.store.Load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m.ring = r
+	}
+	return m, nil
+}
+
+// Encrypting returns the key for issuing a new ticket, making a new one
+// (and retiring the oldest) when the current key no longer encrypts.
+func (m *Manager) Encrypting(ctx context.Context) (Key, error) {
+	if m.disabled {
+		return Key{}, ErrDisabled
+	}
+	now := m.now().Unix()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur := m.ring.Current; cur != nil && cur.Expiry > now {
+		return *cur, nil
+	}
+	k := new(Key)
+	if err := m.fill(k); err != nil {
+		return Key{}, err
+	}
+	k.Expiry = now + m.half - 1
+	m.rotate(k)
+	if m.store != nil {
+		if err := m.store.Save(ctx, m.ring); err != nil && m.log != nil {
+			m.log.Warn("cannot save session ticket keys: %v", err)
+		}
+	}
+	return *k, nil
+}
+
+// Decrypting returns the key named name if it may still decrypt tickets.
+func (m *Manager) Decrypting(name [NameLen]byte) (Key, error) {
+	if m.disabled {
+		return Key{}, ErrDisabled
+	}
+	now := m.now().Unix()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range []*Key{m.ring.Current, m.ring.Previous} {
+		if k != nil && k.Name == name {
+			if k.Expiry+m.half > now {
+				return *k, nil
+			}
+			break
+		}
+	}
+	return Key{}, ErrUnknownKey
+}
+
+// rotate makes k current unless the current key outlives it (a clock that
+// went backwards), keeping the ring sorted with Current expiring last, as
+// Postfix does. The key that drops out is wiped.
+func (m *Manager) rotate(k *Key) {
+	if old := m.ring.Previous; old != nil {
+		old.Wipe()
+	}
+	if m.ring.Current == nil || m.ring.Current.Expiry < k.Expiry {
+		m.ring.Previous, m.ring.Current = m.ring.Current, k
+	} else {
+		m.ring.Previous = k
+	}
+}
+
+func (m *Manager) fill(k *Key) error {
+	for _, part := range [][]byte{k.Name[:], k.AES[:], k.HMAC[:]} {
+		if _, err := io.ReadFull(m.rand, part); err != nil {
+			k.Wipe()
+			return err
+		}
+	}
+	return nil
+}
+
+// Close wipes the keys held in memory.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range []*Key{m.ring.Current, m.ring.Previous} {
+		if k != nil {
+			k.Wipe()
+		}
+	}
+	m.ring = Ring{}
+}
