@@ -7,6 +7,16 @@
 // to Set, -o overrides, main.cf, the defaults passed to Load, the
 // built-in defaults. Parameters nobody reads are kept only so that they
 // can be referenced.
+//
+// Where this differs from Postfix on purpose:
+//   - a CR ending a physical line is dropped, also inside a continued value;
+//   - a reference loop (a = $b, b = $a) is reported as such at once, also
+//     through a relational operand (which crashes Postfix); expansion work
+//     and result size are bounded;
+//   - every default can be referenced at any time, where Postfix sees a
+//     default only once the program has read that parameter;
+//   - two enabled caches of different types on the same file get a warning;
+//   - our own size parameters take k, m and g suffixes.
 package config
 
 import (
@@ -122,10 +132,6 @@ func (c *Config) raw(name string) (string, bool) {
 func (c *Config) Lookup(name string) (string, bool, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.lookupLocked(name)
-}
-
-func (c *Config) lookupLocked(name string) (string, bool, error) {
 	raw, ok := c.raw(name)
 	if !ok {
 		return "", false, nil

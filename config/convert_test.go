@@ -27,6 +27,7 @@ func TestParseTime(t *testing.T) {
 		// No digits reads as zero, as with strtol().
 		{"s", 's', 0},
 		{"h", 's', 0},
+		{"soon", 's', 0},
 		// Bounds: the result must fit a C int.
 		{"2147483647", 's', 2147483647},
 		{"2147483647s", 's', 2147483647},

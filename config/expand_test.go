@@ -44,44 +44,44 @@ func TestExpand(t *testing.T) {
 		{"${non}", "x"},
 		{"$(non)", "x"},
 		{"<$non>", "<x>"},
-		{"$non.x", "x.x"},       // '.' ends a bare name
-		{"$non-$non", "x-x"},    // so does '-'
-		{"$a_b", "AB"},          // '_' does not
-		{"$non_x", ""},          // undefined: empty
-		{"${undefined}", ""},    // undefined: empty
-		{"${ non }", "x"},       // white space around the name
-		{"${ }", ""},            // nothing named: undefined
-		{"$$", "$"},             // $$ is a literal $
-		{"$$non", "$non"},       // and is not expanded further
-		{"a$$$non", "a$x"},      // $$ then $non
-		{"$dollar", "$HOME"},    // $$ in a referenced value
-		{"$chain1", "[<x>]"},    // references nest
-		{"$cond", "yes"},        // a referenced value may be conditional
-		{"${non?yes}", "yes"},   // ? with a non-empty value
-		{"${e?yes}", ""},        // ? with an empty value
+		{"$non.x", "x.x"},     // '.' ends a bare name
+		{"$non-$non", "x-x"},  // so does '-'
+		{"$a_b", "AB"},        // '_' does not
+		{"$non_x", ""},        // undefined: empty
+		{"${undefined}", ""},  // undefined: empty
+		{"${ non }", "x"},     // white space around the name
+		{"${ }", ""},          // nothing named: undefined
+		{"$$", "$"},           // $$ is a literal $
+		{"$$non", "$non"},     // and is not expanded further
+		{"a$$$non", "a$x"},    // $$ then $non
+		{"$dollar", "$HOME"},  // $$ in a referenced value
+		{"$chain1", "[<x>]"},  // references nest
+		{"$cond", "yes"},      // a referenced value may be conditional
+		{"${non?yes}", "yes"}, // ? with a non-empty value
+		{"${e?yes}", ""},      // ? with an empty value
 		{"${undefined?yes}", ""},
 		{"${non:no}", ""},
 		{"${e:no}", "no"},
 		{"${undefined:no}", "no"},
-		{"${ref?yes}", "yes"},      // the test looks at the value as written
-		{"${ref:no}", ""},          // likewise
-		{"${non?x:y}", "x:y"},      // unbraced text runs to the end (2.x form)
-		{"${e?x:y}", ""},           // ...so there is no "else"
-		{"${e:x:y}", "x:y"},        // same for ':'
-		{"${non? pre}", " pre"},    // unbraced text keeps its white space
+		{"${ref?yes}", "yes"},   // the test looks at the value as written
+		{"${ref:no}", ""},       // likewise
+		{"${non?x:y}", "x:y"},   // unbraced text runs to the end (2.x form)
+		{"${e?x:y}", ""},        // ...so there is no "else"
+		{"${e:x:y}", "x:y"},     // same for ':'
+		{"${non? pre}", " pre"}, // unbraced text keeps its white space
 		{"${non?{yes}:{no}}", "yes"},
 		{"${e?{yes}:{no}}", "no"},
 		{"${undefined?{yes}:{no}}", "no"},
 		{"${ e ? {on} : {off} }", "off"}, // white space around braces
 		{"${non?  {x} }", "x"},
 		{"${non?{a}:b:c}", "a"},
-		{"${e?{a}:b:c}", "b:c"},  // unbraced else runs to the end
+		{"${e?{a}:b:c}", "b:c"}, // unbraced else runs to the end
 		{"${e:{fallback}}", "fallback"},
-		{"${non?$non-$non}", "x-x"},              // texts are expanded
-		{"${non?{${e:{inner}}}:{no}}", "inner"},  // nested conditionals
+		{"${non?$non-$non}", "x-x"},             // texts are expanded
+		{"${non?{${e:{inner}}}:{no}}", "inner"}, // nested conditionals
 		{"${e?{no}:{${non?{deep}}}}", "deep"},
-		{"${non?{a{b}c}}", "a{b}c"},              // braces balance in texts
-		{"$(non?(x))", "(x)"},                    // $(..) nests only ()
+		{"${non?{a{b}c}}", "a{b}c"}, // braces balance in texts
+		{"$(non?(x))", "(x)"},       // $(..) nests only ()
 		{"$(non?{x})", "x"},
 		{"${e?{$undefined}:{$$}}", "$"},
 		// Relational forms.
@@ -94,7 +94,7 @@ func TestExpand(t *testing.T) {
 		{"${{3} >= {2}?{ge}}", "ge"},
 		{"${{3} > {20}?{gt}:{le}}", "le"},
 		{"${{$non}=={x}?{same}}", "same"},
-		{"${{$e} == {}:{empty}}", ""},         // true is non-empty, so ':' gives nothing
+		{"${{$e} == {}:{empty}}", ""}, // true is non-empty, so ':' gives nothing
 		{"${{$e} != {}:{empty}}", "empty"},
 	}
 	c := expandTestConfig(t, expandValues)

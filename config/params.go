@@ -43,8 +43,8 @@ type Params struct {
 	Caches [3]CacheParams // smtpd, smtp, lmtp in that order
 
 	RandomSource string // "dev:PATH", "egd:PATH", a file name, or "" (none)
-	// RandomBytes is >= 1 with no upper bound, as in Postfix; device and
-	// EGD reads take at most 255 bytes at a time.
+	// RandomBytes is at least 1 and fits a C int, as in Postfix, which
+	// then reads devices and EGD at most 255 bytes at a time.
 	RandomBytes      int
 	ExchangeName     string        // "" disables the exchange file
 	PRNGUpdatePeriod time.Duration // in [1s, MaxRandomPeriod]

@@ -19,6 +19,8 @@ import (
 	"github.com/gotlsmgr/tlsmgr/client"
 )
 
+var errEOF = io.EOF
+
 // Ops are the request kinds a mix may name.
 var Ops = []string{"lookup", "update", "seed", "policy", "delete", "tktkey"}
 
@@ -157,7 +159,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	workers := make([]*worker, cfg.Connections)
 	for i := range workers {
 		workers[i] = &worker{
-			c:   client.New(cfg.Socket, client.Options{}),
+			c:   client.New(cfg.Socket, client.Options{Dial: dialBlocking(30 * time.Second)}),
 			rng: rand.New(rand.NewPCG(uint64(i)+1, 42)),
 		}
 		defer workers[i].c.Close()

@@ -88,7 +88,9 @@ func helperUpdateLoop(path string) {
 func startHelper(t *testing.T, mode, path string, extraEnv ...string) (*exec.Cmd, *bufio.Reader) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperFileEnv+"="+path)
+	// GORACE: a race-enabled child otherwise lingers a second at exit,
+	// still holding its locks.
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperFileEnv+"="+path, "GORACE=atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

@@ -2,8 +2,10 @@ package prng
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sync"
@@ -26,6 +28,11 @@ const osSeedLen = 32
 type drbgPool struct {
 	mu   sync.Mutex
 	drbg *hmacDRBG
+	// pending absorbs Mix data cheaply; its digest is the additional input
+	// of the next generate, so event data still passes through
+	// HMAC_DRBG_Update before any output that follows it.
+	pending  hash.Hash
+	nPending int
 	// osEntropy is crypto/rand.Reader outside tests. It is read outside mu.
 	osEntropy io.Reader
 
@@ -56,6 +63,7 @@ func newPool(osEntropy io.Reader, now time.Time) *drbgPool {
 	pers = binary.BigEndian.AppendUint64(pers, uint64(now.UnixNano()))
 	return &drbgPool{
 		drbg:      newHMACDRBG(entropy[:], nonce, pers),
+		pending:   sha256.New(),
 		osEntropy: osEntropy,
 	}
 }
@@ -82,11 +90,19 @@ func (p *drbgPool) Read(b []byte) (int, error) {
 func (p *drbgPool) generate(b []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var digest [sha256.Size]byte
+	var additional []byte
+	if p.nPending > 0 {
+		additional = p.pending.Sum(digest[:0])
+		p.pending.Reset()
+		p.nPending = 0
+	}
 	for len(b) > 0 {
 		n := min(len(b), maxBytesPerRequest)
-		switch err := p.drbg.generate(b[:n], nil); err {
+		switch err := p.drbg.generate(b[:n], additional); err {
 		case nil:
 			b = b[n:]
+			additional = nil
 		case errReseedRequired:
 			// Only after 2^48 requests; fetch fresh OS randomness as the
 			// specification asks rather than refusing to serve.
@@ -99,11 +115,17 @@ func (p *drbgPool) generate(b []byte) {
 	}
 }
 
-// Mix runs data through HMAC_DRBG_Update. It does not reset the reseed
-// counter: event data is stirred in, it is not credited as entropy.
+// Mix stirs data into the pool: it is hashed into the pending state now
+// and enters HMAC_DRBG_Update as additional input with the next output.
+// It does not reset the reseed counter: event data is not credited as
+// entropy. Mix runs at every request, so it must cost next to nothing.
 func (p *drbgPool) Mix(data []byte) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(data)))
 	p.mu.Lock()
-	p.drbg.update(data)
+	p.pending.Write(n[:]) // length-prefixed: inputs cannot run together
+	p.pending.Write(data)
+	p.nPending++
 	p.mu.Unlock()
 }
 

@@ -52,7 +52,8 @@ type Options struct {
 	Logger       Logger        // nil discards
 
 	// SourceOptional makes a source that cannot be opened at Open a
-	// warning, as in Postfix, instead of an error; Run keeps retrying it.
+	// warning, as in Postfix, instead of an error; Run keeps retrying a
+	// device or EGD server (a plain file is only ever tried at Open).
 	SourceOptional bool
 	// Verbose logs every reseed and exchange-file update.
 	Verbose bool
@@ -231,7 +232,12 @@ func (m *Manager) Pool() Pool { return m.pool }
 func (m *Manager) readFileOnce() error {
 	src, err := openSource(sourceFile, m.sourcePath, m.opts.ReadTimeout)
 	if err != nil {
-		return fmt.Errorf("open tls_random_source %s: %w", m.opts.Source, errorCause(err))
+		if !m.opts.SourceOptional {
+			return fmt.Errorf("open tls_random_source %s: %w", m.opts.Source, errorCause(err))
+		}
+		m.log.Warn("cannot open entropy file %s: %v", m.sourcePath, errorCause(err))
+		m.recordReseed(false)
+		return nil
 	}
 	defer src.close()
 	data, err := src.read(m.readBytes)

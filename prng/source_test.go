@@ -3,6 +3,7 @@ package prng
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -252,6 +253,25 @@ func TestDevSource(t *testing.T) {
 	}
 }
 
+// TestDevSourceWithoutPoller reads a "device" the runtime poller cannot
+// watch (a regular file), which takes the goroutine-with-timeout path.
+func TestDevSourceWithoutPoller(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "regular")
+	os.WriteFile(path, bytes.Repeat([]byte{7}, 100), 0o600)
+	src, err := openSource(sourceDev, path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.close()
+	if err := src.(*fileSource).f.SetReadDeadline(time.Now()); !errors.Is(err, os.ErrNoDeadline) {
+		t.Fatalf("SetReadDeadline on a regular file: %v; the test needs a file without deadlines", err)
+	}
+	data, err := src.read(32)
+	if err != nil || !bytes.Equal(data, bytes.Repeat([]byte{7}, 32)) {
+		t.Fatalf("read = %x, %v", data, err)
+	}
+}
+
 func TestDevSourceMissing(t *testing.T) {
 	_, err := Open(Options{Source: "dev:/dev/nosuch"})
 	if err == nil || err.Error() != "open tls_random_source dev:/dev/nosuch: no such file or directory" {
@@ -352,10 +372,19 @@ func TestPlainFileProblems(t *testing.T) {
 	if err == nil || err.Error() != "open tls_random_source /nonexistent/seed: no such file or directory" {
 		t.Fatalf("Open error: %v", err)
 	}
+	log := &testLogger{}
+	m, err := Open(Options{Source: "/nonexistent/seed", SourceOptional: true, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if log.count("warning: cannot open entropy file /nonexistent/seed: no such file or directory") != 1 {
+		t.Fatalf("log: %q", log.all())
+	}
 	empty := filepath.Join(t.TempDir(), "empty")
 	os.WriteFile(empty, nil, 0o600)
-	log := &testLogger{}
-	m, err := Open(Options{Source: empty, Logger: log})
+	log = &testLogger{}
+	m, err = Open(Options{Source: empty, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

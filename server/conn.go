@@ -271,6 +271,9 @@ func (c *conn) enabledCache(request string, name []byte) *scache.Cache {
 }
 
 func (c *conn) storeContext() (context.Context, context.CancelFunc) {
+	if c.srv.cfg.StoreTimeout <= 0 {
+		return context.Background(), func() {}
+	}
 	return context.WithDeadline(context.Background(), c.now.Add(c.srv.cfg.StoreTimeout))
 }
 

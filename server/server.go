@@ -44,8 +44,10 @@ type Config struct {
 	Limits attr.Limits
 	// IPCTimeout bounds each wait for a client's next request (ipc_timeout).
 	IPCTimeout time.Duration
-	// StoreTimeout bounds each cache store call, so that a slow store
-	// makes one request fail instead of stalling the client.
+	// StoreTimeout bounds each cache store call, so that a slow remote
+	// store makes one request fail instead of stalling the client. Zero
+	// means no deadline: local stores cannot hang, and a deadline costs a
+	// runtime timer per request.
 	StoreTimeout time.Duration
 	// MaxClients caps concurrent connections; more are closed at once.
 	MaxClients int
@@ -80,9 +82,6 @@ type Server struct {
 func New(cfg Config) *Server {
 	if cfg.IPCTimeout <= 0 {
 		cfg.IPCTimeout = time.Hour
-	}
-	if cfg.StoreTimeout <= 0 {
-		cfg.StoreTimeout = 10 * time.Second
 	}
 	if cfg.MaxClients <= 0 {
 		cfg.MaxClients = 1000

@@ -193,7 +193,7 @@ func boltOptions(f *os.File) (*bolt.Options, error) {
 		// page instead of bbolt walking the whole file in a goroutine,
 		// where a damaged page would be a panic no one can recover.
 		NoFreelistSync: false,
-		NoStatistics:   true,
+		NoStatistics:   false,
 	}, nil
 }
 

@@ -5,18 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
-// checkStructure walks the bbolt page tree of f with pread before bbolt
-// itself maps the file. bbolt trusts its pages: a damaged file can make it
-// read outside the map, recurse forever on a cycle (a stack overflow is
-// fatal in Go, not a panic) or allocate a huge freelist. After this walk
-// every page bbolt reaches from the newest valid meta page is in the file,
-// says its own id, is a branch or leaf reached exactly once, and keeps its
-// elements inside itself, and the freelist names only unreachable pages.
-// What is inside keys and values is left to the entry checksums.
+// checkStructure walks the bbolt page tree of f, through a read-only map
+// of its own, before bbolt itself maps the file. bbolt trusts its pages: a
+// damaged file can make it read outside the map, recurse forever on a
+// cycle (a stack overflow is fatal in Go, not a panic) or allocate a huge
+// freelist. After this walk every page bbolt reaches from the newest valid
+// meta page is in the file, says its own id, is a branch or leaf reached
+// exactly once, and keeps its elements inside itself, and the freelist
+// names only unreachable pages. What is inside keys and values is left to
+// the entry checksums.
 //
 // The walk follows bbolt 1.x's on-disk format (native byte order).
 func checkStructure(f *os.File) error {
@@ -24,14 +26,30 @@ func checkStructure(f *os.File) error {
 	if err != nil {
 		return err
 	}
-	w := &walker{f: f, fileSize: fi.Size()}
-	if err := w.readMeta(); err != nil {
-		return err
+	if fi.Size() < 2*minPageSize {
+		return fmt.Errorf("file too small (%d bytes) for a database", fi.Size())
 	}
-	if err := w.readFreelist(); err != nil {
-		return err
+	if int64(int(fi.Size())) != fi.Size() {
+		return fmt.Errorf("file too large (%d bytes)", fi.Size())
 	}
-	return w.walkTree(w.root, 0, true)
+	data, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map: %w", err)
+	}
+	defer unix.Munmap(data)
+	// Reading in file order first lets the kernel read ahead.
+	_ = unix.Madvise(data, unix.MADV_WILLNEED)
+	w := &walker{data: data}
+	// Truncated under us, the map faults: guard turns that into an error.
+	return guard(func() error {
+		if err := w.readMeta(); err != nil {
+			return err
+		}
+		if err := w.readFreelist(); err != nil {
+			return err
+		}
+		return w.walkTree(w.root, 0, true)
+	})
 }
 
 const (
@@ -50,14 +68,13 @@ const (
 	inBucketLen     = 16
 	minPageSize     = 1024
 	maxPageSize     = 1 << 16
-	maxOverflowRead = 64 << 20 // an element this large is damage, not data
+	maxOverflowRead = 64 << 20 // a page run this large is damage, not data
 )
 
 var ne = binary.NativeEndian
 
 type walker struct {
-	f        *os.File
-	fileSize int64
+	data     []byte // the file, mapped read-only
 	pageSize int
 	hwm      uint64 // pages below this id are in use or free
 	root     uint64
@@ -65,7 +82,6 @@ type walker struct {
 	freelist uint64
 	free     bitset
 	seen     bitset
-	bufs     [][]byte // one read buffer per tree level
 }
 
 type metaPage struct {
@@ -100,31 +116,25 @@ func parseMeta(page []byte) (metaPage, bool) {
 	}, true
 }
 
-func (w *walker) readAt(b []byte, off int64) error {
-	if off < 0 || off+int64(len(b)) > w.fileSize {
-		return fmt.Errorf("read of %d bytes at %d is past the end of the file (%d bytes)", len(b), off, w.fileSize)
+// slice returns n bytes of the file at off.
+func (w *walker) slice(off, n uint64) ([]byte, error) {
+	if off > uint64(len(w.data)) || n > uint64(len(w.data))-off {
+		return nil, fmt.Errorf("%d bytes at %d are past the end of the file (%d bytes)", n, off, len(w.data))
 	}
-	_, err := w.f.ReadAt(b, off)
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("file shorter than expected: %w", err)
-	}
-	return err
+	return w.data[off : off+n], nil
 }
 
 func (w *walker) readMeta() error {
-	if w.fileSize < 2*minPageSize {
-		return fmt.Errorf("file too small (%d bytes) for a database", w.fileSize)
-	}
-	first := make([]byte, pageHeaderLen+metaLen)
 	// The page size is in either meta page; the second one sits one page
 	// in, and the page size is not known yet, so try them all as bbolt does.
 	pageSize := 0
 	for size := minPageSize; size <= maxPageSize && pageSize == 0; size *= 2 {
-		for _, off := range []int64{0, int64(size)} {
-			if off+int64(len(first)) > w.fileSize || w.readAt(first, off) != nil {
+		for _, off := range []uint64{0, uint64(size)} {
+			page, err := w.slice(off, pageHeaderLen+metaLen)
+			if err != nil {
 				continue
 			}
-			if m, ok := parseMeta(first); ok && int(m.pageSize) == size {
+			if m, ok := parseMeta(page); ok && int(m.pageSize) == size {
 				pageSize = size
 				break
 			}
@@ -137,8 +147,8 @@ func (w *walker) readMeta() error {
 	var metas [2]metaPage
 	var valid [2]bool
 	for i := range metas {
-		if w.readAt(first, int64(i*pageSize)) == nil {
-			metas[i], valid[i] = parseMeta(first)
+		if page, err := w.slice(uint64(i*pageSize), pageHeaderLen+metaLen); err == nil {
+			metas[i], valid[i] = parseMeta(page)
 			valid[i] = valid[i] && int(metas[i].pageSize) == pageSize
 		}
 	}
@@ -156,8 +166,9 @@ func (w *walker) readMeta() error {
 	default:
 		return errors.New("no valid meta page")
 	}
-	if m.hwm < 4 || m.hwm > uint64(w.fileSize)/uint64(pageSize) {
-		return fmt.Errorf("meta page claims %d pages, the file holds %d", m.hwm, w.fileSize/int64(pageSize))
+	filePages := uint64(len(w.data)) / uint64(pageSize)
+	if m.hwm < 4 || m.hwm > filePages {
+		return fmt.Errorf("meta page claims %d pages, the file holds %d", m.hwm, filePages)
 	}
 	w.hwm, w.root, w.txid, w.freelist = m.hwm, m.root, m.txid, m.freelist
 	w.free = newBitset(m.hwm)
@@ -172,8 +183,8 @@ func (w *walker) pageHeader(id uint64, wantFlags ...uint16) (flags uint16, count
 	if id < 2 || id >= w.hwm {
 		return 0, 0, 0, fmt.Errorf("page id %d out of range [2, %d)", id, w.hwm)
 	}
-	var h [pageHeaderLen]byte
-	if err := w.readAt(h[:], int64(id)*int64(w.pageSize)); err != nil {
+	h, err := w.slice(id*uint64(w.pageSize), pageHeaderLen)
+	if err != nil {
 		return 0, 0, 0, err
 	}
 	if got := ne.Uint64(h[0:]); got != id {
@@ -221,8 +232,8 @@ func (w *walker) readFreelist() error {
 	if pages*uint64(w.pageSize) > maxOverflowRead {
 		return fmt.Errorf("freelist of %d pages", pages)
 	}
-	buf := make([]byte, pages*uint64(w.pageSize))
-	if err := w.readAt(buf, int64(w.freelist)*int64(w.pageSize)); err != nil {
+	buf, err := w.slice(w.freelist*uint64(w.pageSize), pages*uint64(w.pageSize))
+	if err != nil {
 		return err
 	}
 	ids := buf[pageHeaderLen:]
@@ -244,16 +255,6 @@ func (w *walker) readFreelist() error {
 	return w.claim(w.freelist, pages)
 }
 
-func (w *walker) buffer(depth int, n uint64) []byte {
-	for len(w.bufs) <= depth {
-		w.bufs = append(w.bufs, nil)
-	}
-	if uint64(cap(w.bufs[depth])) < n {
-		w.bufs[depth] = make([]byte, n)
-	}
-	return w.bufs[depth][:n]
-}
-
 // walkTree checks the subtree at page id. In the root tree, leaves hold
 // the buckets; in a bucket's tree they hold keys and values and no
 // nested buckets (this store never makes any).
@@ -272,8 +273,8 @@ func (w *walker) walkTree(id uint64, depth int, rootTree bool) error {
 	if size > maxOverflowRead {
 		return fmt.Errorf("page %d spans %d pages", id, pages)
 	}
-	buf := w.buffer(depth, size)
-	if err := w.readAt(buf, int64(id)*int64(w.pageSize)); err != nil {
+	buf, err := w.slice(id*uint64(w.pageSize), size)
+	if err != nil {
 		return err
 	}
 	if flags == branchPageFlag {

@@ -1,0 +1,156 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// assignmentLine is a crude, independent view of a main.cf assignment:
+// a line that starts a logical line and holds an '='.
+var assignmentLine = regexp.MustCompile(`^([^\s#=]+)\s*=`)
+
+// checkRealMainCF loads path as main.cf and checks that every parameter
+// it defines is there, expands and leaves Params valid.
+func checkRealMainCF(t *testing.T, path string) *Config {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		if m := assignmentLine.FindStringSubmatch(sc.Text()); m != nil {
+			names[m[1]] = true
+		}
+	}
+	if len(names) == 0 {
+		t.Fatalf("%s: no assignments found", path)
+	}
+	dir := writeMainCF(t, string(data))
+	c, err := Load(dir, nil, nil)
+	if err != nil {
+		t.Fatalf("Load(%s): %v", path, err)
+	}
+	c.mu.RLock()
+	if len(c.values) != len(names) {
+		t.Errorf("%s: parsed %d parameters, the file assigns %d", path, len(c.values), len(names))
+	}
+	c.mu.RUnlock()
+	for name := range names {
+		if _, ok, err := c.Lookup(name); !ok || err != nil {
+			t.Errorf("%s: %s: defined=%v err=%v", path, name, ok, err)
+		}
+	}
+	if _, err := c.Params(); err != nil {
+		t.Errorf("%s: Params: %v", path, err)
+	}
+	return c
+}
+
+// installedFile returns a file from the installed Postfix package; it
+// may be missing only outside CI.
+func installedFile(t *testing.T, path string) string {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("CI") != "true" {
+			t.Skipf("%s not installed: %v", path, err)
+		}
+		t.Fatalf("%s must be installed in CI: %v", path, err)
+	}
+	return path
+}
+
+func TestDebianGeneratedMainCF(t *testing.T) {
+	c := checkRealMainCF(t, filepath.Join("testdata", "debian", "main.cf"))
+	p := mustParams(t, c)
+	smtpd, smtp, lmtp := p.Caches[0], p.Caches[1], p.Caches[2]
+	if smtpd.Database != "btree:/var/lib/postfix/smtpd_scache" || !smtpd.Enabled ||
+		smtpd.DBType != "btree" || smtpd.DBPath != "/var/lib/postfix/smtpd_scache" {
+		t.Errorf("smtpd cache %+v", smtpd)
+	}
+	if smtp.Database != "btree:/var/lib/postfix/smtp_scache" || !smtp.Enabled {
+		t.Errorf("smtp cache %+v", smtp)
+	}
+	if lmtp.Enabled {
+		t.Errorf("lmtp cache %+v", lmtp)
+	}
+	for name, want := range map[string]string{
+		"smtpd_banner":             "mx1.example.org ESMTP Postfix (Debian/GNU)",
+		"smtpd_relay_restrictions": "permit_mynetworks    permit_sasl_authenticated    defer_unauth_destination",
+		"mydestination":            "mx1.example.org, example.org, mx1.example.org, localhost.example.org, localhost",
+		"relayhost":                "",
+		"compatibility_level":      "3.6",
+	} {
+		if v, _ := c.String(name); v != want {
+			t.Errorf("%s = %q, want %q", name, v, want)
+		}
+	}
+}
+
+func TestInstalledDebianMainCF(t *testing.T) {
+	c := checkRealMainCF(t, installedFile(t, "/usr/share/postfix/main.cf.debian"))
+	if v, _ := c.String("smtpd_banner"); !strings.Contains(v, "ESMTP Postfix") {
+		t.Errorf("smtpd_banner = %q", v)
+	}
+}
+
+func TestInstalledDistMainCF(t *testing.T) {
+	c := checkRealMainCF(t, installedFile(t, "/usr/share/postfix/main.cf.dist"))
+	// Its debugger_command is a value continued over indented lines.
+	raw, ok := rawValue(c, "debugger_command")
+	if !ok || !strings.HasPrefix(raw, "PATH=") || !strings.Contains(raw, "ddd $daemon_directory/$process_name") {
+		t.Errorf("debugger_command as written = %q", raw)
+	}
+	if v, _ := c.String("debugger_command"); !strings.Contains(v, "ddd /usr/lib/postfix/sbin/tlsmgr ") {
+		t.Errorf("debugger_command = %q", v)
+	}
+}
+
+// TestDefaultsMatchPostconf compares our built-in defaults for Postfix's
+// own parameters with what the installed Postfix reports.
+func TestDefaultsMatchPostconf(t *testing.T) {
+	postconf, err := exec.LookPath("postconf")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/postconf", "/usr/local/sbin/postconf"} {
+			if _, err := os.Stat(p); err == nil {
+				postconf = p
+			}
+		}
+	}
+	if postconf == "" {
+		t.Skip("postconf not installed")
+	}
+	ours := map[string]bool{ParamProcessID: true, ParamProcessName: true, ParamServiceName: true}
+	var names []string
+	for name := range builtinDefaults {
+		if !ours[name] && !strings.HasPrefix(name, "tlsmgr_") &&
+			!strings.HasSuffix(name, "_max_entries") && !strings.HasSuffix(name, "_max_bytes") {
+			names = append(names, name)
+		}
+	}
+	dir := writeMainCF(t, "")
+	cmd := exec.Command(postconf, append([]string{"-c", dir, "-d"}, names...)...)
+	cmd.Env = append(os.Environ(), "MAIL_CONFIG="+dir)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("postconf -d: %v", err)
+	}
+	got := map[string]string{}
+	for line := range strings.Lines(string(out)) {
+		if name, value, ok := strings.Cut(strings.TrimRight(line, "\n"), " ="); ok {
+			got[name] = strings.TrimPrefix(value, " ")
+		}
+	}
+	for _, name := range names {
+		if v, ok := got[name]; !ok || v != builtinDefaults[name] {
+			t.Errorf("%s: postconf -d says %q (present=%v), we say %q", name, v, ok, builtinDefaults[name])
+		}
+	}
+}
