@@ -47,11 +47,12 @@ func Main(args []string) int {
 }
 
 type daemon struct {
-	opts   *master.Options
-	params *config.Params
-	log    *maillog.Logger
-	stderr io.Writer
-	pid    int
+	opts     *master.Options
+	params   *config.Params
+	hostname string // $myhostname: Postfix puts it in log records
+	log      *maillog.Logger
+	stderr   io.Writer
+	pid      int
 
 	uid, gid  int // the mail owner's, or ours when not root
 	asOwner   func(func() error) error
@@ -151,6 +152,7 @@ func (d *daemon) loadConfig(standalone bool) error {
 	if d.params, err = cfg.Params(); err != nil {
 		return err
 	}
+	d.hostname, _ = cfg.String("myhostname")
 	return nil
 }
 
@@ -216,6 +218,7 @@ func (d *daemon) startLog(standalone bool) error {
 	o := maillog.Options{
 		Tag:      p.SyslogName + "/" + ProcessName,
 		Facility: p.SyslogFacility,
+		Hostname: d.hostname,
 		Verbose:  d.opts.Verbose,
 		Exit:     func(int) {}, // Main returns the exit status itself
 	}

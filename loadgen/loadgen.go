@@ -37,6 +37,9 @@ type Config struct {
 	CacheType   string        // default smtpd
 	SeedSize    int           // default 32
 	MaxSamples  int           // latency samples kept per connection (default 4M)
+	// NetPoll makes the connections use Go's netpoller instead of blocking
+	// system calls: fewer OS threads when there are many connections.
+	NetPoll bool
 }
 
 // ParseMix reads "lookup=60,update=20,seed=20" (a bare op means weight 1).
@@ -159,7 +162,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	workers := make([]*worker, cfg.Connections)
 	for i := range workers {
 		workers[i] = &worker{
-			c:   client.New(cfg.Socket, client.Options{Dial: dialBlocking(30 * time.Second)}),
+			c:   client.New(cfg.Socket, clientOptions(cfg)),
 			rng: rand.New(rand.NewPCG(uint64(i)+1, 42)),
 		}
 		defer workers[i].c.Close()
@@ -182,6 +185,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	measuring.Wait()
 	elapsed := time.Since(measureFrom)
 	return summarize(workers, elapsed), nil
+}
+
+func clientOptions(cfg Config) client.Options {
+	if cfg.NetPoll {
+		return client.Options{}
+	}
+	return client.Options{Dial: dialBlocking(30 * time.Second)}
 }
 
 func prefill(ctx context.Context, cfg Config, payload []byte) error {

@@ -86,10 +86,12 @@ type Options struct {
 	SyslogPath string
 	// Postlog is the postlogd socket ($queue_directory/public/postlog).
 	// When set, records go there instead of syslog.
-	Postlog  string
-	Stderr   io.Writer // if non-nil, records also go here, one per line
-	Hostname string    // default os.Hostname(); only the first label is used
-	Verbose  int       // Debug(level, ...) logs when level <= Verbose
+	Postlog string
+	Stderr  io.Writer // if non-nil, records also go here, one per line
+	// Hostname goes into postlog and stderr records; Postfix uses
+	// $myhostname. Default os.Hostname(); only the first label is used.
+	Hostname string
+	Verbose  int // Debug(level, ...) logs when level <= Verbose
 	// Exit is called by Fatal (code 1) and Panic (code 2); default os.Exit.
 	Exit func(code int)
 }
@@ -102,21 +104,22 @@ type Logger struct {
 	priority int // facility code
 	verbose  int
 	exit     func(int)
+	postlog  bool             // the socket is postlogd's, not syslog's
+	now      func() time.Time // replaceable in tests
+
+	stderrMu sync.Mutex
 	stderr   io.Writer
-	postlog  bool // the socket is postlogd's, not syslog's
 
 	dropped atomic.Uint64
 
-	mu              sync.Mutex
-	fd              int    // connected datagram socket, -1 if none
-	path            string // socket path as given
-	root            string // chroot directory, for reconnecting by path
+	mu              sync.Mutex // guards the socket state below
+	fd              int        // connected datagram socket, -1 if none
+	path            string     // socket path as given
+	root            string     // chroot directory, for reconnecting by path
 	nextRetry       time.Time
 	retryInterval   time.Duration
 	congestedUntil  time.Time
 	closed          bool
-	now             func() time.Time // replaceable in tests
-	stderrMu        sync.Mutex
 	lastConnectFail error
 }
 

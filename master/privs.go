@@ -34,7 +34,8 @@ func LookupUser(name string) (uid, gid int, err error) {
 // open: paths outside root are unreachable afterwards.
 //
 // Like Postfix, it refuses a mail owner with uid or gid 0, and it checks
-// afterwards that the change took and that root cannot be regained.
+// afterwards that the change took and that root cannot be regained. After
+// an error the process may be half-restricted: the caller must exit.
 func Jail(root string, uid, gid int, chroot, drop bool) error {
 	if drop {
 		if uid == 0 {

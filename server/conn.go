@@ -49,6 +49,7 @@ type conn struct {
 	r    *attr.Reader
 	w    *attr.Writer
 	now  time.Time // of the request being served
+	vals [3][]byte  // request attribute values, reused
 }
 
 func (c *conn) serve() {
@@ -164,7 +165,8 @@ func (c *conn) dispatch(req attr.List) bool {
 // args checks that a request holds exactly the named attributes, each once,
 // in any order, and returns their values in the order of names.
 func (c *conn) args(request string, got attr.List, names ...string) ([][]byte, bool) {
-	vals := make([][]byte, len(names))
+	vals := c.vals[:len(names)]
+	clear(vals)
 	seen := 0
 	for _, a := range got {
 		i := indexOf(names, a.Name)

@@ -202,6 +202,7 @@ func bench(socket string, args []string, stdout, stderr io.Writer) int {
 	keyspace := fs.Int("keys", 0, "ids updates draw from (default: prefill)")
 	cacheType := fs.String("type", "smtpd", "cache type")
 	seedSize := fs.Int("seed-size", 32, "bytes per seed request")
+	netpoll := fs.Bool("netpoll", false, "use Go's netpoller instead of blocking system calls on the connections")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -214,7 +215,7 @@ func bench(socket string, args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	res, err := loadgen.Run(ctx, loadgen.Config{
 		Socket: socket, Mix: m, Connections: *conns, Duration: *duration, Warmup: *warmup,
-		Payload: *payload, Prefill: *prefill, Keyspace: *keyspace, CacheType: *cacheType, SeedSize: *seedSize,
+		Payload: *payload, Prefill: *prefill, Keyspace: *keyspace, CacheType: *cacheType, SeedSize: *seedSize, NetPoll: *netpoll,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsmgrctl bench: %v\n", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,47 +35,75 @@ func openBench(b testing.TB, path string, lim scache.Limits) *Store {
 	return s
 }
 
-// fill puts n entries of size-byte sessions, written one microsecond apart
-// from start, in transactions of batch entries (fast set-up for tests).
-func fill(b testing.TB, s *Store, n, size int, start time.Time) {
-	b.Helper()
-	for i := range n {
-		err := s.Put(ctx, benchID(i), scache.Entry{Written: start.Add(time.Duration(i) * time.Microsecond), Session: benchSession(i, size)})
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+const benchEntries = 100_000
 
+// BenchmarkPut measures single-writer updates of 512-byte sessions into a
+// store holding 100,000 entries: new ids with room to spare, new ids into
+// a full store (each Put also evicts the oldest), and replacements.
 func BenchmarkPut(b *testing.B) {
-	const keep = 100_000
-	s := openBench(b, filepath.Join(b.TempDir(), "cache.db"), scache.Limits{MaxEntries: keep, MaxBytes: 1 << 30})
-	defer s.Close()
-	session := benchSession(0, 512)
-	start := time.Now()
-	b.SetBytes(512)
-	b.ResetTimer()
-	for i := range b.N {
-		// New ids: once the store is full every Put also evicts one.
-		if err := s.Put(ctx, benchID(i), scache.Entry{Written: start.Add(time.Duration(i)), Session: session}); err != nil {
-			b.Fatal(err)
-		}
+	for _, mode := range []string{"new", "evicting", "replace"} {
+		b.Run(mode, func(b *testing.B) {
+			lim := scache.Limits{MaxEntries: 10 * benchEntries, MaxBytes: 1 << 32}
+			if mode == "evicting" {
+				lim.MaxEntries = benchEntries
+			}
+			s := openBench(b, filepath.Join(b.TempDir(), "cache.db"), lim)
+			defer s.Close()
+			start := time.Now()
+			bulkFill(b, s, 0, benchEntries, 512, start)
+			session := benchSession(0, 512)
+			b.SetBytes(512)
+			b.ResetTimer()
+			for i := range b.N {
+				n := benchEntries + i
+				if mode == "replace" {
+					n = i % benchEntries
+				}
+				if err := s.Put(ctx, benchID(n), scache.Entry{Written: start.Add(time.Duration(benchEntries+i) * time.Microsecond), Session: session}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
-func BenchmarkGet(b *testing.B) {
-	const n = 100_000
-	s := openBench(b, filepath.Join(b.TempDir(), "cache.db"), scache.Limits{MaxEntries: n, MaxBytes: 1 << 30})
+// BenchmarkPutParallel shows the group commit: concurrent writers share
+// transactions.
+func BenchmarkPutParallel(b *testing.B) {
+	s := openBench(b, filepath.Join(b.TempDir(), "cache.db"), scache.Limits{MaxEntries: 10 * benchEntries, MaxBytes: 1 << 32})
 	defer s.Close()
-	fill(b, s, n, 512, time.Now())
-	ids := make([]string, n)
+	start := time.Now()
+	bulkFill(b, s, 0, benchEntries, 512, start)
+	session := benchSession(0, 512)
+	var next atomic.Int64
+	next.Store(benchEntries)
+	b.SetBytes(512)
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n := int(next.Add(1))
+			if err := s.Put(ctx, benchID(n), scache.Entry{Written: start.Add(time.Duration(n) * time.Microsecond), Session: session}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkGet measures lookups of 512-byte sessions among 100,000.
+func BenchmarkGet(b *testing.B) {
+	s := openBench(b, filepath.Join(b.TempDir(), "cache.db"), scache.Limits{MaxEntries: benchEntries, MaxBytes: 1 << 32})
+	defer s.Close()
+	bulkFill(b, s, 0, benchEntries, 512, time.Now())
+	ids := make([]string, benchEntries)
 	for i := range ids {
 		ids[i] = benchID(i)
 	}
 	b.SetBytes(512)
 	b.ResetTimer()
 	for i := range b.N {
-		if _, err := s.Get(ctx, ids[i%n]); err != nil {
+		if _, err := s.Get(ctx, ids[(i*7919)%benchEntries]); err != nil {
 			b.Fatal(err)
 		}
 	}

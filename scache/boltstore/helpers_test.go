@@ -1,7 +1,6 @@
 package boltstore
 
 import (
-	"bytes"
 	"os"
 	"strconv"
 	"strings"
@@ -24,7 +23,7 @@ func bulkFill(t testing.TB, s *Store, first, n, size int, start time.Time) {
 		hi := min(lo+perTx, first+n)
 		err := s.run(ctx, func(db *bolt.DB) error {
 			return db.Update(func(tx *bolt.Tx) error {
-				w := s.begin(tx)
+				w := beginWrite(tx)
 				for i := lo; i < hi; i++ {
 					id := benchID(i)
 					v := encodeValue(id, start.Add(time.Duration(i)*time.Microsecond).UnixNano(), benchSession(i, size))
@@ -98,5 +97,3 @@ func fileSize(t testing.TB, path string) int64 {
 	}
 	return fi.Size()
 }
-
-var _ = bytes.Equal

@@ -5,21 +5,38 @@
 // The file is opened once, before the daemon chroots; every later access,
 // including starting over on a damaged file, goes through that descriptor.
 //
-// Crash safety. Writes are not synced (bbolt NoSync): a process crash,
-// even SIGKILL, loses nothing the kernel already has, and bbolt's
-// copy-on-write pages with a meta page written last keep the file
-// consistent. Power loss is handled at Open: a record in the file says
-// whether the last Close synced everything (and which transaction that
-// was) and the kernel boot id of the session that last opened it; a file
-// that was open when the machine went down is moved aside. Before bbolt
-// maps an existing file, Open walks its page tree with plain reads
-// (checkStructure), then verifies every entry's CRC-32C and the entry
-// counts and byte totals against the index. Any doubt moves the file to
-// PATH.corrupt-<unix time> with a warning and starts empty. While running,
-// Get verifies the checksum of what it returns (a mismatch is deleted and
-// counted as a miss), and a panic or memory fault inside bbolt (the file
-// damaged under us) truncates the file through the kept descriptor and
-// starts over, with a warning, instead of taking the daemon down.
+// Crash safety. Commits are not synced (bbolt NoSync): a killed process
+// loses nothing the kernel already has, and bbolt's copy-on-write pages
+// with the meta page written last keep the file consistent. Against power
+// loss, Open records with a synced commit that the file is in use during
+// this kernel boot (the boot id), and Close syncs everything, then records
+// with a synced commit that the file is clean as of that very transaction.
+// At the next Open the file is trusted only if that clean record is still
+// the newest transaction, or if it was last opened during the current boot
+// (the process died, the kernel did not). Otherwise it was open when the
+// machine went down and unsynced pages may be missing or stale.
+//
+// Proof at Open. Before bbolt maps an existing file, its page tree is
+// walked with bounds checks (checkStructure), so that bbolt never follows
+// a damaged page into a fault, a cycle or a huge allocation, where it
+// would crash rather than panic. Then every entry's CRC-32C is verified,
+// and the counters and the expiry index must describe exactly the entries
+// found. A file that fails anything is renamed PATH.corrupt-<unix time>,
+// with a warning, and the store starts empty: never a crash loop.
+//
+// While running, Get verifies the checksum of what it returns (a mismatch
+// is deleted and reported as a miss), and a panic or memory fault inside
+// bbolt (the file damaged under us) truncates the file through the kept
+// descriptor and starts over, with a warning.
+//
+// Layout and costs. Entries are keyed by id; an expiry index keyed by
+// (write time, id) makes eviction and Expire ordered range scans, and the
+// entry count and byte total are kept in the same transactions, so Stats
+// needs no scan (Open counts anyway, to check them). bbolt reuses freed
+// pages, so churn does not grow the file. The freelist is written only by
+// Close (NoFreelistSync), which keeps commits small; after a crash bbolt
+// rebuilds it at Open by walking the tree. Concurrent Puts and Deletes
+// share commits (group commit).
 package boltstore
 
 import (
@@ -29,6 +46,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -76,6 +94,8 @@ type Store struct {
 	db     *bolt.DB // nil after Close or a failed reset
 	closed bool
 
+	group groupCommit
+
 	evictions atomic.Uint64
 	damaged   atomic.Uint64
 	resets    atomic.Uint64
@@ -107,14 +127,21 @@ func Open(path string, lim scache.Limits, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("boltstore: %w", err)
 		}
 	}
-	db, problem := openTrusted(f, s.boot)
+	db, problem, err := openTrusted(f, s.boot)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	if problem != nil {
 		f.Close()
-		aside, err := moveAside(path)
+		aside, removed, err := moveAside(path)
 		if err != nil {
 			return nil, fmt.Errorf("boltstore: %s cannot be used (%v) nor moved aside: %w", path, problem, err)
 		}
 		s.log.Warn("session cache %s cannot be trusted (%v); moved it to %s and starting empty", path, problem, aside)
+		for _, old := range removed {
+			s.log.Warn("session cache %s: removed %s, an older file moved aside", path, old)
+		}
 		if f, err = openLocked(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, lockTimeout); err != nil {
 			return nil, err
 		}
@@ -158,15 +185,39 @@ func openLocked(path string, flags int, timeout time.Duration) (*os.File, error)
 	}
 }
 
-func moveAside(path string) (string, error) {
-	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
+// moveAside renames the file at path to PATH.corrupt-<unix time>. Only
+// the newest such file is kept: a 1 GB cache moved aside at every power
+// failure would otherwise fill the disk.
+func moveAside(path string) (aside string, removed []string, err error) {
+	older, _ := filepath.Glob(globEscape(path) + ".corrupt-*")
+	aside = fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
 	for i := 1; ; i++ {
 		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
 			break
 		}
 		aside = fmt.Sprintf("%s.corrupt-%d.%d", path, time.Now().Unix(), i)
 	}
-	return aside, os.Rename(path, aside)
+	if err := os.Rename(path, aside); err != nil {
+		return "", nil, err
+	}
+	for _, old := range older {
+		if fi, err := os.Lstat(old); err == nil && fi.Mode().IsRegular() && os.Remove(old) == nil {
+			removed = append(removed, old)
+		}
+	}
+	return aside, removed, nil
+}
+
+// globEscape quotes the pattern characters in a literal path.
+func globEscape(path string) string {
+	var b strings.Builder
+	for _, r := range path {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // boltOptions open the database through a duplicate of f: bbolt closes
@@ -189,48 +240,57 @@ func boltOptions(f *os.File) (*bolt.Options, error) {
 		Timeout:      time.Second, // the lock is already ours, on the same open file
 		NoGrowSync:   true,        // nothing is synced but Open's and Close's markers
 		FreelistType: bolt.FreelistMapType,
-		// The freelist is saved in every commit: opening then reads one
-		// page instead of bbolt walking the whole file in a goroutine,
-		// where a damaged page would be a panic no one can recover.
-		NoFreelistSync: false,
-		NoStatistics:   false,
+		// The freelist is saved only by Close (markClean). After a crash
+		// bbolt rebuilds it walking the tree in a goroutine of its own,
+		// where a fault could not be recovered: checkStructure has walked
+		// the same pages first.
+		NoFreelistSync: true,
+		NoStatistics:   true,
 	}, nil
 }
 
 // openTrusted opens an existing (or empty) file and proves it intact. A
-// non-nil problem means the file must not be used.
-func openTrusted(f *os.File, boot string) (db *bolt.DB, problem error) {
+// non-nil problem means the file must not be used; err is a failure that
+// says nothing about the file (and must not get it moved aside).
+func openTrusted(f *os.File, boot string) (db *bolt.DB, problem, err error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("boltstore: %w", err)
 	}
 	if fi.Size() == 0 {
 		db, err := openFresh(f)
-		if err != nil {
-			return nil, err
-		}
-		return db, nil
+		return db, nil, err
 	}
-	if err := checkStructure(f); err != nil {
-		return nil, fmt.Errorf("damaged: %w", err)
+	if fi.Size() < 2*minPageSize || int64(int(fi.Size())) != fi.Size() {
+		return nil, fmt.Errorf("damaged: a file of %d bytes", fi.Size()), nil
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, fmt.Errorf("boltstore: map %s: %w", f.Name(), err)
+	}
+	_ = unix.Madvise(data, unix.MADV_WILLNEED) // read ahead what the walk will touch
+	problem = checkStructure(data)
+	unix.Munmap(data)
+	if problem != nil {
+		return nil, fmt.Errorf("damaged: %w", problem), nil
 	}
 	opts, err := boltOptions(f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if problem := guard(func() error {
 		db, err = bolt.Open(f.Name(), 0o600, opts)
 		return err
 	}); problem != nil {
-		return nil, problem
+		return nil, problem, nil
 	}
 	if problem := guard(func() error {
 		return db.View(func(tx *bolt.Tx) error { return checkContents(tx, boot) })
 	}); problem != nil {
 		db.Close()
-		return nil, problem
+		return nil, problem, nil
 	}
-	return db, nil
+	return db, nil, nil
 }
 
 // openFresh makes a new database in the empty file f.
@@ -353,8 +413,11 @@ func (s *Store) markClean() error {
 		if err := s.db.Sync(); err != nil {
 			return err
 		}
-		s.db.NoSync = false
-		defer func() { s.db.NoSync = true }()
+		// This last commit also saves the freelist (not saved while
+		// running, to keep commits small), so that the next Open reads it
+		// instead of bbolt walking the whole file to rebuild it.
+		s.db.NoSync, s.db.NoFreelistSync = false, false
+		defer func() { s.db.NoSync, s.db.NoFreelistSync = true, true }()
 		return s.db.Update(func(tx *bolt.Tx) error {
 			rec := stateRecord{cleanTxid: uint64(tx.ID()), bootID: s.boot}
 			return tx.Bucket(bucketMeta).Put(keyState, rec.encode())
@@ -366,39 +429,39 @@ func (s *Store) markClean() error {
 // limits smaller than those the file was filled under.
 func (s *Store) trimToLimits() error {
 	for {
-		done := false
+		done, evicted := false, 0
 		err := s.run(context.Background(), func(db *bolt.DB) error {
 			return db.Update(func(tx *bolt.Tx) error {
-				w := s.begin(tx)
+				w := beginWrite(tx)
 				for range 1000 {
-					if w.c.entries <= int64(s.lim.MaxEntries) && w.c.bytes <= s.lim.MaxBytes {
-						done = true
-						break
-					}
-					if !w.evictOldest() {
+					if w.c.entries <= int64(s.lim.MaxEntries) && w.c.bytes <= s.lim.MaxBytes || !w.evictOldest() {
 						done = true
 						break
 					}
 				}
+				evicted = w.evicted
 				return w.finish()
 			})
 		})
-		if err != nil || done {
+		if err != nil {
 			return err
+		}
+		s.evictions.Add(uint64(evicted))
+		if done {
+			return nil
 		}
 	}
 }
 
 // write is one write transaction with the counters it maintains.
 type write struct {
-	s                     *Store
 	entries, expiry, meta *bolt.Bucket
 	c, before             counts
 	evicted               int
 }
 
-func (s *Store) begin(tx *bolt.Tx) *write {
-	w := &write{s: s, entries: tx.Bucket(bucketEntries), expiry: tx.Bucket(bucketExpiry), meta: tx.Bucket(bucketMeta)}
+func beginWrite(tx *bolt.Tx) *write {
+	w := &write{entries: tx.Bucket(bucketEntries), expiry: tx.Bucket(bucketExpiry), meta: tx.Bucket(bucketMeta)}
 	// Keys are mostly appended in time order and deleted from the front.
 	w.expiry.FillPercent = 0.9
 	w.c, _ = decodeCounts(w.meta.Get(keyCounts))
@@ -545,14 +608,21 @@ func (s *Store) reset(broken *bolt.DB, fault any) {
 		s.log.Warn("session cache %s: cannot truncate it (%v); cache disabled", s.path, err)
 		return
 	}
-	db, err := openFresh(s.file)
+	err := guard(func() error {
+		db, err := openFresh(s.file)
+		if err != nil {
+			return err
+		}
+		s.db = db
+		return s.markOpen()
+	})
 	if err != nil {
 		s.log.Warn("session cache %s: cannot start over (%v); cache disabled", s.path, err)
+		if s.db != nil {
+			_ = guard(s.db.Close)
+			s.db = nil
+		}
 		return
-	}
-	s.db = db
-	if err := s.markOpen(); err != nil {
-		s.log.Warn("session cache %s: %v", s.path, err)
 	}
 	s.resets.Add(1)
 }
@@ -592,7 +662,7 @@ func (s *Store) dropDamaged(ctx context.Context, id string) {
 	dropped := false
 	_ = s.run(ctx, func(db *bolt.DB) error {
 		return db.Update(func(tx *bolt.Tx) error {
-			w := s.begin(tx)
+			w := beginWrite(tx)
 			k := []byte(id)
 			v := w.entries.Get(k)
 			if v == nil {
@@ -630,36 +700,27 @@ func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 	k := []byte(id)
 	v := encodeValue(id, e.Written.UnixNano(), e.Session)
 	ikey := expiryKey(v, k)
-	evicted := 0
-	err := s.run(ctx, func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			w := s.begin(tx)
-			if old := w.entries.Get(k); old != nil {
-				if err := w.remove(k, old); err != nil {
-					return err
-				}
-			}
-			if err := w.entries.Put(k, v); err != nil {
+	return s.update(ctx, false, func(w *write) error {
+		if old := w.entries.Get(k); old != nil {
+			if err := w.remove(k, old); err != nil {
 				return err
 			}
-			if err := w.expiry.Put(ikey, []byte{}); err != nil {
-				return err
+		}
+		if err := w.entries.Put(k, v); err != nil {
+			return err
+		}
+		if err := w.expiry.Put(ikey, []byte{}); err != nil {
+			return err
+		}
+		w.c.entries++
+		w.c.bytes += size
+		for w.c.entries > int64(s.lim.MaxEntries) || w.c.bytes > s.lim.MaxBytes {
+			if !w.evictOldest() {
+				break
 			}
-			w.c.entries++
-			w.c.bytes += size
-			for w.c.entries > int64(s.lim.MaxEntries) || w.c.bytes > s.lim.MaxBytes {
-				if !w.evictOldest() {
-					break
-				}
-			}
-			evicted = w.evicted
-			return w.finish()
-		})
+		}
+		return nil
 	})
-	if err == nil {
-		s.evictions.Add(uint64(evicted))
-	}
-	return err
 }
 
 // Delete removes the entry for id and reports whether there was one.
@@ -667,23 +728,110 @@ func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
 	if id == "" {
 		return false, nil
 	}
+	k := []byte(id)
 	found := false
-	err := s.run(ctx, func(db *bolt.DB) error {
+	err := s.update(ctx, false, func(w *write) error {
+		found = false
+		v := w.entries.Get(k)
+		if v == nil {
+			return nil
+		}
+		found = true
+		return w.remove(k, v)
+	})
+	return found && err == nil, err
+}
+
+// A writeOp is one Put or Delete waiting for a group commit.
+type writeOp struct {
+	apply   func(*write) error // may run twice: once in a group, once alone
+	alone   bool               // commit by itself (Expire)
+	err     error
+	evicted int
+	turn    chan bool // true: lead the next commit; false: done
+}
+
+// groupCommit lets concurrent Puts and Deletes share one transaction: a
+// commit costs about the same for one change as for fifty, since most of
+// it is rewriting the same branch and meta pages. The first caller
+// commits at once; callers arriving meanwhile queue, and the first of
+// them commits the queue next. A lone caller never waits. Expire goes
+// through the same queue, alone in its transaction: writers are served in
+// arrival order, so a Put waits for at most one sweep batch.
+type groupCommit struct {
+	mu    sync.Mutex
+	queue []*writeOp
+	busy  bool
+}
+
+func (s *Store) update(ctx context.Context, alone bool, apply func(*write) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	op := &writeOp{apply: apply, alone: alone, turn: make(chan bool, 1)}
+	g := &s.group
+	g.mu.Lock()
+	g.queue = append(g.queue, op)
+	lead := !g.busy
+	g.busy = true
+	g.mu.Unlock()
+	if !lead && !<-op.turn {
+		return op.err
+	}
+	// Leading: op is at the head of the queue.
+	g.mu.Lock()
+	n := 1
+	for !op.alone && n < len(g.queue) && !g.queue[n].alone {
+		n++
+	}
+	batch := g.queue[:n:n]
+	g.queue = g.queue[n:]
+	g.mu.Unlock()
+	// Pass the lead on even if commit panics (from a caller's visit).
+	defer func() {
+		g.mu.Lock()
+		if len(g.queue) > 0 {
+			g.queue[0].turn <- true
+		} else {
+			g.queue, g.busy = nil, false
+		}
+		g.mu.Unlock()
+	}()
+	s.commit(batch)
+	<-op.turn
+	return op.err
+}
+
+// commit applies batch in one transaction and tells each op its result.
+// If the transaction fails, each op is retried alone so that one bad op
+// does not fail the others.
+func (s *Store) commit(batch []*writeOp) {
+	err := s.run(context.Background(), func(db *bolt.DB) error {
 		return db.Update(func(tx *bolt.Tx) error {
-			w := s.begin(tx)
-			k := []byte(id)
-			v := w.entries.Get(k)
-			if v == nil {
-				return nil
-			}
-			found = true
-			if err := w.remove(k, v); err != nil {
-				return err
+			w := beginWrite(tx)
+			for _, op := range batch {
+				before := w.evicted
+				if err := op.apply(w); err != nil {
+					return err
+				}
+				op.evicted = w.evicted - before
 			}
 			return w.finish()
 		})
 	})
-	return found && err == nil, err
+	if err != nil && len(batch) > 1 && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
+		for _, op := range batch {
+			s.commit([]*writeOp{op})
+		}
+		return
+	}
+	for _, op := range batch {
+		op.err = err
+		if err == nil {
+			s.evictions.Add(uint64(op.evicted))
+		}
+		op.turn <- false
+	}
 }
 
 // Expire removes up to max entries written before cutoff, oldest first,
@@ -699,37 +847,31 @@ func (s *Store) Expire(ctx context.Context, cutoff time.Time, max int, visit fun
 	expired := func(ikey []byte) bool {
 		return ikey != nil && bytes.Compare(ikey[:min(len(ikey), writtenLen)], limit[:]) < 0
 	}
-	err = s.run(ctx, func(db *bolt.DB) error {
+	err = s.update(ctx, true, func(w *write) error {
 		removed, more = 0, false
-		return db.Update(func(tx *bolt.Tx) error {
-			w := s.begin(tx)
-			for {
-				ikey, id, v := w.oldest()
-				if !expired(ikey) {
-					break
-				}
-				if removed >= max {
-					more = true
-					break
-				}
-				if v == nil {
-					if err := w.expiry.Delete(ikey); err != nil {
-						return err
-					}
-					continue
-				}
-				if _, session, ok := decodeValue(id, v); ok && visit != nil {
-					if err := callVisit(visit, session); err != nil {
-						return err
-					}
-				}
-				if err := w.remove(id, v); err != nil {
+		for {
+			ikey, id, v := w.oldest()
+			if !expired(ikey) {
+				return nil
+			}
+			if removed >= max {
+				more = true
+				return nil
+			}
+			if v == nil {
+				if err := w.expiry.Delete(ikey); err != nil {
 					return err
 				}
-				removed++
+				continue
 			}
-			return w.finish()
-		})
+			if _, session, ok := decodeValue(id, v); ok && visit != nil {
+				callVisit(visit, session)
+			}
+			if err := w.remove(id, v); err != nil {
+				return err
+			}
+			removed++
+		}
 	})
 	if err != nil {
 		return 0, false, err
@@ -737,14 +879,13 @@ func (s *Store) Expire(ctx context.Context, cutoff time.Time, max int, visit fun
 	return removed, more, nil
 }
 
-func callVisit(visit func([]byte), session []byte) (err error) {
+func callVisit(visit func([]byte), session []byte) {
 	defer func() {
 		if r := recover(); r != nil {
 			panic(callerPanic{r})
 		}
 	}()
 	visit(session)
-	return nil
 }
 
 // Stats reports the entry count and bytes (kept in the file) and the

@@ -5,42 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"os"
-
-	"golang.org/x/sys/unix"
 )
 
-// checkStructure walks the bbolt page tree of f, through a read-only map
-// of its own, before bbolt itself maps the file. bbolt trusts its pages: a
-// damaged file can make it read outside the map, recurse forever on a
-// cycle (a stack overflow is fatal in Go, not a panic) or allocate a huge
-// freelist. After this walk every page bbolt reaches from the newest valid
-// meta page is in the file, says its own id, is a branch or leaf reached
-// exactly once, and keeps its elements inside itself, and the freelist
-// names only unreachable pages. What is inside keys and values is left to
-// the entry checksums.
+// checkStructure walks the bbolt page tree in data, a read-only map of the
+// file, before bbolt itself maps it. bbolt trusts its pages: a damaged
+// file can make it read outside the map, recurse forever on a cycle (a
+// stack overflow is fatal in Go, not a panic) or allocate a huge freelist,
+// and after a crash it walks the tree in a goroutine of its own, where no
+// fault can be recovered. After this walk every page bbolt reaches from
+// the newest valid meta page is in the file, says its own id, is a branch
+// or leaf reached exactly once, and keeps its elements inside itself, and
+// the freelist, if saved, names only unreachable pages. What is inside
+// keys and values is left to the entry checksums.
 //
 // The walk follows bbolt 1.x's on-disk format (native byte order).
-func checkStructure(f *os.File) error {
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if fi.Size() < 2*minPageSize {
-		return fmt.Errorf("file too small (%d bytes) for a database", fi.Size())
-	}
-	if int64(int(fi.Size())) != fi.Size() {
-		return fmt.Errorf("file too large (%d bytes)", fi.Size())
-	}
-	data, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return fmt.Errorf("map: %w", err)
-	}
-	defer unix.Munmap(data)
-	// Reading in file order first lets the kernel read ahead.
-	_ = unix.Madvise(data, unix.MADV_WILLNEED)
+func checkStructure(data []byte) error {
 	w := &walker{data: data}
-	// Truncated under us, the map faults: guard turns that into an error.
+	// Should the file shrink under the map, reads fault: guard turns that
+	// into an error.
 	return guard(func() error {
 		if err := w.readMeta(); err != nil {
 			return err
@@ -53,22 +35,22 @@ func checkStructure(f *os.File) error {
 }
 
 const (
-	pageHeaderLen   = 16
-	branchElemLen   = 16
-	leafElemLen     = 16
-	metaLen         = 64
-	boltMagic       = 0xED0CDAED
-	boltVersion     = 2
-	branchPageFlag  = 0x01
-	leafPageFlag    = 0x02
-	freelistFlag    = 0x10
-	bucketLeafFlag  = 0x01
-	noFreelist      = ^uint64(0)
-	maxTreeDepth    = 48 // a tree of 2^48 pages does not fit any disk
-	inBucketLen     = 16
-	minPageSize     = 1024
-	maxPageSize     = 1 << 16
-	maxOverflowRead = 64 << 20 // a page run this large is damage, not data
+	pageHeaderLen  = 16
+	branchElemLen  = 16
+	leafElemLen    = 16
+	metaLen        = 64
+	boltMagic      = 0xED0CDAED
+	boltVersion    = 2
+	branchPageFlag = 0x01
+	leafPageFlag   = 0x02
+	freelistFlag   = 0x10
+	bucketLeafFlag = 0x01
+	noFreelist     = ^uint64(0)
+	maxTreeDepth   = 48 // a tree of 2^48 pages does not fit any disk
+	inBucketLen    = 16
+	minPageSize    = 1024
+	maxPageSize    = 1 << 16
+	maxPageRun     = 64 << 20 // bytes; a page run this large is damage, not data
 )
 
 var ne = binary.NativeEndian
@@ -223,13 +205,13 @@ func (w *walker) claim(id, n uint64) error {
 
 func (w *walker) readFreelist() error {
 	if w.freelist == noFreelist {
-		return errors.New("freelist not saved in the file")
+		return nil // bbolt rebuilds it from the tree walked here
 	}
 	_, count, pages, err := w.pageHeader(w.freelist, freelistFlag)
 	if err != nil {
 		return fmt.Errorf("freelist: %w", err)
 	}
-	if pages*uint64(w.pageSize) > maxOverflowRead {
+	if pages*uint64(w.pageSize) > maxPageRun {
 		return fmt.Errorf("freelist of %d pages", pages)
 	}
 	buf, err := w.slice(w.freelist*uint64(w.pageSize), pages*uint64(w.pageSize))
@@ -270,7 +252,7 @@ func (w *walker) walkTree(id uint64, depth int, rootTree bool) error {
 		return err
 	}
 	size := pages * uint64(w.pageSize)
-	if size > maxOverflowRead {
+	if size > maxPageRun {
 		return fmt.Errorf("page %d spans %d pages", id, pages)
 	}
 	buf, err := w.slice(id*uint64(w.pageSize), size)
