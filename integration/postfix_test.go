@@ -1,0 +1,319 @@
+// Package integration runs our tlsmgr under a real Postfix (Debian's
+// package): master(8) starts it, real smtpd and smtp processes use it, and
+// real TLS clients (openssl s_client) prove that sessions are resumed.
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/smtp"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// need skips a test that lacks root or a program, except in CI, where the
+// environment is supposed to have everything and a skip would hide a gap.
+func need(t *testing.T, root bool, programs ...string) {
+	t.Helper()
+	var missing []string
+	if root && os.Geteuid() != 0 {
+		missing = append(missing, "root privileges")
+	}
+	for _, p := range programs {
+		if _, err := exec.LookPath(p); err != nil {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI must provide: %s", strings.Join(missing, ", "))
+	}
+	t.Skipf("needs %s", strings.Join(missing, ", "))
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// buildTlsmgr builds our daemon into dir.
+func buildTlsmgr(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "tlsmgr")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/tlsmgr")
+	cmd.Dir = repoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// instance is a throwaway Postfix made by scripts/postfix-instance.
+type instance struct {
+	t                    *testing.T
+	dir                  string
+	smtpdPort, relayPort int
+	env                  []string
+}
+
+func newInstance(t *testing.T, tlsmgr string) *instance {
+	t.Helper()
+	in := &instance{t: t, dir: filepath.Join(t.TempDir(), "pfx"), smtpdPort: freePort(t), relayPort: freePort(t)}
+	in.env = append(os.Environ(), fmt.Sprintf("SMTPD_PORT=%d", in.smtpdPort), fmt.Sprintf("RELAY_PORT=%d", in.relayPort))
+	in.script("create", tlsmgr)
+	// Log every cache transaction, so the test can see them.
+	in.postconf("smtpd_tls_loglevel=2", "smtp_tls_loglevel=2")
+	in.script("start")
+	t.Cleanup(func() {
+		in.script("stop")
+		waitFor(t, 20*time.Second, "tlsmgr to exit with Postfix", func() bool { return in.tlsmgrPID() == 0 })
+	})
+	waitFor(t, 20*time.Second, "smtpd to listen", func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", in.smtpdPort))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return in
+}
+
+func (in *instance) script(args ...string) {
+	in.t.Helper()
+	cmd := exec.Command(filepath.Join(repoRoot(in.t), "scripts", "postfix-instance"), append([]string{in.dir}, args...)...)
+	cmd.Env = in.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		in.t.Fatalf("postfix-instance %v: %v\n%s", args, err, out)
+	}
+}
+
+func (in *instance) postconf(settings ...string) {
+	in.t.Helper()
+	args := append([]string{"-c", filepath.Join(in.dir, "etc"), "-e"}, settings...)
+	if out, err := exec.Command("postconf", args...).CombinedOutput(); err != nil {
+		in.t.Fatalf("postconf: %v\n%s", err, out)
+	}
+}
+
+func (in *instance) maillog() string {
+	b, _ := os.ReadFile(filepath.Join(in.dir, "maillog"))
+	return string(b)
+}
+
+// tlsmgrPID finds the tlsmgr master(8) started for this instance: ours
+// runs as tlsmgr-test from the instance's daemon_directory.
+func (in *instance) tlsmgrPID() int {
+	want := filepath.Join(in.dir, "libexec", "tlsmgr-test")
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && exe == want {
+			return pid
+		}
+	}
+	return 0
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); ; time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// handshake runs openssl s_client with STARTTLS against smtpd, saving the
+// session to (or resuming it from) file, and reports "New" or "Reused".
+func (in *instance) handshake(t *testing.T, tlsArgs []string, sessOut, sessIn string) string {
+	t.Helper()
+	args := append([]string{"s_client", "-starttls", "smtp", "-connect", fmt.Sprintf("127.0.0.1:%d", in.smtpdPort)}, tlsArgs...)
+	if sessOut != "" {
+		args = append(args, "-sess_out", sessOut)
+	}
+	if sessIn != "" {
+		args = append(args, "-sess_in", sessIn)
+	}
+	cmd := exec.Command("openssl", args...)
+	// Keep stdin open long enough for TLS 1.3 tickets to arrive, then QUIT.
+	pr, pw, _ := os.Pipe()
+	cmd.Stdin = pr
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pr.Close()
+	time.Sleep(1500 * time.Millisecond)
+	pw.WriteString("QUIT\r\n")
+	pw.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("openssl s_client hung:\n%s", out.String())
+	}
+	m := regexp.MustCompile(`(?m)^(New|Reused), TLSv`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no TLS handshake result from openssl:\n%s", out.String())
+	}
+	return m[1]
+}
+
+func (in *instance) resumes(t *testing.T, tlsArgs ...string) {
+	t.Helper()
+	sess := filepath.Join(t.TempDir(), "session.pem")
+	if got := in.handshake(t, tlsArgs, sess, ""); got != "New" {
+		t.Fatalf("first handshake %v: %s, want New", tlsArgs, got)
+	}
+	if got := in.handshake(t, tlsArgs, "", sess); got != "Reused" {
+		t.Fatalf("second handshake %v: %s, want Reused\n%s", tlsArgs, got, in.maillog())
+	}
+}
+
+// sendMail injects a message in plain text; Postfix relays it over TLS.
+func (in *instance) sendMail(t *testing.T) {
+	t.Helper()
+	c, err := smtp.Dial(fmt.Sprintf("127.0.0.1:%d", in.smtpdPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	step := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("send mail: %v", err)
+		}
+	}
+	step(c.Hello("client.test"))
+	step(c.Mail("sender@test.localdomain"))
+	step(c.Rcpt("rcpt@relay.test"))
+	w, err := c.Data()
+	step(err)
+	_, err = w.Write([]byte("Subject: tlsmgr test\r\n\r\nhello\r\n"))
+	step(err)
+	step(w.Close())
+	step(c.Quit())
+}
+
+func TestDropInUnderPostfix(t *testing.T) {
+	need(t, true, "postfix", "postconf", "openssl", "go")
+	in := newInstance(t, buildTlsmgr(t, t.TempDir()))
+
+	t.Run("smtpd session id cache", func(t *testing.T) {
+		in.resumes(t, "-tls1_2", "-no_ticket")
+		log := in.maillog()
+		for _, want := range []string{"save session", "reloaded session", "postfix/tlsmgr["} {
+			if !strings.Contains(log, want) {
+				t.Errorf("maillog lacks %q", want)
+			}
+		}
+	})
+	t.Run("TLS 1.3 tickets", func(t *testing.T) { in.resumes(t, "-tls1_3") })
+	t.Run("TLS 1.2 tickets", func(t *testing.T) { in.resumes(t, "-tls1_2") })
+
+	t.Run("smtp client cache", func(t *testing.T) {
+		in.sendMail(t)
+		waitFor(t, 30*time.Second, "first delivery", func() bool {
+			return strings.Count(in.maillog(), "relay=127.0.0.1[127.0.0.1]:"+strconv.Itoa(in.relayPort)) >= 1
+		})
+		reused := regexp.MustCompile(`postfix/smtp\[\d+\]: 127\.0\.0\.1\[127\.0\.0\.1\]:` + strconv.Itoa(in.relayPort) + `: Reusing old session`)
+		if reused.MatchString(in.maillog()) {
+			t.Fatal("the first delivery already reused a session")
+		}
+		in.sendMail(t)
+		waitFor(t, 30*time.Second, "the second delivery to reuse the session", func() bool {
+			return reused.MatchString(in.maillog()) &&
+				regexp.MustCompile(`postfix/tlsmgr\[\d+\]: lookup smtp session id=smtp&`).MatchString(in.maillog())
+		})
+	})
+
+	t.Run("ours serves, chrooted, as postfix", func(t *testing.T) {
+		pid := in.tlsmgrPID()
+		if pid == 0 {
+			t.Fatal("our tlsmgr is not running")
+		}
+		root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
+		if err != nil || root != filepath.Join(in.dir, "spool") {
+			t.Errorf("root directory %q (%v), want the queue directory", root, err)
+		}
+		pf, err := user.Lookup("postfix")
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		uids := regexp.MustCompile(`(?m)^Uid:\s+(\d+)\s+(\d+)\s+(\d+)`).FindStringSubmatch(string(status))
+		if uids == nil || uids[1] != pf.Uid || uids[2] != pf.Uid || uids[3] != pf.Uid {
+			t.Errorf("uids %v, want all %s", uids, pf.Uid)
+		}
+		for _, name := range []string{"prng_exch", "smtpd_scache", "smtp_scache"} {
+			fi, err := os.Stat(filepath.Join(in.dir, "data", name))
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+				continue
+			}
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s has mode %v, want 0600", name, fi.Mode().Perm())
+			}
+			if owner := strconv.Itoa(int(statUID(fi))); owner != pf.Uid {
+				t.Errorf("%s is owned by uid %s, want postfix", name, owner)
+			}
+		}
+	})
+
+	t.Run("postfix reload", func(t *testing.T) {
+		old := in.tlsmgrPID()
+		exch := filepath.Join(in.dir, "data", "prng_exch")
+		before, _ := os.ReadFile(exch)
+		cmd := exec.Command("postfix", "-c", filepath.Join(in.dir, "etc"), "reload")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("postfix reload: %v\n%s", err, out)
+		}
+		waitFor(t, 20*time.Second, "the old tlsmgr to exit", func() bool { return in.tlsmgrPID() != old })
+		after, _ := os.ReadFile(exch)
+		if len(after) != 1024 || bytes.Equal(before, after) {
+			t.Errorf("exchange file not saved at exit: %d bytes, changed %v", len(after), !bytes.Equal(before, after))
+		}
+		// master(8) starts a new tlsmgr on demand, and it serves.
+		in.resumes(t, "-tls1_2", "-no_ticket")
+		if in.tlsmgrPID() == 0 {
+			t.Fatal("no tlsmgr after reload")
+		}
+	})
+
+	if strings.Contains(in.maillog(), "panic:") {
+		t.Errorf("a panic was logged:\n%s", in.maillog())
+	}
+}
