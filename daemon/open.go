@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/gotlsmgr/tlsmgr/config"
@@ -13,6 +14,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/scache/memstore"
 	"github.com/gotlsmgr/tlsmgr/server"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
+	"github.com/gotlsmgr/tlsmgr/tktkey/keyfile"
 )
 
 // fileDBTypes are the Postfix table types that name a local file; we keep
@@ -48,17 +50,18 @@ func (d *daemon) openFiles() error {
 	for _, cp := range p.Caches {
 		ct := server.CacheType{Name: cp.Name, Timeout: cp.Timeout}
 		if cp.Enabled {
-			store, err := d.openStore(cp)
+			store, batch, err := d.openStore(cp)
 			if err != nil {
 				return fmt.Errorf("%s TLS session cache %s: %w", cp.Name, cp.Database, err)
 			}
 			ct.Cache = scache.New(scache.Config{
-				Name:     cp.Name,
-				Database: cp.Database,
-				Timeout:  cp.Timeout,
-				LogCache: cp.LogCache,
-				Mix:      d.pool.Pool().Mix,
-				Log:      d.log,
+				Name:       cp.Name,
+				Database:   cp.Database,
+				Timeout:    cp.Timeout,
+				LogCache:   cp.LogCache,
+				SweepBatch: batch,
+				Mix:        d.pool.Pool().Mix,
+				Log:        d.log,
 			}, store)
 		}
 		d.caches = append(d.caches, ct)
@@ -66,11 +69,18 @@ func (d *daemon) openFiles() error {
 	return d.openKeys()
 }
 
-func (d *daemon) openStore(cp config.CacheParams) (scache.Store, error) {
+// Sweep batches: a file store writes every batch in one transaction that
+// update requests wait behind, so its batches are small.
+const (
+	memorySweepBatch = 100
+	fileSweepBatch   = 16
+)
+
+func (d *daemon) openStore(cp config.CacheParams) (scache.Store, int, error) {
 	lim := scache.Limits{MaxEntries: cp.MaxEntries, MaxBytes: cp.MaxBytes}
 	switch {
 	case cp.DBType == "memory":
-		return memstore.New(lim), nil
+		return memstore.New(lim), memorySweepBatch, nil
 	case fileDBTypes[cp.DBType]:
 		spec, warnings := master.DataRedirectMap(cp.Database, d.params.DataDirectory, d.params.MailOwner, d.uid)
 		d.warnAll(warnings)
@@ -81,20 +91,38 @@ func (d *daemon) openStore(cp config.CacheParams) (scache.Store, error) {
 			st, err = boltstore.Open(path, lim, boltstore.Options{Logger: d.log})
 			return err
 		})
-		return st, err
+		return st, fileSweepBatch, err
 	}
-	return nil, fmt.Errorf("unsupported database type %q (use memory: or a file type such as btree:)", cp.DBType)
+	return nil, 0, fmt.Errorf("unsupported database type %q (use memory: or a file type such as btree:)", cp.DBType)
 }
+
+// ticketKeyFile is where keys are kept when tlsmgr_ticket_key_persistence
+// is on; a file of our own, not one Postfix knows.
+const ticketKeyFile = "tlsmgr_ticket_keys"
 
 // openKeys sets up the ticket key ring; tickets follow the smtpd timeout
 // whether or not the smtpd cache database is set, as in Postfix.
 func (d *daemon) openKeys() error {
-	var err error
-	d.keys, err = tktkey.NewManager(context.Background(), tktkey.Options{
+	opts := tktkey.Options{
 		Timeout: d.params.Caches[0].Timeout,
 		Rand:    d.pool.Pool(),
 		Log:     d.log,
-	})
+	}
+	if d.params.TicketKeyPersistence {
+		path := filepath.Join(d.params.DataDirectory, ticketKeyFile)
+		err := d.asOwner(func() error {
+			f, err := keyfile.Open(path, d.log)
+			if err == nil {
+				d.keyStore, opts.Store = f, f
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("session ticket key file: %w", err)
+		}
+	}
+	var err error
+	d.keys, err = tktkey.NewManager(context.Background(), opts)
 	return err
 }
 
