@@ -63,6 +63,7 @@ type daemon struct {
 	listeners []net.Listener
 	stdio     net.Conn
 	status    *master.Status
+	created   []string // files start-up created, removed if it fails
 	srv       *server.Server
 }
 
@@ -89,6 +90,13 @@ func (d *daemon) run(args []string) error {
 		// tlsmgr keeps state in memory: one process only, as in Postfix.
 		return errors.New("service tlsmgr requires a process limit of 1")
 	}
+	// Take over the descriptors master(8) passed before anything opens a
+	// file: were one missing, a file of ours would get its number and
+	// pass for it. The error waits until it can be logged.
+	var inheritErr error
+	if !standalone && !opts.Stdin {
+		inheritErr = d.inheritSockets()
+	}
 	if err := d.loadConfig(standalone); err != nil {
 		return err
 	}
@@ -96,17 +104,29 @@ func (d *daemon) run(args []string) error {
 		return err
 	}
 	defer d.log.Close()
+	if inheritErr != nil {
+		return inheritErr
+	}
 	for _, w := range d.params.Warnings {
 		d.log.Warn("%s", w)
 	}
 	if err := d.owner(); err != nil {
 		return err
 	}
-	defer d.closeAll()
-	if err := d.openFiles(); err != nil {
+	// A start-up that fails leaves no file behind that it created.
+	keepFiles := false
+	defer func() {
+		d.closeAll()
+		if !keepFiles {
+			d.removeCreated()
+		}
+	}()
+	// The socket first: a second daemon on a live socket must fail on
+	// that, not on the first one's locks.
+	if err := d.openSockets(); err != nil {
 		return err
 	}
-	if err := d.openSockets(); err != nil {
+	if err := d.openFiles(); err != nil {
 		return err
 	}
 	if opts.Chroot || opts.DropPrivileges {
@@ -114,12 +134,15 @@ func (d *daemon) run(args []string) error {
 			return errors.New("-c and -u need root privileges")
 		}
 		if err := master.Jail(d.params.QueueDirectory, d.uid, d.gid, opts.Chroot, opts.DropPrivileges); err != nil {
+			// Perhaps half jailed: paths may no longer mean what they did.
+			keepFiles = opts.Chroot
 			return err
 		}
 		if opts.Chroot {
 			d.log.SetChroot(d.params.QueueDirectory)
 		}
 	}
+	keepFiles = true
 	return d.serve()
 }
 
@@ -263,6 +286,7 @@ func (d *daemon) owner() error {
 	return nil
 }
 
+// openSockets takes the client connection of -S, or the standalone socket.
 func (d *daemon) openSockets() error {
 	switch {
 	case d.opts.Stdin:
@@ -271,15 +295,19 @@ func (d *daemon) openSockets() error {
 			return err
 		}
 		d.stdio = c
-		return nil
 	case d.opts.Listen != "":
 		l, err := listenStandalone(d.opts.Listen)
 		if err != nil {
 			return err
 		}
 		d.listeners = []net.Listener{l}
-		return nil
 	}
+	return nil
+}
+
+// inheritSockets takes the listening sockets and the status channel from
+// master(8).
+func (d *daemon) inheritSockets() error {
 	n := max(d.opts.SocketCount, 1)
 	ls, err := master.InheritedListeners(6, n)
 	if err != nil {

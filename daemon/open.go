@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -30,6 +32,7 @@ func (d *daemon) openFiles() error {
 		var warnings []string
 		exch, warnings = master.DataRedirectFile(exch, p.DataDirectory, p.MailOwner, d.uid)
 		d.warnAll(warnings)
+		d.noteNew(exch)
 	}
 	err := d.asOwner(func() error {
 		var err error
@@ -85,6 +88,7 @@ func (d *daemon) openStore(cp config.CacheParams) (scache.Store, int, error) {
 		spec, warnings := master.DataRedirectMap(cp.Database, d.params.DataDirectory, d.params.MailOwner, d.uid)
 		d.warnAll(warnings)
 		_, path, _ := strings.Cut(spec, ":")
+		d.noteNew(path)
 		var st scache.Store
 		err := d.asOwner(func() error {
 			var err error
@@ -110,6 +114,7 @@ func (d *daemon) openKeys() error {
 	}
 	if d.params.TicketKeyPersistence {
 		path := filepath.Join(d.params.DataDirectory, ticketKeyFile)
+		d.noteNew(path)
 		err := d.asOwner(func() error {
 			f, err := keyfile.Open(path, d.log)
 			if err == nil {
@@ -120,10 +125,50 @@ func (d *daemon) openKeys() error {
 		if err != nil {
 			return fmt.Errorf("session ticket key file: %w", err)
 		}
+	} else if err := wipeFile(filepath.Join(d.params.DataDirectory, ticketKeyFile)); err != nil {
+		d.log.Warn("remove old session ticket key file: %v", err)
 	}
 	var err error
 	d.keys, err = tktkey.NewManager(context.Background(), opts)
 	return err
+}
+
+// wipeFile overwrites a secret file with zeros and removes it: keys saved
+// while persistence was on must not outlive it.
+func wipeFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.Mode().IsRegular() {
+		_, err = f.Write(make([]byte, fi.Size()))
+		if err == nil {
+			err = f.Sync()
+		}
+	}
+	f.Close()
+	if err != nil {
+		return err
+	}
+	return os.Remove(path)
+}
+
+// noteNew remembers path, about to be opened, if it does not exist yet.
+func (d *daemon) noteNew(path string) {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		d.created = append(d.created, path)
+	}
+}
+
+// removeCreated removes the files noted by noteNew, after closeAll.
+func (d *daemon) removeCreated() {
+	for _, path := range d.created {
+		os.Remove(path)
+	}
 }
 
 func (d *daemon) warnAll(warnings []string) {

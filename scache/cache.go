@@ -43,6 +43,9 @@ func New(cfg Config, store Store) *Cache {
 	if cfg.SweepBatch <= 0 {
 		cfg.SweepBatch = 100
 	}
+	if cfg.Log == nil {
+		cfg.LogCache = false // nowhere to log to
+	}
 	now := cfg.Now
 	if now == nil {
 		now = time.Now

@@ -203,6 +203,7 @@ func bench(socket string, args []string, stdout, stderr io.Writer) int {
 	cacheType := fs.String("type", "smtpd", "cache type")
 	seedSize := fs.Int("seed-size", 32, "bytes per seed request")
 	netpoll := fs.Bool("netpoll", false, "use Go's netpoller instead of blocking system calls on the connections")
+	tsv := fs.Bool("tsv", false, "print one line: requests/s, p50, p99, p999 (microseconds), errors")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -220,6 +221,11 @@ func bench(socket string, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsmgrctl bench: %v\n", err)
 		return 2
+	}
+	if *tsv {
+		us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+		fmt.Fprintf(stdout, "%.0f\t%.1f\t%.1f\t%.1f\t%d\n", res.PerSecond, us(res.P50), us(res.P99), us(res.P999), res.Errors)
+		return 0
 	}
 	fmt.Fprintf(stdout, "socket %s, %d connection(s), mix %s, payload %d\n", socket, *conns, *mix, *payload)
 	fmt.Fprint(stdout, res)

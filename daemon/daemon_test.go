@@ -1,0 +1,702 @@
+package daemon_test
+
+// These tests run the real tlsmgr binary as a child process, as an
+// administrator or master(8) would: its command line, its signals, its
+// exit status, its stderr and the files it leaves behind are what they
+// check. The binaries are built once, in TestMain.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/client"
+)
+
+var tlsmgrBin, tlsmgrctlBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tlsmgr-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/tlsmgr", "./cmd/tlsmgrctl")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(2)
+	}
+	tlsmgrBin, tlsmgrctlBin = filepath.Join(dir, "tlsmgr"), filepath.Join(dir, "tlsmgrctl")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// memoryCaches is a main.cf enabling all three caches in memory.
+const memoryCaches = `smtpd_tls_session_cache_database = memory:smtpd
+smtp_tls_session_cache_database = memory:smtp
+lmtp_tls_session_cache_database = memory:lmtp
+`
+
+// env is a throwaway configuration: main.cf in cfg (MAIL_CONFIG), state
+// in data, owned by the mail owner as Postfix wants it.
+type env struct {
+	base, cfg, data, sock string
+	owner                 string
+	uid                   int
+}
+
+func newEnv(t *testing.T, mainCF string) *env {
+	t.Helper()
+	base := t.TempDir()
+	// The mail owner must be able to reach the data directory.
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := &env{base: base, cfg: filepath.Join(base, "etc"), data: filepath.Join(base, "data"),
+		sock: filepath.Join(base, "tlsmgr.sock"), uid: os.Getuid()}
+	for _, d := range []string{e.cfg, e.data} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if os.Geteuid() == 0 {
+		// Root must not create files as root: they belong to the mail owner.
+		u, err := user.Lookup("nobody")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.owner = "nobody"
+		e.uid, _ = strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(e.data, e.uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		u, err := user.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.owner = u.Username
+	}
+	e.writeMainCF(t, mainCF)
+	return e
+}
+
+func (e *env) writeMainCF(t *testing.T, text string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(e.cfg, "main.cf"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// opts are the -o settings that keep the daemon inside the temp dir.
+func (e *env) opts(extra ...string) []string {
+	args := []string{
+		"-o", "mail_owner=" + e.owner,
+		"-o", "data_directory=" + e.data,
+		"-o", "queue_directory=" + e.data,
+		"-o", "daemon_directory=" + e.base,
+	}
+	for _, o := range extra {
+		args = append(args, "-o", o)
+	}
+	return args
+}
+
+func (e *env) environ() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MAIL_CONFIG=") && !strings.HasPrefix(kv, "XDG_STATE_HOME=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, "MAIL_CONFIG="+e.cfg, "XDG_STATE_HOME="+e.base)
+}
+
+func (e *env) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(tlsmgrBin, args...)
+	cmd.Env = e.environ()
+	return cmd
+}
+
+// listing returns the names in dir.
+func listing(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// proc is a running daemon.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error // Wait's result, once done is closed
+}
+
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// start runs a standalone daemon on e.sock and waits until it serves.
+func (e *env) start(t *testing.T, extra ...string) *proc {
+	t.Helper()
+	p := startCmd(t, e.command(append([]string{"-listen", e.sock}, e.opts(extra...)...)...))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if announces(e.sock) {
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("daemon exited at start-up (%v):\n%s", p.err, p.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon does not answer on %s:\n%s", e.sock, p.stderr)
+		}
+	}
+}
+
+// announces reports whether a tlsmgr answers on path.
+func announces(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	l, err := attr.NewReader(c, attr.Limits{}).ReadList()
+	if err != nil {
+		return false
+	}
+	v, ok := l.Get("protocol")
+	return ok && string(v) == "tlsmgr_protocol"
+}
+
+// wait waits for the daemon to exit and returns its exit status.
+func (p *proc) wait(t *testing.T, limit time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(limit):
+		t.Fatalf("daemon still running %v later:\n%s", limit, p.stderr)
+	}
+	return exitStatus(t, p.err)
+}
+
+func exitStatus(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("wait: %v", err)
+	}
+	if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ee.ExitCode()
+}
+
+func (p *proc) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ctl runs tlsmgrctl against sock and returns its standard output.
+func ctl(t *testing.T, sock string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(tlsmgrctlBin, append([]string{"-s", sock, "-timeout", "5s"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("tlsmgrctl %v: %v\n%s", args, err, stderr.String())
+	}
+	return stdout.String()
+}
+
+func fileOwner(fi os.FileInfo) int { return int(fi.Sys().(*syscall.Stat_t).Uid) }
+
+// checkStateFile wants path to be a mode 0600 file of the mail owner's.
+func (e *env) checkStateFile(t *testing.T, path string) os.FileInfo {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode() != 0o600 {
+		t.Errorf("%s has mode %v, want -rw-------", path, fi.Mode())
+	}
+	if got := fileOwner(fi); got != e.uid {
+		t.Errorf("%s is owned by uid %d, want %d (%s)", path, got, e.uid, e.owner)
+	}
+	return fi
+}
+
+func TestStandaloneLifeCycle(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			e := newEnv(t, memoryCaches)
+			p := e.start(t)
+
+			seed1 := strings.TrimSpace(ctl(t, e.sock, "seed", "32"))
+			seed2 := strings.TrimSpace(ctl(t, e.sock, "seed", "32"))
+			if len(seed1) != 64 || strings.Trim(seed1, "0123456789abcdef") != "" {
+				t.Errorf("tlsmgrctl seed 32 printed %q, want 64 hex digits", seed1)
+			}
+			if seed1 == seed2 {
+				t.Errorf("two seeds are equal: %s", seed1)
+			}
+
+			// The exchange file is written at start-up; keep what it holds.
+			exch := filepath.Join(e.data, "prng_exch")
+			before, err := os.ReadFile(exch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fiBefore, _ := os.Stat(exch)
+
+			p.signal(t, sig)
+			if st := p.wait(t, 5*time.Second); st != 0 {
+				t.Fatalf("exit status %d after %v, want 0:\n%s", st, sig, p.stderr)
+			}
+			if _, err := os.Lstat(e.sock); !os.IsNotExist(err) {
+				t.Errorf("socket %s left behind after %v (%v)", e.sock, sig, err)
+			}
+			after, err := os.ReadFile(exch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(after) != 1024 {
+				t.Errorf("exchange file has %d bytes, want 1024", len(after))
+			}
+			if bytes.Equal(before, after) {
+				t.Error("exchange file not rewritten at exit")
+			}
+			fi := e.checkStateFile(t, exch)
+			if !os.SameFile(fi, fiBefore) {
+				t.Error("exchange file replaced by a new inode; Postfix rewrites it in place")
+			}
+			if s := p.stderr.String(); strings.Contains(s, "warning:") || strings.Contains(s, "fatal:") {
+				t.Errorf("unexpected warnings:\n%s", s)
+			}
+		})
+	}
+}
+
+func TestStaleSocketReplaced(t *testing.T) {
+	e := newEnv(t, memoryCaches)
+	p := e.start(t)
+	ctl(t, e.sock, "update", "smtpd", "id1", os.DevNull)
+	p.signal(t, syscall.SIGKILL)
+	p.wait(t, 5*time.Second)
+	if fi, err := os.Lstat(e.sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("a killed daemon should leave its socket behind: %v", err)
+	}
+	p = e.start(t)
+	if got := strings.TrimSpace(ctl(t, e.sock, "seed", "16")); len(got) != 32 {
+		t.Errorf("seed after restart on a stale socket: %q", got)
+	}
+	p.signal(t, syscall.SIGTERM)
+	if st := p.wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d:\n%s", st, p.stderr)
+	}
+}
+
+// oneFatalLine checks that stderr is one line saying "fatal:" and
+// naming every string in want.
+func oneFatalLine(t *testing.T, stderr string, want ...string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if len(lines) != 1 || !strings.HasSuffix(stderr, "\n") || !strings.Contains(lines[0], "fatal: ") {
+		t.Errorf("stderr is not one \"fatal:\" line:\n%s", stderr)
+		return
+	}
+	for _, w := range want {
+		if !strings.Contains(lines[0], w) {
+			t.Errorf("fatal message does not name %q: %s", w, lines[0])
+		}
+	}
+}
+
+func TestSecondDaemonOnLiveSocket(t *testing.T) {
+	// A file cache too: the second daemon must not get as far as waiting
+	// for the first one's lock on it.
+	e := newEnv(t, memoryCaches)
+	first := e.start(t, "smtpd_tls_session_cache_database=btree:"+filepath.Join(e.data, "smtpd_scache"))
+	before := listing(t, e.data)
+
+	begin := time.Now()
+	cmd := e.command(append([]string{"-listen", e.sock},
+		e.opts("smtpd_tls_session_cache_database=btree:"+filepath.Join(e.data, "smtpd_scache"))...)...)
+	second := startCmd(t, cmd)
+	if st := second.wait(t, 15*time.Second); st == 0 {
+		t.Fatal("a second daemon on a live socket exited 0")
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("the second daemon took %v to give up", d.Round(time.Millisecond))
+	}
+	oneFatalLine(t, second.stderr.String(), e.sock)
+	if !announces(e.sock) {
+		t.Error("the first daemon no longer answers")
+	}
+	if after := listing(t, e.data); !slices.Equal(before, after) {
+		t.Errorf("data directory changed from %v to %v", before, after)
+	}
+	first.signal(t, syscall.SIGTERM)
+	if st := first.wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("first daemon: exit status %d:\n%s", st, first.stderr)
+	}
+}
+
+func TestRegularFileAtSocketPath(t *testing.T) {
+	e := newEnv(t, memoryCaches)
+	if err := os.WriteFile(e.sock, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startCmd(t, e.command(append([]string{"-listen", e.sock}, e.opts()...)...))
+	if st := p.wait(t, 10*time.Second); st == 0 {
+		t.Fatal("daemon took over a regular file")
+	}
+	oneFatalLine(t, p.stderr.String(), e.sock, "not a socket")
+	if b, err := os.ReadFile(e.sock); err != nil || string(b) != "precious" {
+		t.Errorf("the file at the socket path was changed: %q, %v", b, err)
+	}
+	if names := listing(t, e.data); len(names) != 0 {
+		t.Errorf("files left in the data directory: %v", names)
+	}
+}
+
+func TestPolicyFromCommandLine(t *testing.T) {
+	e := newEnv(t, memoryCaches)
+	p := e.start(t, "smtpd_tls_session_cache_timeout=2h")
+	if got := ctl(t, e.sock, "policy", "smtpd"); got != "cachable=1 timeout=7200\n" {
+		t.Errorf("policy smtpd: %q, want cachable=1 timeout=7200", got)
+	}
+	// An untouched type keeps the default.
+	if got := ctl(t, e.sock, "policy", "smtp"); got != "cachable=1 timeout=3600\n" {
+		t.Errorf("policy smtp: %q, want cachable=1 timeout=3600", got)
+	}
+	p.signal(t, syscall.SIGTERM)
+	p.wait(t, 5*time.Second)
+}
+
+func TestMainCFHonoured(t *testing.T) {
+	e := newEnv(t, "")
+	// Continuation lines, comments, $name, ${name} and ${name?{...}:{...}}
+	// expansion, a parameter used before it is defined, and -o winning.
+	e.writeMainCF(t, fmt.Sprintf(`# test configuration
+  # an indented comment
+state = %s
+data_directory = ${state}
+mytime = 3h
+smtpd_tls_session_cache_database =
+	memory:smtpd
+smtpd_tls_session_cache_timeout = $mytime
+smtp_tls_session_cache_database = memory:$cache_name
+smtp_tls_session_cache_timeout =
+    ${mytime?{90m}:{1s}}
+cache_name = smtp
+lmtp_tls_session_cache_timeout = 1d
+tls_random_exchange_name = $(data_directory)/exch.${cache_name:{empty}}
+`, e.data))
+	p := startCmd(t, e.command("-listen", e.sock, "-o", "mail_owner="+e.owner, "-o", "queue_directory="+e.data,
+		"-o", "lmtp_tls_session_cache_timeout=2d"))
+	waitServing(t, p, e.sock)
+
+	for typ, want := range map[string]string{
+		"smtpd": "cachable=1 timeout=10800\n",
+		"smtp":  "cachable=1 timeout=5400\n",
+		"lmtp":  "cachable=0 timeout=172800\n", // no database: disabled
+	} {
+		if got := ctl(t, e.sock, "policy", typ); got != want {
+			t.Errorf("policy %s: %q, want %q", typ, got, want)
+		}
+	}
+	exch := filepath.Join(e.data, "exch.")
+	if !strings.Contains(ctl(t, e.sock, "stats"), "prng_exchange_file = "+exch+"\n") {
+		t.Errorf("stats do not name %s as the exchange file", exch)
+	}
+	p.signal(t, syscall.SIGTERM)
+	if st := p.wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d:\n%s", st, p.stderr)
+	}
+	e.checkStateFile(t, exch)
+}
+
+func waitServing(t *testing.T, p *proc, sock string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !announces(sock); time.Sleep(20 * time.Millisecond) {
+		select {
+		case <-p.done:
+			t.Fatalf("daemon exited at start-up (%v):\n%s", p.err, p.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon does not answer on %s:\n%s", sock, p.stderr)
+		}
+	}
+}
+
+// TestBadStartup: bad input at start-up gets one "fatal:" line naming
+// the cause and a non-zero exit status, and leaves nothing behind.
+func TestBadStartup(t *testing.T) {
+	type tc struct {
+		name   string
+		mainCF string
+		args   func(e *env) []string
+		files  func(t *testing.T) []*os.File // fds 3... for master mode
+		want   []string                      // in the fatal line
+	}
+	standalone := func(extra ...string) func(e *env) []string {
+		return func(e *env) []string {
+			var o []string
+			for _, x := range extra {
+				o = append(o, strings.ReplaceAll(x, "$DATA", e.data))
+			}
+			return append([]string{"-listen", e.sock}, e.opts(o...)...)
+		}
+	}
+	masterMode := func(flags ...string) func(e *env) []string {
+		return func(e *env) []string { return append(flags, e.opts()...) }
+	}
+	cases := []tc{
+		{name: "main.cf line without =", mainCF: memoryCaches + "this line is broken\n",
+			args: standalone(), want: []string{"main.cf, line 4", "this line is broken"}},
+		{name: "bad time value", mainCF: memoryCaches,
+			args: standalone("smtpd_tls_session_cache_timeout=1x"), want: []string{"smtpd_tls_session_cache_timeout", `"1x"`}},
+		{name: "two caches one database", mainCF: memoryCaches,
+			args: standalone("smtpd_tls_session_cache_database=btree:$DATA/scache", "smtp_tls_session_cache_database=btree:$DATA/scache"),
+			want: []string{"smtp_tls_session_cache_database", "scache"}},
+		// The first cache opens fine; the second cannot: the first file,
+		// and the exchange file, must not stay behind.
+		{name: "unwritable cache directory", mainCF: memoryCaches,
+			args: standalone("smtpd_tls_session_cache_database=btree:$DATA/smtpd_scache", "smtp_tls_session_cache_database=btree:/nonexistent/dir/x"),
+			want: []string{"btree:/nonexistent/dir/x"}},
+		{name: "missing entropy device", mainCF: memoryCaches,
+			args: standalone("tls_random_source=dev:/dev/nosuch"), want: []string{"/dev/nosuch"}},
+		{name: "unknown cache type", mainCF: memoryCaches,
+			args: standalone("smtpd_tls_session_cache_database=foo:bar"), want: []string{"foo:bar", `"foo"`}},
+		{name: "ticket key file unusable", mainCF: memoryCaches,
+			args: standalone("tlsmgr_ticket_key_persistence=yes", "smtpd_tls_session_cache_database=btree:$DATA/smtpd_scache",
+				"tls_random_exchange_name=$DATA/prng_exch", "data_directory=$DATA/nonexistent"),
+			want: []string{"ticket key file", "nonexistent"}},
+		{name: "master mode without -l", mainCF: memoryCaches,
+			args: masterMode("-t", "unix", "-u"), want: []string{"process limit of 1"}},
+		{name: "master mode without fds", mainCF: memoryCaches,
+			args: masterMode("-l", "-t", "unix", "-u"), want: []string{"fd 6"}},
+		{name: "master mode without status fd", mainCF: memoryCaches,
+			args: masterMode("-l", "-t", "unix", "-u"), want: []string{"status", "fd 5"},
+			files: func(t *testing.T) []*os.File {
+				return []*os.File{nil, nil, nil, listeningSocket(t)}
+			}},
+		{name: "master mode without listening fd", mainCF: memoryCaches,
+			args: masterMode("-l", "-t", "unix", "-u"), want: []string{"listening", "fd 6"},
+			files: func(t *testing.T) []*os.File {
+				a, _ := socketpair(t)
+				return []*os.File{nil, nil, a}
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, c.mainCF)
+			cmd := e.command(c.args(e)...)
+			if c.files != nil {
+				cmd.ExtraFiles = c.files(t)
+			}
+			p := startCmd(t, cmd)
+			if st := p.wait(t, 15*time.Second); st == 0 || st > 128 {
+				t.Fatalf("exit status %d, want a failure:\n%s", st, p.stderr)
+			}
+			oneFatalLine(t, p.stderr.String(), c.want...)
+			if names := listing(t, e.data); len(names) != 0 {
+				t.Errorf("start-up failure left files in the data directory: %v", names)
+			}
+			if names := listing(t, e.cfg); !slices.Equal(names, []string{"main.cf"}) {
+				t.Errorf("configuration directory holds %v", names)
+			}
+			if _, err := os.Lstat(e.sock); !os.IsNotExist(err) {
+				t.Errorf("socket %s left behind (%v)", e.sock, err)
+			}
+		})
+	}
+}
+
+func listeningSocket(t *testing.T) *os.File {
+	t.Helper()
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "l"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := l.(*net.UnixListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func socketpair(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := os.NewFile(uintptr(fds[0]), "socketpair-0"), os.NewFile(uintptr(fds[1]), "socketpair-1")
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// TestStdinMode: with -S the daemon serves one client on stdin/stdout
+// and exits 0 when that client is done.
+func TestStdinMode(t *testing.T) {
+	e := newEnv(t, memoryCaches)
+	ours, theirs := socketpair(t)
+	cmd := e.command(append([]string{"-S", "-l"}, e.opts()...)...)
+	cmd.Stdin, cmd.Stdout = theirs, theirs
+	p := startCmd(t, cmd)
+	theirs.Close()
+
+	conn, err := net.FileConn(ours)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r, w := attr.NewReader(conn, attr.Limits{}), attr.NewWriter(conn)
+	l, err := r.ReadList()
+	if err != nil {
+		t.Fatalf("read announcement: %v\n%s", err, p.stderr)
+	}
+	if v, ok := l.Get("protocol"); !ok || string(v) != "tlsmgr_protocol" || len(l) != 1 {
+		t.Fatalf("announcement %v, want protocol=tlsmgr_protocol", l)
+	}
+	for _, size := range []int32{255, 7} {
+		w.Str("request", "seed")
+		w.Int("size", size)
+		w.End()
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		l, err = r.ReadList()
+		if err != nil {
+			t.Fatalf("read seed reply: %v\n%s", err, p.stderr)
+		}
+		if len(l) != 2 || string(l[0].Name) != "status" || string(l[0].Value) != "0" || string(l[1].Name) != "seed" {
+			t.Fatalf("seed reply %q", l)
+		}
+		if seed, err := attr.ParseData("seed", l[1].Value); err != nil || len(seed) != int(size) {
+			t.Fatalf("seed of %d bytes (%v), want %d", len(seed), err, size)
+		}
+	}
+	// A policy request too: the caches came from main.cf.
+	w.Str("request", "policy")
+	w.Str("cache_type", "smtp")
+	w.End()
+	w.Flush()
+	if l, err = r.ReadList(); err != nil || len(l) != 3 || string(l[1].Value) != "1" || string(l[2].Value) != "3600" {
+		t.Fatalf("policy reply %q, %v", l, err)
+	}
+	conn.Close()
+	if st := p.wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d after the client left, want 0:\n%s", st, p.stderr)
+	}
+	if s := p.stderr.String(); s != "" {
+		t.Errorf("stderr: %s", s)
+	}
+	e.checkStateFile(t, filepath.Join(e.data, "prng_exch"))
+}
+
+// TestClientAgainstBinary drives the daemon with the client package: a
+// round trip through every request a Postfix client makes.
+func TestClientAgainstBinary(t *testing.T) {
+	e := newEnv(t, memoryCaches)
+	p := e.start(t)
+	c := client.New(e.sock, client.Options{Timeout: 5 * time.Second})
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Update(ctx, "smtp", "smtp&[mx.example]:25", []byte("session")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := c.Lookup(ctx, "smtp", "smtp&[mx.example]:25"); err != nil || string(b) != "session" {
+		t.Fatalf("lookup: %q, %v", b, err)
+	}
+	if _, err := c.Lookup(ctx, "lmtp", "smtp&[mx.example]:25"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("lookup in another cache type: %v, want not found", err)
+	}
+	k, err := c.TicketKey(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k2, err := c.TicketKey(ctx, k.Name[:]); err != nil || k2.Name != k.Name {
+		t.Fatalf("tktkey by name: %v", err)
+	}
+	p.signal(t, syscall.SIGTERM)
+	if st := p.wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d:\n%s", st, p.stderr)
+	}
+}
