@@ -49,7 +49,7 @@ type conn struct {
 	r    *attr.Reader
 	w    *attr.Writer
 	now  time.Time // of the request being served
-	vals [3][]byte  // request attribute values, reused
+	vals [3][]byte // request attribute values, reused
 }
 
 func (c *conn) serve() {
