@@ -170,13 +170,20 @@ func (c *Client) call(ctx context.Context, send func(w *attr.Writer)) (attr.List
 		if errors.Is(err, attr.ErrNUL) {
 			return nil, err
 		}
-		if !reused || attempt > 0 || ctx.Err() != nil {
+		if !reused || attempt > 0 || ctx.Err() != nil || isTimeout(err) {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			return nil, err
 		}
 	}
+}
+
+// isTimeout reports a request that ran out of time: it is not retried,
+// since the time limit bounds the whole request.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // reply checks a reply's status and returns the values of the named
@@ -228,7 +235,11 @@ func (c *Client) Seed(ctx context.Context, n int) ([]byte, error) {
 	if err != nil || status != StatusOK {
 		return nil, errors.Join(err, statusErr("seed", status))
 	}
-	return attr.ParseData("seed", v[0])
+	b, err := attr.ParseData("seed", v[0])
+	if err != nil {
+		return nil, &ProtocolError{"seed", err.Error()}
+	}
+	return b, nil
 }
 
 // Policy is a policy reply.
@@ -277,7 +288,11 @@ func (c *Client) Lookup(ctx context.Context, cacheType, id string) ([]byte, erro
 	if err != nil || status != StatusOK {
 		return nil, errors.Join(err, statusErr("lookup", status))
 	}
-	return attr.ParseData("session", v[0])
+	b, err := attr.ParseData("session", v[0])
+	if err != nil {
+		return nil, &ProtocolError{"lookup", err.Error()}
+	}
+	return b, nil
 }
 
 // Update stores session under id.
@@ -354,8 +369,12 @@ func (c *Client) Stats(ctx context.Context) ([][2]string, error) {
 	if len(l) == 0 || string(l[0].Name) != "status" {
 		return nil, &ProtocolError{"stats", "reply has no status"}
 	}
-	if status, err := attr.ParseInt("status", l[0].Value); err != nil || status != StatusOK {
-		return nil, errors.Join(err, statusErr("stats", status))
+	status, err := attr.ParseInt("status", l[0].Value)
+	if err != nil {
+		return nil, &ProtocolError{"stats", err.Error()}
+	}
+	if status != StatusOK {
+		return nil, statusErr("stats", status)
 	}
 	out := make([][2]string, 0, len(l)-1)
 	for _, a := range l[1:] {

@@ -138,7 +138,6 @@ func startFake(t *testing.T, handle func(nc net.Conn, r *attr.Reader, n int)) *f
 	f.l = l
 	var mu sync.Mutex
 	var open []net.Conn
-	stopped := make(chan struct{})
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -160,7 +159,6 @@ func startFake(t *testing.T, handle func(nc net.Conn, r *attr.Reader, n int)) *f
 		}
 	}()
 	t.Cleanup(func() {
-		close(stopped)
 		l.Close()
 		mu.Lock()
 		for _, nc := range open {

@@ -51,6 +51,7 @@ func ParseMix(s string) (map[string]int, error) {
 			continue
 		}
 		op, w, found := strings.Cut(part, "=")
+		op, w = strings.TrimSpace(op), strings.TrimSpace(w)
 		weight := 1
 		if found {
 			n, err := strconv.Atoi(w)

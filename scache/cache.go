@@ -142,8 +142,14 @@ func (c *Cache) storeError(op string, err error) error {
 	return fmt.Errorf("%s TLS cache %s: %s: %w", c.cfg.Name, c.cfg.Database, op, err)
 }
 
+// sweepDuty is the share of a store's time the sweep may take: after each
+// batch it pauses for (1/sweepDuty - 1) times what the batch took. Updates
+// wait behind a file store's sweep transaction, so the sweep must stay in
+// the background even when a million entries expire at once.
+const sweepDuty = 0.1
+
 // Sweep removes every entry that has expired by now, a batch at a time,
-// yielding between batches so that requests are never held up for long.
+// pausing between batches so that requests are never held up for long.
 func (c *Cache) Sweep(ctx context.Context) (int, error) {
 	if c.cfg.LogCache {
 		c.cfg.Log.Info("start TLS %s session cache cleanup", c.cfg.Name)
@@ -151,7 +157,9 @@ func (c *Cache) Sweep(ctx context.Context) (int, error) {
 	cutoff := c.now().Add(-c.cfg.Timeout)
 	total := 0
 	for {
+		began := time.Now()
 		n, more, err := c.store.Expire(ctx, cutoff, c.cfg.SweepBatch, c.cfg.Mix)
+		took := time.Since(began)
 		total += n
 		c.swept.Add(uint64(n))
 		if err != nil {
@@ -161,26 +169,31 @@ func (c *Cache) Sweep(ctx context.Context) (int, error) {
 		if !more {
 			return total, nil
 		}
+		pause := max(time.Millisecond, time.Duration(float64(took)*(1/sweepDuty-1)))
+		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return total, ctx.Err()
-		case <-time.After(time.Millisecond):
+		case <-t.C:
 		}
 	}
 }
 
-// RunSweeper sweeps every timeout (as Postfix does) until ctx is done.
+// RunSweeper sweeps once at start, since a cache kept across a restart may
+// hold entries that expired meanwhile, then every timeout (as Postfix
+// does) until ctx is done.
 func (c *Cache) RunSweeper(ctx context.Context) {
 	t := time.NewTicker(c.cfg.Timeout)
 	defer t.Stop()
 	for {
+		if _, err := c.Sweep(ctx); err != nil && ctx.Err() == nil && c.cfg.Log != nil {
+			c.cfg.Log.Warn("%v", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := c.Sweep(ctx); err != nil && ctx.Err() == nil && c.cfg.Log != nil {
-				c.cfg.Log.Warn("%v", err)
-			}
 		}
 	}
 }

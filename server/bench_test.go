@@ -106,3 +106,41 @@ func BenchmarkTktKey(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMixParallel is the 60/20/20 lookup/update/seed mix over 8
+// connections, as the comparison with Postfix runs it.
+func BenchmarkMixParallel(b *testing.B) {
+	_, f := benchClient(b)
+	ctx := context.Background()
+	ids := benchIDs(500)
+	session := make([]byte, 512)
+	seedClient := client.New(f.path, client.Options{})
+	for _, id := range ids {
+		if err := seedClient.Update(ctx, "smtpd", id, session); err != nil {
+			b.Fatal(err)
+		}
+	}
+	seedClient.Close()
+	b.SetParallelism(4) // 4 × GOMAXPROCS(2) = 8 connections
+	b.RunParallel(func(pb *testing.PB) {
+		c := client.New(f.path, client.Options{})
+		defer c.Close()
+		i := 0
+		for pb.Next() {
+			var err error
+			switch i % 5 {
+			case 0, 1, 2:
+				_, err = c.Lookup(ctx, "smtpd", ids[i%len(ids)])
+			case 3:
+				err = c.Update(ctx, "smtpd", ids[i%len(ids)], session)
+			case 4:
+				_, err = c.Seed(ctx, 32)
+			}
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+}

@@ -116,11 +116,17 @@ func (m *Manager) Decrypting(name [NameLen]byte) (Key, error) {
 // went backwards), keeping the ring sorted with Current expiring last, as
 // Postfix does. The key that drops out is wiped.
 func (m *Manager) rotate(k *Key) {
-	if old := m.ring.Previous; old != nil {
-		old.Wipe()
+	cur, prev := m.ring.Current, m.ring.Previous
+	if cur == nil {
+		// A loaded ring may hold only a previous key: it still decrypts.
+		m.ring.Current = k
+		return
 	}
-	if m.ring.Current == nil || m.ring.Current.Expiry < k.Expiry {
-		m.ring.Previous, m.ring.Current = m.ring.Current, k
+	if prev != nil {
+		prev.Wipe()
+	}
+	if cur.Expiry < k.Expiry {
+		m.ring.Previous, m.ring.Current = cur, k
 	} else {
 		m.ring.Previous = k
 	}

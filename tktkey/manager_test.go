@@ -2,6 +2,7 @@ package tktkey
 
 import (
 	"context"
+	cryptorand "crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -576,3 +577,25 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestLoadedPreviousKeySurvivesFirstRotation(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	prev := &Key{Expiry: now.Unix() - 10}
+	prev.Name[0] = 7
+	st := &ringOnlyStore{ring: Ring{Previous: prev}}
+	m, err := NewManager(context.Background(), Options{Timeout: time.Hour, Rand: cryptorand.Reader, Store: st, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Encrypting(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Decrypting(prev.Name); err != nil {
+		t.Fatalf("the loaded previous key no longer decrypts after the first rotation: %v", err)
+	}
+}
+
+type ringOnlyStore struct{ ring Ring }
+
+func (s *ringOnlyStore) Load(context.Context) (Ring, error)   { return s.ring, nil }
+func (s *ringOnlyStore) Save(_ context.Context, r Ring) error { s.ring = r; return nil }
