@@ -308,13 +308,19 @@ func (d *daemon) openSockets() error {
 // inheritSockets takes the listening sockets and the status channel from
 // master(8).
 func (d *daemon) inheritSockets() error {
+	// Look at every descriptor before taking any over: that opens new
+	// ones, which would get the number of a missing one.
+	var fst syscall.Stat_t
+	if err := syscall.Fstat(master.StatusFD, &fst); err != nil {
+		return fmt.Errorf("master(8) status channel: fd %d: %w", master.StatusFD, err)
+	}
 	n := max(d.opts.SocketCount, 1)
-	ls, err := master.InheritedListeners(6, n)
+	ls, err := master.InheritedListeners(master.ListenFD, n)
 	if err != nil {
 		return fmt.Errorf("listening sockets from master(8): %w", err)
 	}
 	d.listeners = ls
-	st, err := master.OpenStatus(5, d.pid, os.Getenv("GENERATION"))
+	st, err := master.OpenStatus(master.StatusFD, d.pid, os.Getenv("GENERATION"))
 	if err != nil {
 		return fmt.Errorf("master(8) status channel: %w", err)
 	}

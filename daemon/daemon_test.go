@@ -546,11 +546,12 @@ func TestBadStartup(t *testing.T) {
 		{name: "master mode without -l", mainCF: memoryCaches,
 			args: masterMode("-t", "unix", "-u"), want: []string{"process limit of 1"}},
 		{name: "master mode without fds", mainCF: memoryCaches,
-			args: masterMode("-l", "-t", "unix", "-u"), want: []string{"fd 6"}},
+			args: masterMode("-l", "-t", "unix", "-u"), want: []string{"status", "fd 5"}},
 		{name: "master mode without status fd", mainCF: memoryCaches,
 			args: masterMode("-l", "-t", "unix", "-u"), want: []string{"status", "fd 5"},
 			files: func(t *testing.T) []*os.File {
-				return []*os.File{nil, nil, nil, listeningSocket(t)}
+				l, _ := listeningSocket(t)
+				return []*os.File{nil, nil, nil, l}
 			}},
 		{name: "master mode without listening fd", mainCF: memoryCaches,
 			args: masterMode("-l", "-t", "unix", "-u"), want: []string{"listening", "fd 6"},
@@ -585,19 +586,23 @@ func TestBadStartup(t *testing.T) {
 	}
 }
 
-func listeningSocket(t *testing.T) *os.File {
+// listeningSocket returns a listening UNIX socket at a path of its own,
+// as master(8) passes them.
+func listeningSocket(t *testing.T) (*os.File, string) {
 	t.Helper()
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "l"))
+	path := filepath.Join(t.TempDir(), "l")
+	l, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	defer l.Close()
 	f, err := l.(*net.UnixListener).File()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return f
+	return f, path
 }
 
 func socketpair(t *testing.T) (*os.File, *os.File) {
@@ -698,5 +703,67 @@ func TestClientAgainstBinary(t *testing.T) {
 	p.signal(t, syscall.SIGTERM)
 	if st := p.wait(t, 5*time.Second); st != 0 {
 		t.Fatalf("exit status %d:\n%s", st, p.stderr)
+	}
+}
+
+// TestMasterMode runs the daemon as master(8) does: flow-control pipe on
+// fds 3 and 4, status channel on 5, listening socket on 6; as root also
+// with -c and -u. It serves through the inherited socket and exits 0,
+// saving the PRNG state, when the master end of the status channel closes.
+func TestMasterMode(t *testing.T) {
+	e := newEnv(t, memoryCaches)
+	flowR, flowW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flowR.Close()
+	defer flowW.Close()
+	masterEnd, childEnd := socketpair(t)
+	lf, path := listeningSocket(t)
+	flags := []string{"-l", "-t", "unix"}
+	if os.Geteuid() == 0 {
+		flags = append(flags, "-c", "-u")
+	}
+	cmd := e.command(append(flags, e.opts()...)...)
+	cmd.Env = append(cmd.Env, "GENERATION=0123")
+	cmd.ExtraFiles = []*os.File{flowR, flowW, childEnd, lf}
+	p := startCmd(t, cmd)
+	childEnd.Close()
+	lf.Close()
+	waitServing(t, p, path)
+
+	c := client.New(path, client.Options{Timeout: 5 * time.Second})
+	if b, err := c.Seed(context.Background(), 100); err != nil || len(b) != 100 {
+		t.Fatalf("seed through the inherited socket: %d bytes, %v\n%s", len(b), err, p.stderr)
+	}
+	c.Close()
+	if os.Geteuid() == 0 {
+		pid := p.cmd.Process.Pid
+		if root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); err != nil || root != e.data {
+			t.Errorf("root directory %q (%v), want %s", root, err, e.data)
+		}
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		want := strconv.Itoa(e.uid)
+		if !strings.Contains(string(status), "\nUid:\t"+want+"\t"+want+"\t"+want+"\t"+want+"\n") {
+			t.Errorf("daemon does not run as uid %s only:\n%s", want, status)
+		}
+	}
+	exch := filepath.Join(e.data, "prng_exch")
+	before, _ := os.ReadFile(exch)
+	// "postfix reload" or stop: the master end goes away.
+	masterEnd.Close()
+	if st := p.wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d when the master went away, want 0:\n%s", st, p.stderr)
+	}
+	after, _ := os.ReadFile(exch)
+	if len(after) != 1024 || bytes.Equal(before, after) {
+		t.Errorf("exchange file not saved at exit (%d bytes, changed %v)", len(after), !bytes.Equal(before, after))
+	}
+	e.checkStateFile(t, exch)
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("the master's socket file was removed: %v", err)
+	}
+	if s := p.stderr.String(); s != "" {
+		t.Errorf("stderr: %s", s)
 	}
 }
