@@ -176,13 +176,37 @@ func (d *daemon) loadConfig(standalone bool) error {
 		return err
 	}
 	d.hostname, _ = cfg.String("myhostname")
+	if extra != nil && d.params.DataDirectory == extra["data_directory"] {
+		// Only the built-in state directory is ours to create.
+		return makeStateDir(d.params.DataDirectory, d.params.MailOwner)
+	}
+	return nil
+}
+
+// makeStateDir creates the built-in state directory, owned by the account
+// that will own the files in it.
+func makeStateDir(dir, owner string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create state directory: %w", err)
+	}
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	uid, gid, err := master.LookupUser(owner)
+	if err != nil {
+		return fmt.Errorf("mail_owner %s: %w", owner, err)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
 	return nil
 }
 
 // standaloneDefaults enables all three caches in memory and keeps state
 // in a directory of the user's. Run by root, files still must not belong
 // to root: they go to /var/lib/tlsmgr, owned by the postfix account if
-// there is one, else by nobody.
+// there is one, else by nobody. The directory is created later, and only
+// if no setting moves the data directory elsewhere.
 func standaloneDefaults() (map[string]string, error) {
 	if os.Geteuid() == 0 {
 		return rootStandaloneDefaults()
@@ -196,9 +220,6 @@ func standaloneDefaults() (map[string]string, error) {
 		}
 	}
 	dir = filepath.Join(dir, "tlsmgr")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state directory: %w", err)
-	}
 	owner := strconv.Itoa(os.Getuid())
 	if u, err := user.Current(); err == nil {
 		owner = u.Username
@@ -208,21 +229,13 @@ func standaloneDefaults() (map[string]string, error) {
 
 func rootStandaloneDefaults() (map[string]string, error) {
 	owner := "postfix"
-	uid, gid, err := master.LookupUser(owner)
-	if err != nil {
+	if _, _, err := master.LookupUser(owner); err != nil {
 		owner = "nobody"
-		if uid, gid, err = master.LookupUser(owner); err != nil {
+		if _, _, err := master.LookupUser(owner); err != nil {
 			return nil, errors.New("running as root needs a postfix or nobody account to own the state files")
 		}
 	}
-	dir := "/var/lib/tlsmgr"
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state directory: %w", err)
-	}
-	if err := os.Chown(dir, uid, gid); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
-	}
-	return memoryDefaults(dir, owner), nil
+	return memoryDefaults("/var/lib/tlsmgr", owner), nil
 }
 
 func memoryDefaults(dir, owner string) map[string]string {
@@ -348,6 +361,12 @@ func listenStandalone(path string) (net.Listener, error) {
 		return nil, err
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(true)
+	// As Postfix's private/tlsmgr: any local account may connect, and the
+	// directory holding the socket decides who can reach it.
+	if err := os.Chmod(path, 0o666); err != nil {
+		l.Close()
+		return nil, err
+	}
 	return l, nil
 }
 

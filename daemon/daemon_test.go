@@ -31,6 +31,9 @@ var tlsmgrBin, tlsmgrctlBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tlsmgr-bin-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755) // tests also run the daemon as another user
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -765,5 +768,53 @@ func TestMasterMode(t *testing.T) {
 	}
 	if s := p.stderr.String(); s != "" {
 		t.Errorf("stderr: %s", s)
+	}
+}
+
+// TestBuiltinStateDirectory runs the daemon as an ordinary user with no
+// main.cf: the built-in defaults create $XDG_STATE_HOME/tlsmgr, but only
+// when no setting moves the data directory elsewhere. The socket is 0666,
+// like Postfix's private/tlsmgr, so clients of other accounts can connect.
+func TestBuiltinStateDirectory(t *testing.T) {
+	e := newEnv(t, memoryCaches)
+	state := filepath.Join(e.data, "xdg")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	run := func(t *testing.T, sock string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(tlsmgrBin, append([]string{"-listen", sock}, args...)...)
+		cmd.Env = append(e.environ()[:len(e.environ())-2], "XDG_STATE_HOME="+state, "HOME="+state)
+		if os.Geteuid() == 0 {
+			u, _ := user.Lookup("nobody")
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			os.Chown(state, uid, gid)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		}
+		p := startCmd(t, cmd)
+		waitServing(t, p, sock)
+		fi, err := os.Stat(sock)
+		if err != nil || fi.Mode().Perm() != 0o666 {
+			t.Errorf("socket mode %v (%v), want 0666", fi.Mode().Perm(), err)
+		}
+		p.signal(t, syscall.SIGTERM)
+		if st := p.wait(t, 10*time.Second); st != 0 {
+			t.Fatalf("exit status %d:\n%s", st, p.stderr)
+		}
+	}
+	other := filepath.Join(e.data, "elsewhere")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(other, e.uid, -1)
+	run(t, filepath.Join(e.data, "a.sock"), "-o", "data_directory="+other)
+	if _, err := os.Stat(filepath.Join(state, "tlsmgr")); !os.IsNotExist(err) {
+		t.Fatalf("the built-in state directory was created although data_directory was set: %v", err)
+	}
+	run(t, filepath.Join(e.data, "b.sock"))
+	fi, err := os.Stat(filepath.Join(state, "tlsmgr", "prng_exch"))
+	if err != nil || fi.Size() != 1024 {
+		t.Fatalf("built-in state directory not used: %v", err)
 	}
 }
