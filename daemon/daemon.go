@@ -385,6 +385,7 @@ func (d *daemon) serve() error {
 		Limits:     limits,
 		IPCTimeout: p.IPCTimeout,
 		MaxClients: p.ClientLimit,
+		BlockingIO: true,
 		Stats:      d.stats,
 	}
 	if d.status != nil {
@@ -400,6 +401,7 @@ func (d *daemon) serve() error {
 	var bg sync.WaitGroup
 	bg.Add(1)
 	go func() { defer bg.Done(); d.pool.Run(ctx) }()
+
 	for _, ct := range d.caches {
 		if ct.Cache != nil {
 			bg.Add(1)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,9 +41,13 @@ func dialBlocking(timeout time.Duration) func(context.Context, string) (net.Conn
 	}
 }
 
+// Read waits in a raw system call: the Go scheduler does not hand this
+// thread's P to another thread during the wait and take it back after,
+// which would cost a wake-up per request. A preemption signal interrupts
+// the wait with EINTR, and it is simply retried.
 func (c *blockingConn) Read(p []byte) (int, error) {
 	for {
-		n, err := unix.Read(c.fd, p)
+		n, err := rawRead(c.fd, p)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -55,6 +60,17 @@ func (c *blockingConn) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
+}
+
+func rawRead(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
 
 func (c *blockingConn) Write(p []byte) (int, error) {

@@ -38,6 +38,8 @@ const (
 	attrKeyBuf    = "keybuf"
 )
 
+var ioEOF = io.EOF
+
 // announcement is what the server says first on every connection;
 // Postfix 3.6+ clients refuse a server that does not.
 const announcement = "protocol\x00tlsmgr_protocol\x00\x00"
@@ -63,7 +65,9 @@ func (c *conn) serve() {
 	c.r = attr.NewBufferedReader(br, c.srv.cfg.Limits)
 	c.w = attr.NewWriter(c.nc)
 	for first := true; ; first = false {
-		c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.IPCTimeout))
+		if _, kernelTimeout := c.nc.(*blockingConn); !kernelTimeout {
+			c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.IPCTimeout))
+		}
 		req, err := c.r.ReadList()
 		if c.srv.closing.Load() && err != nil {
 			return

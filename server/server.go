@@ -58,6 +58,11 @@ type Config struct {
 	// available until it reaches MaxClients; reporting "taken" while
 	// merely holding clients would make master(8) think it is saturated.
 	OnAvail func(avail bool)
+	// BlockingIO serves UNIX-socket clients with blocking system calls:
+	// two per request instead of the netpoller's four, at the price of
+	// an OS thread per client waiting for its next request (MaxClients
+	// bounds them). See blockingConn.
+	BlockingIO bool
 	// Stats, if set, adds the daemon's own counters to stats replies.
 	Stats StatsFunc
 }
@@ -136,6 +141,15 @@ func isTemporary(err error) bool {
 // ServeConn serves one client connection in a new goroutine. It is used for
 // accepted connections and for the -S stdin/stdout client.
 func (s *Server) ServeConn(nc net.Conn) {
+	if uc, ok := nc.(*net.UnixConn); ok && s.cfg.BlockingIO {
+		bc, err := newBlockingConn(uc, s.cfg.IPCTimeout)
+		if err != nil {
+			s.cfg.Log.Warn("client connection: %v", err)
+			nc.Close()
+			return
+		}
+		nc = bc
+	}
 	c := &conn{srv: s, nc: nc, peer: peerName(nc)}
 	s.mu.Lock()
 	if s.closing.Load() {

@@ -72,12 +72,43 @@ type fixture struct {
 
 type fixtureOpt func(*Config, map[string]scache.Store)
 
+// logCaches makes fixture caches log every transaction.
+var logCaches bool
+
+// netpoll makes fixtures serve through Go's netpoller instead of blocking
+// system calls (the daemon's mode); TestNetpollConnections sets it.
+var netpoll bool
+
+// TestNetpollConnections runs the connection-handling tests again with the
+// netpoller, which serves clients that are not UNIX sockets (-S).
+func TestNetpollConnections(t *testing.T) {
+	netpoll = true
+	defer func() { netpoll = false }()
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"wire", TestCacheRequestsOnTheWire},
+		{"malformed", TestMalformedRequestsKeepConnection},
+		{"oversized", TestOversizedValueKeepsConnection},
+		{"wakeup", TestWakeupTrigger},
+		{"broken clients", TestBrokenClientsDoNotDisturbOthers},
+		{"idle timeout", TestIdleTimeout},
+		{"client limit", TestClientLimit},
+		{"concurrent", TestConcurrentClients},
+		{"flood", TestFloodMemoryBounded},
+		{"shutdown", TestShutdownFinishesInFlightReplies},
+	} {
+		t.Run(tc.name, tc.fn)
+	}
+}
+
 func newFixture(t *testing.T, opts ...fixtureOpt) *fixture {
 	t.Helper()
 	f := &fixture{log: &testLog{}, clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}, pool: &cryptoPool{}}
 	lim := scache.Limits{MaxEntries: 1000, MaxBytes: 1 << 20}
 	stores := map[string]scache.Store{"smtpd": memstore.New(lim), "smtp": memstore.New(lim)}
-	cfg := Config{Pool: f.pool, Log: f.log, Limits: attr.DefaultLimits, IPCTimeout: 10 * time.Second}
+	cfg := Config{Pool: f.pool, Log: f.log, Limits: attr.DefaultLimits, IPCTimeout: 10 * time.Second, BlockingIO: !netpoll}
 	for _, o := range opts {
 		o(&cfg, stores)
 	}
@@ -85,7 +116,8 @@ func newFixture(t *testing.T, opts ...fixtureOpt) *fixture {
 	for _, name := range []string{"smtpd", "smtp", "lmtp"} {
 		ct := CacheType{Name: name, Timeout: timeout}
 		if st := stores[name]; st != nil {
-			ct.Cache = scache.New(scache.Config{Name: name, Database: "memory:", Timeout: timeout, Log: f.log, Now: f.clock.Now}, st)
+			ct.Cache = scache.New(scache.Config{Name: name, Database: "memory:", Timeout: timeout, Log: f.log,
+				LogCache: logCaches, Now: f.clock.Now}, st)
 		}
 		cfg.Caches = append(cfg.Caches, ct)
 	}
@@ -546,10 +578,9 @@ func TestStoreErrorsAreMisses(t *testing.T) {
 }
 
 func TestCacheLoggingNeverShowsSessions(t *testing.T) {
-	f := newFixture(t, func(_ *Config, _ map[string]scache.Store) {})
-	// Re-create smtpd with transaction logging.
-	f.srv.cfg.Caches[0].Cache = scache.New(scache.Config{Name: "smtpd", Database: "memory:", Timeout: time.Hour,
-		LogCache: true, Log: f.log}, memstore.New(scache.Limits{MaxEntries: 10, MaxBytes: 1 << 20}))
+	logCaches = true
+	defer func() { logCaches = false }()
+	f := newFixture(t)
 	c := f.dial(t)
 	secret := "TOP-SECRET-SESSION-BYTES"
 	c.send("request", "update", "cache_type", "smtpd", "cache_id", "id9", "session", b64(secret)).expect(ok)

@@ -4,11 +4,28 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/gotlsmgr/tlsmgr/daemon"
 )
 
 func main() {
+	// For performance work: a CPU profile of the whole run.
+	if path := os.Getenv("TLSMGR_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "tlsmgr: fatal: TLSMGR_CPUPROFILE: %v\n", err)
+			os.Exit(1)
+		}
+		code := daemon.Main(os.Args[1:])
+		pprof.StopCPUProfile()
+		f.Close()
+		os.Exit(code)
+	}
 	os.Exit(daemon.Main(os.Args[1:]))
 }

@@ -204,7 +204,7 @@ func bench(socket string, args []string, stdout, stderr io.Writer) int {
 	cacheType := fs.String("type", "smtpd", "cache type")
 	seedSize := fs.Int("seed-size", 32, "bytes per seed request")
 	netpoll := fs.Bool("netpoll", false, "use Go's netpoller instead of blocking system calls on the connections")
-	procs := fs.Int("procs", 1, "OS threads running the load generator's Go code (GOMAXPROCS): it shares the machine with the daemon under test and should take little of it")
+	procs := fs.Int("procs", 0, "OS threads running the load generator's Go code (GOMAXPROCS); 0: Go's default")
 	tsv := fs.Bool("tsv", false, "print one line: requests/s, p50, p99, p999 (microseconds), errors")
 	if err := fs.Parse(args); err != nil {
 		return 2
