@@ -61,6 +61,13 @@ type Store interface {
 	Close() error
 }
 
+// Flusher is implemented by stores that commit writes in the background
+// (boltstore): a write is visible to Get at once, but the bounds are
+// applied when it is committed. Flush returns when every earlier write is.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
+
 // StoreStats is a snapshot of a store's size and lifetime counters.
 type StoreStats struct {
 	Entries   int

@@ -405,6 +405,9 @@ func TestChecksumMismatchWhileOpen(t *testing.T) {
 	marker := []byte("0123456789-distinctive-session-bytes-9876543210")
 	s.Put(ctx, "victim", scache.Entry{Written: time.Now(), Session: marker})
 	s.Put(ctx, "bystander", scache.Entry{Written: time.Now(), Session: []byte("other")})
+	if err := s.Flush(ctx); err != nil { // into the file, to damage it there
+		t.Fatal(err)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

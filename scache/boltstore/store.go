@@ -94,7 +94,9 @@ type Store struct {
 	db     *bolt.DB // nil after Close or a failed reset
 	closed bool
 
-	group groupCommit
+	group    groupCommit
+	wb       writeBehind
+	deleteMu sync.Mutex // see Delete
 
 	evictions atomic.Uint64
 	damaged   atomic.Uint64
@@ -151,7 +153,9 @@ func Open(path string, lim scache.Limits, opts Options) (*Store, error) {
 		}
 	}
 	s.file, s.db = f, db
+	s.startWriteBehind()
 	if err := s.markOpen(); err != nil {
+		s.stopWriteBehind()
 		s.db.Close()
 		f.Close()
 		return nil, err
@@ -630,6 +634,13 @@ func (s *Store) reset(broken *bolt.DB, fault any) {
 // Get returns the entry for id. An entry that fails its checksum is
 // deleted and reported as missing.
 func (s *Store) Get(ctx context.Context, id string) (scache.Entry, error) {
+	if q, ok := s.queued(id); ok {
+		if q.value == nil {
+			return scache.Entry{}, scache.ErrNotFound
+		}
+		nanos, session, _ := decodeValue([]byte(id), q.value)
+		return scache.Entry{Written: time.Unix(0, nanos), Session: bytes.Clone(session)}, nil
+	}
 	var e scache.Entry
 	damaged := false
 	err := s.run(ctx, func(db *bolt.DB) error {
@@ -697,30 +708,43 @@ func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 	if e.Written.Before(minWritten) || e.Written.After(maxWritten) {
 		return errWrittenRange
 	}
-	k := []byte(id)
-	v := encodeValue(id, e.Written.UnixNano(), e.Session)
-	ikey := expiryKey(v, k)
-	return s.update(ctx, false, func(w *write) error {
-		if old := w.entries.Get(k); old != nil {
-			if err := w.remove(k, old); err != nil {
-				return err
-			}
-		}
-		if err := w.entries.Put(k, v); err != nil {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.enqueue(&queuedWrite{id: id, value: encodeValue(id, e.Written.UnixNano(), e.Session), size: size})
+}
+
+// applyPut stores value v under id k in w, then evicts the oldest-written
+// entries (possibly this one) while the limits are exceeded.
+func (s *Store) applyPut(w *write, k, v []byte, size int64) error {
+	if old := w.entries.Get(k); old != nil {
+		if err := w.remove(k, old); err != nil {
 			return err
 		}
-		if err := w.expiry.Put(ikey, []byte{}); err != nil {
-			return err
+	}
+	if err := w.entries.Put(k, v); err != nil {
+		return err
+	}
+	if err := w.expiry.Put(expiryKey(v, k), []byte{}); err != nil {
+		return err
+	}
+	w.c.entries++
+	w.c.bytes += size
+	for w.c.entries > int64(s.lim.MaxEntries) || w.c.bytes > s.lim.MaxBytes {
+		if !w.evictOldest() {
+			break
 		}
-		w.c.entries++
-		w.c.bytes += size
-		for w.c.entries > int64(s.lim.MaxEntries) || w.c.bytes > s.lim.MaxBytes {
-			if !w.evictOldest() {
-				break
-			}
-		}
-		return nil
-	})
+	}
+	return nil
+}
+
+// applyDelete removes id k from w and reports whether it was there.
+func applyDelete(w *write, k []byte) (bool, error) {
+	v := w.entries.Get(k)
+	if v == nil {
+		return false, nil
+	}
+	return true, w.remove(k, v)
 }
 
 // Delete removes the entry for id and reports whether there was one.
@@ -728,18 +752,31 @@ func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
 	if id == "" {
 		return false, nil
 	}
-	k := []byte(id)
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	// Whether it is there, and the queueing of its removal, must not be
+	// separated by another write of the same id.
+	s.deleteMu.Lock()
+	defer s.deleteMu.Unlock()
 	found := false
-	err := s.update(ctx, false, func(w *write) error {
-		found = false
-		v := w.entries.Get(k)
-		if v == nil {
-			return nil
+	if q, ok := s.queued(id); ok {
+		found = q.value != nil
+	} else {
+		err := s.run(ctx, func(db *bolt.DB) error {
+			return db.View(func(tx *bolt.Tx) error {
+				found = tx.Bucket(bucketEntries).Get(stringBytes(id)) != nil
+				return nil
+			})
+		})
+		if err != nil {
+			return false, err
 		}
-		found = true
-		return w.remove(k, v)
-	})
-	return found && err == nil, err
+	}
+	if !found {
+		return false, nil
+	}
+	return true, s.enqueue(&queuedWrite{id: id})
 }
 
 // A writeOp is one Put or Delete waiting for a group commit.
@@ -837,6 +874,9 @@ func (s *Store) commit(batch []*writeOp) {
 // Expire removes up to max entries written before cutoff, oldest first,
 // in one transaction.
 func (s *Store) Expire(ctx context.Context, cutoff time.Time, max int, visit func(session []byte)) (removed int, more bool, err error) {
+	if err := s.Flush(ctx); err != nil { // the sweep sees every earlier write
+		return 0, false, err
+	}
 	var limit [writtenLen]byte
 	switch {
 	case cutoff.After(maxWritten):
@@ -891,6 +931,9 @@ func callVisit(visit func([]byte), session []byte) {
 // Stats reports the entry count and bytes (kept in the file) and the
 // evictions since Open.
 func (s *Store) Stats(ctx context.Context) (scache.StoreStats, error) {
+	if err := s.Flush(ctx); err != nil {
+		return scache.StoreStats{}, err
+	}
 	var c counts
 	err := s.run(ctx, func(db *bolt.DB) error {
 		return db.View(func(tx *bolt.Tx) error {
@@ -907,8 +950,10 @@ func (s *Store) Damaged() (entries, resets uint64) {
 	return s.damaged.Load(), s.resets.Load()
 }
 
-// Close syncs the file, marks it clean and closes it.
+// Close commits what is queued, syncs the file, marks it clean and closes
+// it.
 func (s *Store) Close() error {
+	s.stopWriteBehind()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

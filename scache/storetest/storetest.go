@@ -84,10 +84,17 @@ func openClosed(t *testing.T, open OpenFunc, lim scache.Limits) scache.Store {
 	return s
 }
 
+// put stores an entry and, for a store that commits in the background,
+// waits for the commit, so that the bounds it triggers can be checked.
 func put(t *testing.T, s scache.Store, id string, written time.Time, session []byte) {
 	t.Helper()
 	if err := s.Put(ctx, id, scache.Entry{Written: written, Session: session}); err != nil {
 		t.Fatalf("Put(%q): %v", id, err)
+	}
+	if f, ok := s.(scache.Flusher); ok {
+		if err := f.Flush(ctx); err != nil {
+			t.Fatalf("Flush after Put(%q): %v", id, err)
+		}
 	}
 }
 
