@@ -67,6 +67,16 @@ func requireRoot(t *testing.T) {
 	t.Skip("this test needs root")
 }
 
+// skipOutsideCI skips a test that lacks part of its environment, except in
+// CI, which must provide everything.
+func skipOutsideCI(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true)", why)
+	}
+	t.Skip(why)
+}
+
 // unprivilegedUser returns the uid and gid of "nobody", creating a system
 // account if there is none.
 func unprivilegedUser(t *testing.T) (uid, gid int) {

@@ -42,27 +42,33 @@ func buildScaleFile(t testing.TB, path string) {
 	t.Logf("built %d entries in %v; file %d MB", scaleEntries, time.Since(began).Round(time.Millisecond), fileSize(t, path)>>20)
 }
 
-// TestScaleOpen builds a 1M-entry file, then opens it in fresh processes
-// (so that the building does not count) and reports the open time and
-// RssAnon, memory beyond the page cache: once after a clean Close, and
-// once after a process that wrote to it exited without closing (a crash:
-// bbolt then rebuilds its freelist by walking the file).
-func TestScaleOpen(t *testing.T) {
-	if path := os.Getenv("TLSMGR_SCALE_CHILD"); path != "" {
-		scaleChild(t, path, os.Getenv("TLSMGR_SCALE_CRASH") == "1")
-		return
-	}
-	needScale(t)
-	path := filepath.Join(t.TempDir(), "cache.db")
-	buildScaleFile(t, path)
+// BenchmarkScaleOpen builds a 1M-entry file, then opens it in fresh
+// processes (so that the building does not count) and reports the open
+// time and RssAnon, memory beyond the page cache: once after a clean
+// Close, and once after a process that wrote to it exited without closing
+// (a crash: bbolt then rebuilds its freelist by walking the file). It is a
+// benchmark so that it runs only when asked for: TLSMGR_SCALE=1 go test
+// -run '^$' -bench ScaleOpen -benchtime 1x ./scache/boltstore
+func BenchmarkScaleOpen(b *testing.B) {
+	needScale(b)
+	path := filepath.Join(b.TempDir(), "cache.db")
+	buildScaleFile(b, path)
 	for _, crash := range []string{"1", "0"} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestScaleOpen$", "-test.v")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestScaleOpenChild$", "-test.v")
 		cmd.Env = append(os.Environ(), "TLSMGR_SCALE_CHILD="+path, "TLSMGR_SCALE_CRASH="+crash)
 		out, err := cmd.CombinedOutput()
-		t.Logf("child:\n%s", out)
+		b.Logf("child:\n%s", out)
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
+	}
+}
+
+// TestScaleOpenChild is BenchmarkScaleOpen's child process; run by hand
+// or in CI it has nothing to do.
+func TestScaleOpenChild(t *testing.T) {
+	if path := os.Getenv("TLSMGR_SCALE_CHILD"); path != "" {
+		scaleChild(t, path, os.Getenv("TLSMGR_SCALE_CRASH") == "1")
 	}
 }
 
@@ -105,6 +111,9 @@ func scaleChild(t *testing.T, path string, crash bool) {
 	}
 	if crash {
 		if _, err := s.Delete(ctx, benchID(0)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
 		os.Exit(0) // no Close
