@@ -56,7 +56,7 @@ type standalone struct {
 	opts                  []string // -o name=value settings for every start
 }
 
-func newStandalone(t *testing.T, settings ...string) *standalone {
+func newStandalone(t testing.TB, settings ...string) *standalone {
 	t.Helper()
 	base := t.TempDir()
 	for _, d := range []string{filepath.Dir(base), base} {
@@ -134,7 +134,7 @@ type daemonProc struct {
 
 // start runs the daemon with the settings plus extra -o settings and
 // waits until it answers on the socket.
-func (s *standalone) start(t *testing.T, extra ...string) *daemonProc {
+func (s *standalone) start(t testing.TB, extra ...string) *daemonProc {
 	t.Helper()
 	args := []string{"-listen", s.sock}
 	for _, o := range append(append([]string{}, s.opts...), extra...) {
@@ -182,7 +182,7 @@ func (p *daemonProc) kill() {
 }
 
 // stop sends SIGTERM and wants exit status 0.
-func (p *daemonProc) stop(t *testing.T) {
+func (p *daemonProc) stop(t testing.TB) {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -196,7 +196,7 @@ func (p *daemonProc) stop(t *testing.T) {
 }
 
 // noWarnings fails on any warning, error, fatal or panic the daemon logged.
-func (p *daemonProc) noWarnings(t *testing.T) {
+func (p *daemonProc) noWarnings(t testing.TB) {
 	t.Helper()
 	for _, line := range strings.Split(p.stderr.String(), "\n") {
 		for _, bad := range []string{"warning:", "error:", "fatal:", "panic:"} {
