@@ -5,9 +5,10 @@ import (
 	"net"
 	"os"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotlsmgr/tlsmgr/internal/blockio"
 )
 
 // blockingConn is a UNIX stream connection driven by plain blocking
@@ -41,54 +42,10 @@ func dialBlocking(timeout time.Duration) func(context.Context, string) (net.Conn
 	}
 }
 
-// Read waits in a raw system call: the Go scheduler does not hand this
-// thread's P to another thread during the wait and take it back after,
-// which would cost a wake-up per request. A preemption signal interrupts
-// the wait with EINTR, and it is simply retried.
-func (c *blockingConn) Read(p []byte) (int, error) {
-	for {
-		n, err := rawRead(c.fd, p)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return 0, os.ErrDeadlineExceeded
-		case err != nil:
-			return 0, os.NewSyscallError("read", err)
-		case n == 0 && len(p) > 0:
-			return 0, errEOF
-		}
-		return n, nil
-	}
-}
-
-func rawRead(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
-func (c *blockingConn) Write(p []byte) (int, error) {
-	written := 0
-	for written < len(p) {
-		n, err := unix.Write(c.fd, p[written:])
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return written, os.ErrDeadlineExceeded
-		case err != nil:
-			return written, os.NewSyscallError("write", err)
-		}
-		written += n
-	}
-	return written, nil
-}
+// Read waits in a raw system call: the load generator's goroutines do
+// nothing else, and the wait then costs no scheduler hand-off.
+func (c *blockingConn) Read(p []byte) (int, error)  { return blockio.ReadRaw(c.fd, p) }
+func (c *blockingConn) Write(p []byte) (int, error) { return blockio.Write(c.fd, p) }
 
 func (c *blockingConn) Close() error                     { return unix.Close(c.fd) }
 func (c *blockingConn) LocalAddr() net.Addr              { return c.addr }

@@ -19,8 +19,6 @@ import (
 	"github.com/gotlsmgr/tlsmgr/client"
 )
 
-var errEOF = io.EOF
-
 // Ops are the request kinds a mix may name.
 var Ops = []string{"lookup", "update", "seed", "policy", "delete", "tktkey"}
 

@@ -146,7 +146,7 @@ func (c *Cache) storeError(op string, err error) error {
 // batch it pauses for (1/sweepDuty - 1) times what the batch took. Updates
 // wait behind a file store's sweep transaction, so the sweep must stay in
 // the background even when a million entries expire at once.
-const sweepDuty = 0.1
+const sweepDuty = 0.05
 
 // Sweep removes every entry that has expired by now, a batch at a time,
 // pausing between batches so that requests are never held up for long.

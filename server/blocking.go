@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotlsmgr/tlsmgr/internal/blockio"
 )
 
 // blockingConn is a client connection served with blocking system calls:
@@ -56,39 +58,8 @@ func newBlockingConn(uc *net.UnixConn, idle time.Duration) (*blockingConn, error
 	return &blockingConn{fd: fd, local: local}, nil
 }
 
-func (c *blockingConn) Read(p []byte) (int, error) {
-	for {
-		n, err := unix.Read(c.fd, p)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return 0, os.ErrDeadlineExceeded
-		case err != nil:
-			return 0, os.NewSyscallError("read", err)
-		case n == 0 && len(p) > 0:
-			return 0, ioEOF
-		}
-		return n, nil
-	}
-}
-
-func (c *blockingConn) Write(p []byte) (int, error) {
-	written := 0
-	for written < len(p) {
-		n, err := unix.Write(c.fd, p[written:])
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return written, os.ErrDeadlineExceeded
-		case err != nil:
-			return written, os.NewSyscallError("write", err)
-		}
-		written += n
-	}
-	return written, nil
-}
+func (c *blockingConn) Read(p []byte) (int, error)  { return blockio.Read(c.fd, p) }
+func (c *blockingConn) Write(p []byte) (int, error) { return blockio.Write(c.fd, p) }
 
 func (c *blockingConn) Close() error {
 	if c.closeOnce.Swap(true) {

@@ -38,8 +38,6 @@ const (
 	attrKeyBuf    = "keybuf"
 )
 
-var ioEOF = io.EOF
-
 // announcement is what the server says first on every connection;
 // Postfix 3.6+ clients refuse a server that does not.
 const announcement = "protocol\x00tlsmgr_protocol\x00\x00"

@@ -1,0 +1,73 @@
+// Package blockio reads and writes sockets in blocking mode with plain
+// system calls, outside Go's netpoller: what the daemon's connections and
+// the load generator's use to save system calls and wake-ups per request.
+// Time limits are the kernel's socket timeouts (SO_RCVTIMEO, SO_SNDTIMEO).
+package blockio
+
+import (
+	"io"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Read reads from fd. A receive timeout is os.ErrDeadlineExceeded, end of
+// file io.EOF, and an interrupted call is retried.
+func Read(fd int, p []byte) (int, error) { return read(fd, p, unix.Read) }
+
+// ReadRaw is Read through a raw system call: the Go scheduler does not
+// hand this thread's P to another thread while it waits and take it back
+// after, which costs a wake-up. Only for a few goroutines that do nothing
+// else. The scheduler cannot see such a wait and interrupts it after 10ms
+// to preempt the goroutine; the wait then goes on as an ordinary system
+// call, or the kernel's receive timer, restarted by every retry, would
+// never expire.
+func ReadRaw(fd int, p []byte) (int, error) { return read(fd, p, rawRead) }
+
+func read(fd int, p []byte, sysRead func(int, []byte) (int, error)) (int, error) {
+	for {
+		n, err := sysRead(fd, p)
+		switch {
+		case err == unix.EINTR:
+			sysRead = unix.Read
+			continue
+		case err == unix.EAGAIN:
+			return 0, os.ErrDeadlineExceeded
+		case err != nil:
+			return 0, os.NewSyscallError("read", err)
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+func rawRead(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// Write writes all of p to fd. A send timeout is os.ErrDeadlineExceeded.
+func Write(fd int, p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		n, err := unix.Write(fd, p[written:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return written, os.ErrDeadlineExceeded
+		case err != nil:
+			return written, os.NewSyscallError("write", err)
+		}
+		written += n
+	}
+	return written, nil
+}
