@@ -31,7 +31,7 @@ func newClient(t *testing.T, path string, opts client.Options) *client.Client {
 
 func TestHappyPath(t *testing.T) {
 	ts := startServer(t, "")
-	c := newClient(t, ts.path, client.Options{})
+	c := newClient(t, ts.Path, client.Options{})
 
 	// seed
 	for _, n := range []int{1, 32, 255} {
@@ -114,7 +114,7 @@ func TestHappyPath(t *testing.T) {
 	}
 
 	// One connection for all of it.
-	if got := ts.stat("connections_accepted"); got != "1" {
+	if got := ts.Stat("connections_accepted"); got != "1" {
 		t.Errorf("connections accepted = %s, want 1 (the client must reuse its connection)", got)
 	}
 }
@@ -140,7 +140,7 @@ func wantStatus(t *testing.T, what string, err error, status int32) {
 
 func TestNotFound(t *testing.T) {
 	ts := startServer(t, "")
-	c := newClient(t, ts.path, client.Options{})
+	c := newClient(t, ts.Path, client.Options{})
 	_, err := c.Lookup(bg, "smtpd", "missing")
 	wantStatus(t, "Lookup miss", err, -1)
 	var se *client.StatusError
@@ -158,7 +158,7 @@ func TestNotFound(t *testing.T) {
 
 func TestStatusFail(t *testing.T) {
 	ts := startServer(t, "")
-	c := newClient(t, ts.path, client.Options{})
+	c := newClient(t, ts.Path, client.Options{})
 	_, err := c.Policy(bg, "bogus")
 	wantStatus(t, "Policy(bogus)", err, -2)
 	_, err = c.Lookup(bg, "bogus", "x")
@@ -175,7 +175,7 @@ func TestStatusFail(t *testing.T) {
 	if _, err := c.Seed(bg, 8); err != nil {
 		t.Errorf("Seed after errors: %v", err)
 	}
-	if got := ts.stat("connections_accepted"); got != "1" {
+	if got := ts.Stat("connections_accepted"); got != "1" {
 		t.Errorf("connections accepted = %s, want 1", got)
 	}
 }
@@ -351,7 +351,7 @@ func TestRequestsOnTheWire(t *testing.T) {
 
 func TestReconnectAfterRestart(t *testing.T) {
 	ts := startServer(t, "")
-	c := newClient(t, ts.path, client.Options{})
+	c := newClient(t, ts.Path, client.Options{})
 	if err := c.Update(bg, "smtpd", "a", []byte("first server")); err != nil {
 		t.Fatal(err)
 	}
@@ -359,8 +359,8 @@ func TestReconnectAfterRestart(t *testing.T) {
 		t.Fatalf("Lookup = %q, %v", got, err)
 	}
 
-	ts.stop(t) // closes the client's connection and removes the socket
-	ts2 := startServer(t, ts.path)
+	ts.Stop(t) // closes the client's connection and removes the socket
+	ts2 := startServer(t, ts.Path)
 
 	// The first request after the restart goes out on the dead connection,
 	// fails, and is retried once on a new one: no error reaches the caller.
@@ -374,10 +374,10 @@ func TestReconnectAfterRestart(t *testing.T) {
 	if err := c.Update(bg, "smtpd", "a", []byte("second server")); err != nil {
 		t.Fatal(err)
 	}
-	if got := ts2.stat("connections_accepted"); got != "1" {
+	if got := ts2.Stat("connections_accepted"); got != "1" {
 		t.Errorf("new server accepted %s connections, want 1", got)
 	}
-	if got := ts2.stat("requests_seed"); got != "1" {
+	if got := ts2.Stat("requests_seed"); got != "1" {
 		t.Errorf("new server saw %s seed requests, want 1", got)
 	}
 }
@@ -385,18 +385,18 @@ func TestReconnectAfterRestart(t *testing.T) {
 // With no server at all the client fails, and recovers once one is back.
 func TestServerDown(t *testing.T) {
 	ts := startServer(t, "")
-	c := newClient(t, ts.path, client.Options{DialTimeout: time.Second})
+	c := newClient(t, ts.Path, client.Options{DialTimeout: time.Second})
 	if _, err := c.Seed(bg, 1); err != nil {
 		t.Fatal(err)
 	}
-	ts.stop(t)
+	ts.Stop(t)
 	if _, err := c.Seed(bg, 1); err == nil {
 		t.Fatal("Seed with the server gone succeeded")
 	}
 	if _, err := c.Seed(bg, 1); err == nil {
 		t.Fatal("second Seed with the server gone succeeded")
 	}
-	startServer(t, ts.path)
+	startServer(t, ts.Path)
 	if _, err := c.Seed(bg, 1); err != nil {
 		t.Fatalf("Seed after the server came back: %v", err)
 	}
@@ -443,7 +443,7 @@ func TestRetryOnlyOnce(t *testing.T) {
 
 func TestNULInString(t *testing.T) {
 	ts := startServer(t, "")
-	c := newClient(t, ts.path, client.Options{})
+	c := newClient(t, ts.Path, client.Options{})
 	// On a client that has not connected yet...
 	if _, err := c.Lookup(bg, "smtpd", "bad\x00id"); !errors.Is(err, attr.ErrNUL) {
 		t.Errorf("Lookup(id with NUL) = %v, want attr.ErrNUL", err)
@@ -465,14 +465,14 @@ func TestNULInString(t *testing.T) {
 		t.Fatalf("Lookup after ErrNUL = %q, %v", got, err)
 	}
 	// Nothing half-written reached the server.
-	if got := ts.stat("requests_malformed"); got != "0" {
+	if got := ts.Stat("requests_malformed"); got != "0" {
 		t.Errorf("server saw %s malformed requests, want 0", got)
 	}
-	if got := ts.stat("requests_lookup"); got != "1" {
+	if got := ts.Stat("requests_lookup"); got != "1" {
 		t.Errorf("server saw %s lookups, want 1", got)
 	}
-	if strings.Contains(ts.log.text(), "warning") {
-		t.Errorf("server warned:\n%s", ts.log.text())
+	if strings.Contains(ts.Log.Text(), "warning") {
+		t.Errorf("server warned:\n%s", ts.Log.Text())
 	}
 }
 
@@ -570,7 +570,7 @@ func TestNoAnnouncementTimeout(t *testing.T) {
 func TestCustomDialAndClose(t *testing.T) {
 	ts := startServer(t, "")
 	var dials atomic.Int32
-	c := newClient(t, ts.path, client.Options{Dial: func(ctx context.Context, path string) (net.Conn, error) {
+	c := newClient(t, ts.Path, client.Options{Dial: func(ctx context.Context, path string) (net.Conn, error) {
 		dials.Add(1)
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", path)
@@ -592,7 +592,7 @@ func TestCustomDialAndClose(t *testing.T) {
 	if n := dials.Load(); n != 2 {
 		t.Errorf("Dial called %d times, want 2 (once, and again after Close)", n)
 	}
-	failing := newClient(t, ts.path, client.Options{Dial: func(context.Context, string) (net.Conn, error) {
+	failing := newClient(t, ts.Path, client.Options{Dial: func(context.Context, string) (net.Conn, error) {
 		return nil, errors.New("no route")
 	}})
 	if _, err := failing.Seed(bg, 4); err == nil || !strings.Contains(err.Error(), "no route") {
@@ -602,7 +602,7 @@ func TestCustomDialAndClose(t *testing.T) {
 
 func TestConcurrentUse(t *testing.T) {
 	ts := startServer(t, "")
-	c := newClient(t, ts.path, client.Options{})
+	c := newClient(t, ts.Path, client.Options{})
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for g := range 8 {
@@ -645,10 +645,10 @@ func TestConcurrentUse(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if got := ts.stat("connections_accepted"); got != "1" {
+	if got := ts.Stat("connections_accepted"); got != "1" {
 		t.Errorf("connections accepted = %s, want 1", got)
 	}
-	if got := ts.stat("smtpd_cache_entries"); got != "320" {
+	if got := ts.Stat("smtpd_cache_entries"); got != "320" {
 		t.Errorf("entries = %s, want 320", got)
 	}
 }

@@ -2,88 +2,32 @@ package loadgen
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"maps"
 	"math"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/gotlsmgr/tlsmgr/attr"
-	"github.com/gotlsmgr/tlsmgr/scache"
-	"github.com/gotlsmgr/tlsmgr/scache/memstore"
-	"github.com/gotlsmgr/tlsmgr/server"
-	"github.com/gotlsmgr/tlsmgr/tktkey"
+	"github.com/gotlsmgr/tlsmgr/server/servertest"
 )
 
-type testLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *testLog) add(p, f string, a ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, p+fmt.Sprintf(f, a...))
-}
-func (l *testLog) Info(f string, a ...any)         { l.add("", f, a...) }
-func (l *testLog) Warn(f string, a ...any)         { l.add("warning: ", f, a...) }
-func (l *testLog) Debug(_ int, f string, a ...any) {}
-
-type cryptoPool struct{}
-
-func (cryptoPool) Read(b []byte) (int, error) { return rand.Read(b) }
-func (cryptoPool) Mix([]byte)                 {}
-
 // startServer serves tlsmgr with smtpd and smtp caches (lmtp disabled)
-// and returns its socket path.
-func startServer(t *testing.T) (*server.Server, string) {
-	t.Helper()
-	const timeout = time.Hour
-	lim := scache.Limits{MaxEntries: 100_000, MaxBytes: 256 << 20}
-	log := &testLog{}
-	var caches []server.CacheType
-	for _, name := range []string{"smtpd", "smtp", "lmtp"} {
-		ct := server.CacheType{Name: name, Timeout: timeout}
-		if name != "lmtp" {
-			ct.Cache = scache.New(scache.Config{Name: name, Timeout: timeout, Log: log}, memstore.New(lim))
-		}
-		caches = append(caches, ct)
-	}
-	keys, err := tktkey.NewManager(context.Background(), tktkey.Options{Timeout: timeout, Rand: cryptoPool{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := server.New(server.Config{Caches: caches, Keys: keys, Pool: cryptoPool{}, Log: log, Limits: attr.DefaultLimits})
-	path := filepath.Join(t.TempDir(), "tlsmgr")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return srv, path
+// and returns it and its socket path.
+func startServer(t *testing.T) (*servertest.Server, string) {
+	s := servertest.Start(t, "")
+	return s, s.Path
 }
 
-func stat(srv *server.Server, name string) uint64 {
-	for _, p := range srv.Stats(context.Background()) {
-		if p[0] == name {
-			n, _ := strconv.ParseUint(p[1], 10, 64)
-			return n
-		}
+// stat reads a counter of srv, or MaxUint64 when it is missing.
+func stat(srv *servertest.Server, name string) uint64 {
+	n, err := strconv.ParseUint(srv.Stat(name), 10, 64)
+	if err != nil {
+		return math.MaxUint64
 	}
-	return math.MaxUint64
+	return n
 }
 
 func TestParseMix(t *testing.T) {

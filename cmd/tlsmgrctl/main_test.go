@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -15,57 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/server/servertest"
+
 	"github.com/gotlsmgr/tlsmgr/client"
-	"github.com/gotlsmgr/tlsmgr/scache"
-	"github.com/gotlsmgr/tlsmgr/scache/memstore"
-	"github.com/gotlsmgr/tlsmgr/server"
-	"github.com/gotlsmgr/tlsmgr/tktkey"
 )
-
-type nopLog struct{}
-
-func (nopLog) Info(string, ...any)       {}
-func (nopLog) Warn(string, ...any)       {}
-func (nopLog) Debug(int, string, ...any) {}
-
-type cryptoPool struct{}
-
-func (cryptoPool) Read(b []byte) (int, error) { return rand.Read(b) }
-func (cryptoPool) Mix([]byte)                 {}
 
 // startServer serves tlsmgr (smtpd and smtp caches, lmtp disabled) and
 // returns the socket path.
-func startServer(t *testing.T) string {
-	t.Helper()
-	const timeout = time.Hour
-	lim := scache.Limits{MaxEntries: 100_000, MaxBytes: 64 << 20}
-	var caches []server.CacheType
-	for _, name := range []string{"smtpd", "smtp", "lmtp"} {
-		ct := server.CacheType{Name: name, Timeout: timeout}
-		if name != "lmtp" {
-			ct.Cache = scache.New(scache.Config{Name: name, Timeout: timeout}, memstore.New(lim))
-		}
-		caches = append(caches, ct)
-	}
-	keys, err := tktkey.NewManager(context.Background(), tktkey.Options{Timeout: timeout, Rand: cryptoPool{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := server.New(server.Config{Caches: caches, Keys: keys, Pool: cryptoPool{}, Log: nopLog{}, Limits: attr.DefaultLimits})
-	path := filepath.Join(t.TempDir(), "tlsmgr")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return path
-}
+func startServer(t *testing.T) string { return servertest.Start(t, "").Path }
 
 type result struct {
 	code           int
