@@ -88,7 +88,7 @@ func (c *Cache) Lookup(ctx context.Context, id string) ([]byte, error) {
 		if _, err := c.store.Delete(ctx, id); err != nil {
 			c.storeErrors.Add(1)
 		}
-		wipe(e.Session)
+		clear(e.Session) // a secret no one will read
 		return nil, ErrNotFound
 	}
 	if c.cfg.LogCache {
@@ -227,6 +227,3 @@ func (c *Cache) Close() error {
 	}
 	return c.store.Close()
 }
-
-// wipe zeroes secret bytes that are no longer needed.
-func wipe(b []byte) { clear(b) }

@@ -42,7 +42,6 @@ func (l *logger) add(p, f string, a ...any) {
 func (l *logger) Info(f string, a ...any) { l.add("", f, a...) }
 func (l *logger) Warn(f string, a ...any) { l.add("warning: ", f, a...) }
 func (l *logger) all() []string           { l.mu.Lock(); defer l.mu.Unlock(); return slices.Clone(l.lines) }
-func (l *logger) reset()                  { l.mu.Lock(); l.lines = nil; l.mu.Unlock() }
 
 // spyStore wraps a Store, records Expire calls and can fail on demand.
 type spyStore struct {

@@ -635,7 +635,7 @@ func testConcurrent(t *testing.T, open OpenFunc) {
 					var st scache.StoreStats
 					st, err = s.Stats(ctx)
 					if err == nil && (st.Entries > lim.MaxEntries || st.Bytes > lim.MaxBytes) {
-						err = fmt.Errorf("Stats %+v beyond limits %+v", st, lim)
+						err = fmt.Errorf("stats %+v beyond limits %+v", st, lim)
 					}
 				}
 				if err != nil {
