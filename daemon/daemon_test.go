@@ -18,10 +18,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
 	"github.com/gotlsmgr/tlsmgr/client"
@@ -30,116 +31,32 @@ import (
 var tlsmgrBin, tlsmgrctlBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "tlsmgr-bin-")
-	if err == nil {
-		err = os.Chmod(dir, 0o755) // tests also run the daemon as another user
-	}
+	dir, tlsmgr, tlsmgrctl, err := daemontest.Build("..")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/tlsmgr", "./cmd/tlsmgrctl")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(2)
-	}
-	tlsmgrBin, tlsmgrctlBin = filepath.Join(dir, "tlsmgr"), filepath.Join(dir, "tlsmgrctl")
+	tlsmgrBin, tlsmgrctlBin = tlsmgr, tlsmgrctl
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// memoryCaches is a main.cf enabling all three caches in memory.
-const memoryCaches = `smtpd_tls_session_cache_database = memory:smtpd
-smtp_tls_session_cache_database = memory:smtp
-lmtp_tls_session_cache_database = memory:lmtp
-`
+const memoryCaches = daemontest.MemoryCaches
 
-// env is a throwaway configuration: main.cf in cfg (MAIL_CONFIG), state
-// in data, owned by the mail owner as Postfix wants it.
-type env struct {
-	base, cfg, data, sock string
-	owner                 string
-	uid                   int
-}
+// env is a throwaway configuration for the daemon (daemontest.Env).
+type env struct{ *daemontest.Env }
 
-func newEnv(t *testing.T, mainCF string) *env {
+func newEnv(t *testing.T, mainCF string) *env { return &env{daemontest.NewEnv(t, mainCF)} }
+
+// start runs a standalone daemon on the env's socket and waits until it
+// serves.
+func (e *env) start(t *testing.T, extra ...string) *daemontest.Proc {
 	t.Helper()
-	base := t.TempDir()
-	// The mail owner must be able to reach the data directory.
-	for _, d := range []string{filepath.Dir(base), base} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e := &env{base: base, cfg: filepath.Join(base, "etc"), data: filepath.Join(base, "data"),
-		sock: filepath.Join(base, "tlsmgr.sock"), uid: os.Getuid()}
-	for _, d := range []string{e.cfg, e.data} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if os.Geteuid() == 0 {
-		// Root must not create files as root: they belong to the mail owner.
-		u, err := user.Lookup("nobody")
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.owner = "nobody"
-		e.uid, _ = strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(e.data, e.uid, gid); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		u, err := user.Current()
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.owner = u.Username
-	}
-	e.writeMainCF(t, mainCF)
-	return e
+	return e.Start(t, tlsmgrBin, extra...)
 }
 
-func (e *env) writeMainCF(t *testing.T, text string) {
-	t.Helper()
-	if err := os.WriteFile(filepath.Join(e.cfg, "main.cf"), []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// opts are the -o settings that keep the daemon inside the temp dir.
-func (e *env) opts(extra ...string) []string {
-	args := []string{
-		"-o", "mail_owner=" + e.owner,
-		"-o", "data_directory=" + e.data,
-		"-o", "queue_directory=" + e.data,
-		"-o", "daemon_directory=" + e.base,
-	}
-	for _, o := range extra {
-		args = append(args, "-o", o)
-	}
-	return args
-}
-
-func (e *env) environ() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MAIL_CONFIG=") && !strings.HasPrefix(kv, "XDG_STATE_HOME=") {
-			out = append(out, kv)
-		}
-	}
-	return append(out, "MAIL_CONFIG="+e.cfg, "XDG_STATE_HOME="+e.base)
-}
-
-func (e *env) command(args ...string) *exec.Cmd {
-	cmd := exec.Command(tlsmgrBin, args...)
-	cmd.Env = e.environ()
-	return cmd
-}
+func (e *env) command(args ...string) *exec.Cmd { return e.Command(tlsmgrBin, args...) }
 
 // listing returns the names in dir.
 func listing(t *testing.T, dir string) []string {
@@ -155,119 +72,6 @@ func listing(t *testing.T, dir string) []string {
 	return names
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// proc is a running daemon.
-type proc struct {
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan struct{}
-	err    error // Wait's result, once done is closed
-}
-
-func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
-	t.Helper()
-	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-// start runs a standalone daemon on e.sock and waits until it serves.
-func (e *env) start(t *testing.T, extra ...string) *proc {
-	t.Helper()
-	p := startCmd(t, e.command(append([]string{"-listen", e.sock}, e.opts(extra...)...)...))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if announces(e.sock) {
-			return p
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("daemon exited at start-up (%v):\n%s", p.err, p.stderr)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon does not answer on %s:\n%s", e.sock, p.stderr)
-		}
-	}
-}
-
-// announces reports whether a tlsmgr answers on path.
-func announces(path string) bool {
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	l, err := attr.NewReader(c, attr.Limits{}).ReadList()
-	if err != nil {
-		return false
-	}
-	v, ok := l.Get("protocol")
-	return ok && string(v) == "tlsmgr_protocol"
-}
-
-// wait waits for the daemon to exit and returns its exit status.
-func (p *proc) wait(t *testing.T, limit time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(limit):
-		t.Fatalf("daemon still running %v later:\n%s", limit, p.stderr)
-	}
-	return exitStatus(t, p.err)
-}
-
-func exitStatus(t *testing.T, err error) int {
-	t.Helper()
-	if err == nil {
-		return 0
-	}
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		t.Fatalf("wait: %v", err)
-	}
-	if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() {
-		return 128 + int(ws.Signal())
-	}
-	return ee.ExitCode()
-}
-
-func (p *proc) signal(t *testing.T, sig os.Signal) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // ctl runs tlsmgrctl against sock and returns its standard output.
 func ctl(t *testing.T, sock string, args ...string) string {
 	t.Helper()
@@ -280,32 +84,14 @@ func ctl(t *testing.T, sock string, args ...string) string {
 	return stdout.String()
 }
 
-func fileOwner(fi os.FileInfo) int { return int(fi.Sys().(*syscall.Stat_t).Uid) }
-
-// checkStateFile wants path to be a mode 0600 file of the mail owner's.
-func (e *env) checkStateFile(t *testing.T, path string) os.FileInfo {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode() != 0o600 {
-		t.Errorf("%s has mode %v, want -rw-------", path, fi.Mode())
-	}
-	if got := fileOwner(fi); got != e.uid {
-		t.Errorf("%s is owned by uid %d, want %d (%s)", path, got, e.uid, e.owner)
-	}
-	return fi
-}
-
 func TestStandaloneLifeCycle(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			e := newEnv(t, memoryCaches)
 			p := e.start(t)
 
-			seed1 := strings.TrimSpace(ctl(t, e.sock, "seed", "32"))
-			seed2 := strings.TrimSpace(ctl(t, e.sock, "seed", "32"))
+			seed1 := strings.TrimSpace(ctl(t, e.Sock, "seed", "32"))
+			seed2 := strings.TrimSpace(ctl(t, e.Sock, "seed", "32"))
 			if len(seed1) != 64 || strings.Trim(seed1, "0123456789abcdef") != "" {
 				t.Errorf("tlsmgrctl seed 32 printed %q, want 64 hex digits", seed1)
 			}
@@ -314,19 +100,19 @@ func TestStandaloneLifeCycle(t *testing.T) {
 			}
 
 			// The exchange file is written at start-up; keep what it holds.
-			exch := filepath.Join(e.data, "prng_exch")
+			exch := filepath.Join(e.Data, "prng_exch")
 			before, err := os.ReadFile(exch)
 			if err != nil {
 				t.Fatal(err)
 			}
 			fiBefore, _ := os.Stat(exch)
 
-			p.signal(t, sig)
-			if st := p.wait(t, 5*time.Second); st != 0 {
-				t.Fatalf("exit status %d after %v, want 0:\n%s", st, sig, p.stderr)
+			p.Signal(t, sig)
+			if st := p.Wait(t, 5*time.Second); st != 0 {
+				t.Fatalf("exit status %d after %v, want 0:\n%s", st, sig, p.Stderr)
 			}
-			if _, err := os.Lstat(e.sock); !os.IsNotExist(err) {
-				t.Errorf("socket %s left behind after %v (%v)", e.sock, sig, err)
+			if _, err := os.Lstat(e.Sock); !os.IsNotExist(err) {
+				t.Errorf("socket %s left behind after %v (%v)", e.Sock, sig, err)
 			}
 			after, err := os.ReadFile(exch)
 			if err != nil {
@@ -338,11 +124,11 @@ func TestStandaloneLifeCycle(t *testing.T) {
 			if bytes.Equal(before, after) {
 				t.Error("exchange file not rewritten at exit")
 			}
-			fi := e.checkStateFile(t, exch)
+			fi := e.CheckStateFile(t, exch)
 			if !os.SameFile(fi, fiBefore) {
 				t.Error("exchange file replaced by a new inode; Postfix rewrites it in place")
 			}
-			if s := p.stderr.String(); strings.Contains(s, "warning:") || strings.Contains(s, "fatal:") {
+			if s := p.Stderr.String(); strings.Contains(s, "warning:") || strings.Contains(s, "fatal:") {
 				t.Errorf("unexpected warnings:\n%s", s)
 			}
 		})
@@ -352,19 +138,19 @@ func TestStandaloneLifeCycle(t *testing.T) {
 func TestStaleSocketReplaced(t *testing.T) {
 	e := newEnv(t, memoryCaches)
 	p := e.start(t)
-	ctl(t, e.sock, "update", "smtpd", "id1", os.DevNull)
-	p.signal(t, syscall.SIGKILL)
-	p.wait(t, 5*time.Second)
-	if fi, err := os.Lstat(e.sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+	ctl(t, e.Sock, "update", "smtpd", "id1", os.DevNull)
+	p.Signal(t, syscall.SIGKILL)
+	p.Wait(t, 5*time.Second)
+	if fi, err := os.Lstat(e.Sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("a killed daemon should leave its socket behind: %v", err)
 	}
 	p = e.start(t)
-	if got := strings.TrimSpace(ctl(t, e.sock, "seed", "16")); len(got) != 32 {
+	if got := strings.TrimSpace(ctl(t, e.Sock, "seed", "16")); len(got) != 32 {
 		t.Errorf("seed after restart on a stale socket: %q", got)
 	}
-	p.signal(t, syscall.SIGTERM)
-	if st := p.wait(t, 5*time.Second); st != 0 {
-		t.Fatalf("exit status %d:\n%s", st, p.stderr)
+	p.Signal(t, syscall.SIGTERM)
+	if st := p.Wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d:\n%s", st, p.Stderr)
 	}
 }
 
@@ -388,46 +174,46 @@ func TestSecondDaemonOnLiveSocket(t *testing.T) {
 	// A file cache too: the second daemon must not get as far as waiting
 	// for the first one's lock on it.
 	e := newEnv(t, memoryCaches)
-	first := e.start(t, "smtpd_tls_session_cache_database=btree:"+filepath.Join(e.data, "smtpd_scache"))
-	before := listing(t, e.data)
+	first := e.start(t, "smtpd_tls_session_cache_database=btree:"+filepath.Join(e.Data, "smtpd_scache"))
+	before := listing(t, e.Data)
 
 	begin := time.Now()
-	cmd := e.command(append([]string{"-listen", e.sock},
-		e.opts("smtpd_tls_session_cache_database=btree:"+filepath.Join(e.data, "smtpd_scache"))...)...)
-	second := startCmd(t, cmd)
-	if st := second.wait(t, 15*time.Second); st == 0 {
+	cmd := e.command(append([]string{"-listen", e.Sock},
+		e.Opts("smtpd_tls_session_cache_database=btree:"+filepath.Join(e.Data, "smtpd_scache"))...)...)
+	second := daemontest.StartCmd(t, cmd)
+	if st := second.Wait(t, 15*time.Second); st == 0 {
 		t.Fatal("a second daemon on a live socket exited 0")
 	}
 	if d := time.Since(begin); d > 3*time.Second {
 		t.Errorf("the second daemon took %v to give up", d.Round(time.Millisecond))
 	}
-	oneFatalLine(t, second.stderr.String(), e.sock)
-	if !announces(e.sock) {
+	oneFatalLine(t, second.Stderr.String(), e.Sock)
+	if !daemontest.Announces(e.Sock) {
 		t.Error("the first daemon no longer answers")
 	}
-	if after := listing(t, e.data); !slices.Equal(before, after) {
+	if after := listing(t, e.Data); !slices.Equal(before, after) {
 		t.Errorf("data directory changed from %v to %v", before, after)
 	}
-	first.signal(t, syscall.SIGTERM)
-	if st := first.wait(t, 5*time.Second); st != 0 {
-		t.Fatalf("first daemon: exit status %d:\n%s", st, first.stderr)
+	first.Signal(t, syscall.SIGTERM)
+	if st := first.Wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("first daemon: exit status %d:\n%s", st, first.Stderr)
 	}
 }
 
 func TestRegularFileAtSocketPath(t *testing.T) {
 	e := newEnv(t, memoryCaches)
-	if err := os.WriteFile(e.sock, []byte("precious"), 0o644); err != nil {
+	if err := os.WriteFile(e.Sock, []byte("precious"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startCmd(t, e.command(append([]string{"-listen", e.sock}, e.opts()...)...))
-	if st := p.wait(t, 10*time.Second); st == 0 {
+	p := daemontest.StartCmd(t, e.command(append([]string{"-listen", e.Sock}, e.Opts()...)...))
+	if st := p.Wait(t, 10*time.Second); st == 0 {
 		t.Fatal("daemon took over a regular file")
 	}
-	oneFatalLine(t, p.stderr.String(), e.sock, "not a socket")
-	if b, err := os.ReadFile(e.sock); err != nil || string(b) != "precious" {
+	oneFatalLine(t, p.Stderr.String(), e.Sock, "not a socket")
+	if b, err := os.ReadFile(e.Sock); err != nil || string(b) != "precious" {
 		t.Errorf("the file at the socket path was changed: %q, %v", b, err)
 	}
-	if names := listing(t, e.data); len(names) != 0 {
+	if names := listing(t, e.Data); len(names) != 0 {
 		t.Errorf("files left in the data directory: %v", names)
 	}
 }
@@ -435,22 +221,22 @@ func TestRegularFileAtSocketPath(t *testing.T) {
 func TestPolicyFromCommandLine(t *testing.T) {
 	e := newEnv(t, memoryCaches)
 	p := e.start(t, "smtpd_tls_session_cache_timeout=2h")
-	if got := ctl(t, e.sock, "policy", "smtpd"); got != "cachable=1 timeout=7200\n" {
+	if got := ctl(t, e.Sock, "policy", "smtpd"); got != "cachable=1 timeout=7200\n" {
 		t.Errorf("policy smtpd: %q, want cachable=1 timeout=7200", got)
 	}
 	// An untouched type keeps the default.
-	if got := ctl(t, e.sock, "policy", "smtp"); got != "cachable=1 timeout=3600\n" {
+	if got := ctl(t, e.Sock, "policy", "smtp"); got != "cachable=1 timeout=3600\n" {
 		t.Errorf("policy smtp: %q, want cachable=1 timeout=3600", got)
 	}
-	p.signal(t, syscall.SIGTERM)
-	p.wait(t, 5*time.Second)
+	p.Signal(t, syscall.SIGTERM)
+	p.Wait(t, 5*time.Second)
 }
 
 func TestMainCFHonoured(t *testing.T) {
 	e := newEnv(t, "")
 	// Continuation lines, comments, $name, ${name} and ${name?{...}:{...}}
 	// expansion, a parameter used before it is defined, and -o winning.
-	e.writeMainCF(t, fmt.Sprintf(`# test configuration
+	e.WriteMainCF(t, fmt.Sprintf(`# test configuration
   # an indented comment
 state = %s
 data_directory = ${state}
@@ -464,43 +250,29 @@ smtp_tls_session_cache_timeout =
 cache_name = smtp
 lmtp_tls_session_cache_timeout = 1d
 tls_random_exchange_name = $(data_directory)/exch.${cache_name:{empty}}
-`, e.data))
-	p := startCmd(t, e.command("-listen", e.sock, "-o", "mail_owner="+e.owner, "-o", "queue_directory="+e.data,
+`, e.Data))
+	p := daemontest.StartCmd(t, e.command("-listen", e.Sock, "-o", "mail_owner="+e.Owner, "-o", "queue_directory="+e.Data,
 		"-o", "lmtp_tls_session_cache_timeout=2d"))
-	waitServing(t, p, e.sock)
+	p.WaitServing(t, e.Sock)
 
 	for typ, want := range map[string]string{
 		"smtpd": "cachable=1 timeout=10800\n",
 		"smtp":  "cachable=1 timeout=5400\n",
 		"lmtp":  "cachable=0 timeout=172800\n", // no database: disabled
 	} {
-		if got := ctl(t, e.sock, "policy", typ); got != want {
+		if got := ctl(t, e.Sock, "policy", typ); got != want {
 			t.Errorf("policy %s: %q, want %q", typ, got, want)
 		}
 	}
-	exch := filepath.Join(e.data, "exch.")
-	if !strings.Contains(ctl(t, e.sock, "stats"), "prng_exchange_file = "+exch+"\n") {
+	exch := filepath.Join(e.Data, "exch.")
+	if !strings.Contains(ctl(t, e.Sock, "stats"), "prng_exchange_file = "+exch+"\n") {
 		t.Errorf("stats do not name %s as the exchange file", exch)
 	}
-	p.signal(t, syscall.SIGTERM)
-	if st := p.wait(t, 5*time.Second); st != 0 {
-		t.Fatalf("exit status %d:\n%s", st, p.stderr)
+	p.Signal(t, syscall.SIGTERM)
+	if st := p.Wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d:\n%s", st, p.Stderr)
 	}
-	e.checkStateFile(t, exch)
-}
-
-func waitServing(t *testing.T, p *proc, sock string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !announces(sock); time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-p.done:
-			t.Fatalf("daemon exited at start-up (%v):\n%s", p.err, p.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon does not answer on %s:\n%s", sock, p.stderr)
-		}
-	}
+	e.CheckStateFile(t, exch)
 }
 
 // TestBadStartup: bad input at start-up gets one "fatal:" line naming
@@ -517,13 +289,13 @@ func TestBadStartup(t *testing.T) {
 		return func(e *env) []string {
 			var o []string
 			for _, x := range extra {
-				o = append(o, strings.ReplaceAll(x, "$DATA", e.data))
+				o = append(o, strings.ReplaceAll(x, "$DATA", e.Data))
 			}
-			return append([]string{"-listen", e.sock}, e.opts(o...)...)
+			return append([]string{"-listen", e.Sock}, e.Opts(o...)...)
 		}
 	}
 	masterMode := func(flags ...string) func(e *env) []string {
-		return func(e *env) []string { return append(flags, e.opts()...) }
+		return func(e *env) []string { return append(flags, e.Opts()...) }
 	}
 	cases := []tc{
 		{name: "main.cf line without =", mainCF: memoryCaches + "this line is broken\n",
@@ -571,19 +343,19 @@ func TestBadStartup(t *testing.T) {
 			if c.files != nil {
 				cmd.ExtraFiles = c.files(t)
 			}
-			p := startCmd(t, cmd)
-			if st := p.wait(t, 15*time.Second); st == 0 || st > 128 {
-				t.Fatalf("exit status %d, want a failure:\n%s", st, p.stderr)
+			p := daemontest.StartCmd(t, cmd)
+			if st := p.Wait(t, 15*time.Second); st == 0 || st > 128 {
+				t.Fatalf("exit status %d, want a failure:\n%s", st, p.Stderr)
 			}
-			oneFatalLine(t, p.stderr.String(), c.want...)
-			if names := listing(t, e.data); len(names) != 0 {
+			oneFatalLine(t, p.Stderr.String(), c.want...)
+			if names := listing(t, e.Data); len(names) != 0 {
 				t.Errorf("start-up failure left files in the data directory: %v", names)
 			}
-			if names := listing(t, e.cfg); !slices.Equal(names, []string{"main.cf"}) {
+			if names := listing(t, e.Cfg); !slices.Equal(names, []string{"main.cf"}) {
 				t.Errorf("configuration directory holds %v", names)
 			}
-			if _, err := os.Lstat(e.sock); !os.IsNotExist(err) {
-				t.Errorf("socket %s left behind (%v)", e.sock, err)
+			if _, err := os.Lstat(e.Sock); !os.IsNotExist(err) {
+				t.Errorf("socket %s left behind (%v)", e.Sock, err)
 			}
 		})
 	}
@@ -624,9 +396,9 @@ func socketpair(t *testing.T) (*os.File, *os.File) {
 func TestStdinMode(t *testing.T) {
 	e := newEnv(t, memoryCaches)
 	ours, theirs := socketpair(t)
-	cmd := e.command(append([]string{"-S", "-l"}, e.opts()...)...)
+	cmd := e.command(append([]string{"-S", "-l"}, e.Opts()...)...)
 	cmd.Stdin, cmd.Stdout = theirs, theirs
-	p := startCmd(t, cmd)
+	p := daemontest.StartCmd(t, cmd)
 	theirs.Close()
 
 	conn, err := net.FileConn(ours)
@@ -638,7 +410,7 @@ func TestStdinMode(t *testing.T) {
 	r, w := attr.NewReader(conn, attr.Limits{}), attr.NewWriter(conn)
 	l, err := r.ReadList()
 	if err != nil {
-		t.Fatalf("read announcement: %v\n%s", err, p.stderr)
+		t.Fatalf("read announcement: %v\n%s", err, p.Stderr)
 	}
 	if v, ok := l.Get("protocol"); !ok || string(v) != "tlsmgr_protocol" || len(l) != 1 {
 		t.Fatalf("announcement %v, want protocol=tlsmgr_protocol", l)
@@ -652,7 +424,7 @@ func TestStdinMode(t *testing.T) {
 		}
 		l, err = r.ReadList()
 		if err != nil {
-			t.Fatalf("read seed reply: %v\n%s", err, p.stderr)
+			t.Fatalf("read seed reply: %v\n%s", err, p.Stderr)
 		}
 		if len(l) != 2 || string(l[0].Name) != "status" || string(l[0].Value) != "0" || string(l[1].Name) != "seed" {
 			t.Fatalf("seed reply %q", l)
@@ -670,13 +442,13 @@ func TestStdinMode(t *testing.T) {
 		t.Fatalf("policy reply %q, %v", l, err)
 	}
 	conn.Close()
-	if st := p.wait(t, 5*time.Second); st != 0 {
-		t.Fatalf("exit status %d after the client left, want 0:\n%s", st, p.stderr)
+	if st := p.Wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d after the client left, want 0:\n%s", st, p.Stderr)
 	}
-	if s := p.stderr.String(); s != "" {
+	if s := p.Stderr.String(); s != "" {
 		t.Errorf("stderr: %s", s)
 	}
-	e.checkStateFile(t, filepath.Join(e.data, "prng_exch"))
+	e.CheckStateFile(t, filepath.Join(e.Data, "prng_exch"))
 }
 
 // TestClientAgainstBinary drives the daemon with the client package: a
@@ -684,7 +456,7 @@ func TestStdinMode(t *testing.T) {
 func TestClientAgainstBinary(t *testing.T) {
 	e := newEnv(t, memoryCaches)
 	p := e.start(t)
-	c := client.New(e.sock, client.Options{Timeout: 5 * time.Second})
+	c := client.New(e.Sock, client.Options{Timeout: 5 * time.Second})
 	defer c.Close()
 	ctx := context.Background()
 	if err := c.Update(ctx, "smtp", "smtp&[mx.example]:25", []byte("session")); err != nil {
@@ -703,9 +475,9 @@ func TestClientAgainstBinary(t *testing.T) {
 	if k2, err := c.TicketKey(ctx, k.Name[:]); err != nil || k2.Name != k.Name {
 		t.Fatalf("tktkey by name: %v", err)
 	}
-	p.signal(t, syscall.SIGTERM)
-	if st := p.wait(t, 5*time.Second); st != 0 {
-		t.Fatalf("exit status %d:\n%s", st, p.stderr)
+	p.Signal(t, syscall.SIGTERM)
+	if st := p.Wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d:\n%s", st, p.Stderr)
 	}
 }
 
@@ -727,46 +499,46 @@ func TestMasterMode(t *testing.T) {
 	if os.Geteuid() == 0 {
 		flags = append(flags, "-c", "-u")
 	}
-	cmd := e.command(append(flags, e.opts()...)...)
+	cmd := e.command(append(flags, e.Opts()...)...)
 	cmd.Env = append(cmd.Env, "GENERATION=0123")
 	cmd.ExtraFiles = []*os.File{flowR, flowW, childEnd, lf}
-	p := startCmd(t, cmd)
+	p := daemontest.StartCmd(t, cmd)
 	childEnd.Close()
 	lf.Close()
-	waitServing(t, p, path)
+	p.WaitServing(t, path)
 
 	c := client.New(path, client.Options{Timeout: 5 * time.Second})
 	if b, err := c.Seed(context.Background(), 100); err != nil || len(b) != 100 {
-		t.Fatalf("seed through the inherited socket: %d bytes, %v\n%s", len(b), err, p.stderr)
+		t.Fatalf("seed through the inherited socket: %d bytes, %v\n%s", len(b), err, p.Stderr)
 	}
 	c.Close()
 	if os.Geteuid() == 0 {
-		pid := p.cmd.Process.Pid
-		if root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); err != nil || root != e.data {
-			t.Errorf("root directory %q (%v), want %s", root, err, e.data)
+		pid := p.Cmd.Process.Pid
+		if root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); err != nil || root != e.Data {
+			t.Errorf("root directory %q (%v), want %s", root, err, e.Data)
 		}
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		want := strconv.Itoa(e.uid)
+		want := strconv.Itoa(e.UID)
 		if !strings.Contains(string(status), "\nUid:\t"+want+"\t"+want+"\t"+want+"\t"+want+"\n") {
 			t.Errorf("daemon does not run as uid %s only:\n%s", want, status)
 		}
 	}
-	exch := filepath.Join(e.data, "prng_exch")
+	exch := filepath.Join(e.Data, "prng_exch")
 	before, _ := os.ReadFile(exch)
 	// "postfix reload" or stop: the master end goes away.
 	masterEnd.Close()
-	if st := p.wait(t, 5*time.Second); st != 0 {
-		t.Fatalf("exit status %d when the master went away, want 0:\n%s", st, p.stderr)
+	if st := p.Wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d when the master went away, want 0:\n%s", st, p.Stderr)
 	}
 	after, _ := os.ReadFile(exch)
 	if len(after) != 1024 || bytes.Equal(before, after) {
 		t.Errorf("exchange file not saved at exit (%d bytes, changed %v)", len(after), !bytes.Equal(before, after))
 	}
-	e.checkStateFile(t, exch)
+	e.CheckStateFile(t, exch)
 	if _, err := os.Lstat(path); err != nil {
 		t.Errorf("the master's socket file was removed: %v", err)
 	}
-	if s := p.stderr.String(); s != "" {
+	if s := p.Stderr.String(); s != "" {
 		t.Errorf("stderr: %s", s)
 	}
 }
@@ -777,14 +549,14 @@ func TestMasterMode(t *testing.T) {
 // like Postfix's private/tlsmgr, so clients of other accounts can connect.
 func TestBuiltinStateDirectory(t *testing.T) {
 	e := newEnv(t, memoryCaches)
-	state := filepath.Join(e.data, "xdg")
+	state := filepath.Join(e.Data, "xdg")
 	if err := os.Mkdir(state, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	run := func(t *testing.T, sock string, args ...string) {
 		t.Helper()
 		cmd := exec.Command(tlsmgrBin, append([]string{"-listen", sock}, args...)...)
-		cmd.Env = append(e.environ()[:len(e.environ())-2], "XDG_STATE_HOME="+state, "HOME="+state)
+		cmd.Env = append(e.Environ()[:len(e.Environ())-2], "XDG_STATE_HOME="+state, "HOME="+state)
 		if os.Geteuid() == 0 {
 			u, _ := user.Lookup("nobody")
 			uid, _ := strconv.Atoi(u.Uid)
@@ -792,27 +564,27 @@ func TestBuiltinStateDirectory(t *testing.T) {
 			os.Chown(state, uid, gid)
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 		}
-		p := startCmd(t, cmd)
-		waitServing(t, p, sock)
+		p := daemontest.StartCmd(t, cmd)
+		p.WaitServing(t, sock)
 		fi, err := os.Stat(sock)
 		if err != nil || fi.Mode().Perm() != 0o666 {
 			t.Errorf("socket mode %v (%v), want 0666", fi.Mode().Perm(), err)
 		}
-		p.signal(t, syscall.SIGTERM)
-		if st := p.wait(t, 10*time.Second); st != 0 {
-			t.Fatalf("exit status %d:\n%s", st, p.stderr)
+		p.Signal(t, syscall.SIGTERM)
+		if st := p.Wait(t, 10*time.Second); st != 0 {
+			t.Fatalf("exit status %d:\n%s", st, p.Stderr)
 		}
 	}
-	other := filepath.Join(e.data, "elsewhere")
+	other := filepath.Join(e.Data, "elsewhere")
 	if err := os.Mkdir(other, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	os.Chown(other, e.uid, -1)
-	run(t, filepath.Join(e.data, "a.sock"), "-o", "data_directory="+other)
+	os.Chown(other, e.UID, -1)
+	run(t, filepath.Join(e.Data, "a.sock"), "-o", "data_directory="+other)
 	if _, err := os.Stat(filepath.Join(state, "tlsmgr")); !os.IsNotExist(err) {
 		t.Fatalf("the built-in state directory was created although data_directory was set: %v", err)
 	}
-	run(t, filepath.Join(e.data, "b.sock"))
+	run(t, filepath.Join(e.Data, "b.sock"))
 	fi, err := os.Stat(filepath.Join(state, "tlsmgr", "prng_exch"))
 	if err != nil || fi.Size() != 1024 {
 		t.Fatalf("built-in state directory not used: %v", err)

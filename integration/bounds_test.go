@@ -45,8 +45,8 @@ func TestCacheBounds(t *testing.T) {
 				if got := lookupAll(t, s, ids[:1]); len(got) != 1 {
 					t.Error("the oldest entry was kept")
 				}
-				p.stop(t)
-				p.noWarnings(t)
+				p.Stop(t)
+				p.NoWarnings(t)
 			})
 			t.Run("max_bytes", func(t *testing.T) {
 				const maxBytes = 64 << 10
@@ -71,8 +71,8 @@ func TestCacheBounds(t *testing.T) {
 				if got := lookupAll(t, s, ids[len(ids)-1:]); len(got) != 0 {
 					t.Error("the newest entry was evicted")
 				}
-				p.stop(t)
-				p.noWarnings(t)
+				p.Stop(t)
+				p.NoWarnings(t)
 			})
 		})
 	}
@@ -89,7 +89,7 @@ func TestCacheBoundsSurviveRestart(t *testing.T) {
 	}
 	p := s.start(t)
 	updateAll(t, s, ids[:200])
-	p.stop(t)
+	p.Stop(t)
 	p = s.start(t)
 	if got := statInt(t, s.stats(t), "smtpd_cache_entries"); got != 100 {
 		t.Errorf("after a restart smtpd_cache_entries = %d, want 100", got)
@@ -107,6 +107,6 @@ func TestCacheBoundsSurviveRestart(t *testing.T) {
 	if missed := lookupAll(t, s, ids[:200]); len(missed) != 200 {
 		t.Errorf("%d of the 200 older entries still there after 100 more updates", 200-len(missed))
 	}
-	p.stop(t)
-	p.noWarnings(t)
+	p.Stop(t)
+	p.NoWarnings(t)
 }

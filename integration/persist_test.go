@@ -90,9 +90,9 @@ func TestPersistentCacheRestart(t *testing.T) {
 
 	p := s.start(t)
 	updateAll(t, s, ids[:100])
-	p.stop(t)
-	p.noWarnings(t)
-	s.checkStateFile(t, filepath.Join(s.data, "smtpd_scache"))
+	p.Stop(t)
+	p.NoWarnings(t)
+	s.checkStateFile(t, filepath.Join(s.Data, "smtpd_scache"))
 
 	// A clean restart keeps everything.
 	p = s.start(t)
@@ -101,8 +101,8 @@ func TestPersistentCacheRestart(t *testing.T) {
 	}
 	updateAll(t, s, ids[100:])
 	time.Sleep(commitGrace)
-	p.kill()
-	p.noWarnings(t)
+	p.Kill()
+	p.NoWarnings(t)
 
 	// So does kill -9: every update acknowledged more than commitGrace
 	// before it is there.
@@ -113,15 +113,15 @@ func TestPersistentCacheRestart(t *testing.T) {
 	if got := statInt(t, s.stats(t), "smtpd_cache_entries"); got != int64(len(ids)) {
 		t.Errorf("smtpd_cache_entries = %d, want %d", got, len(ids))
 	}
-	p.stop(t)
-	p.noWarnings(t)
-	s.checkStateFile(t, filepath.Join(s.data, "smtpd_scache"))
+	p.Stop(t)
+	p.NoWarnings(t)
+	s.checkStateFile(t, filepath.Join(s.Data, "smtpd_scache"))
 	noCorruptFiles(t, s)
 }
 
 func noCorruptFiles(t *testing.T, s *standalone) {
 	t.Helper()
-	ents, _ := os.ReadDir(s.data)
+	ents, _ := os.ReadDir(s.Data)
 	for _, e := range ents {
 		if strings.Contains(e.Name(), "corrupt") {
 			t.Errorf("the cache was moved aside: %s", e.Name())
@@ -171,8 +171,8 @@ func TestPersistentCacheCrashLoop(t *testing.T) {
 			if got := statInt(t, s.stats(t), "smtpd_cache_entries"); got < int64(len(durable)) {
 				t.Errorf("smtpd_cache_entries = %d, want at least %d", got, len(durable))
 			}
-			p.stop(t)
-			p.noWarnings(t)
+			p.Stop(t)
+			p.NoWarnings(t)
 			break
 		}
 
@@ -202,7 +202,7 @@ func TestPersistentCacheCrashLoop(t *testing.T) {
 		}
 		time.Sleep(killAt)
 		killed := time.Now()
-		p.kill()
+		p.Kill()
 		wg.Wait()
 		prevDurable, prevRecent = nil, nil
 		for g := range writers {
@@ -220,12 +220,12 @@ func TestPersistentCacheCrashLoop(t *testing.T) {
 		recent += len(prevRecent)
 		t.Logf("iteration %d: killed after %v, %d updates acknowledged before the grace period, %d after it or in flight",
 			iter, killAt, len(prevDurable), len(prevRecent))
-		p.noWarnings(t)
+		p.NoWarnings(t)
 	}
 	t.Logf("%d kills: %d durable updates all found; %d of %d recent or in-flight updates found",
 		iterations, stored, recentFound, recent)
 	noCorruptFiles(t, s)
-	s.checkStateFile(t, filepath.Join(s.data, "smtpd_scache"))
+	s.checkStateFile(t, filepath.Join(s.Data, "smtpd_scache"))
 }
 
 // TestTicketKeyPersistence: with tlsmgr_ticket_key_persistence=yes the
@@ -233,7 +233,7 @@ func TestPersistentCacheCrashLoop(t *testing.T) {
 // "no" every start has a new key, and a key file left by "yes" is removed.
 func TestTicketKeyPersistence(t *testing.T) {
 	s := newStandalone(t)
-	keyFile := filepath.Join(s.data, "tlsmgr_ticket_keys")
+	keyFile := filepath.Join(s.Data, "tlsmgr_ticket_keys")
 	currentKey := func() [16]byte {
 		t.Helper()
 		c := s.client()
@@ -247,14 +247,14 @@ func TestTicketKeyPersistence(t *testing.T) {
 
 	p := s.start(t, "tlsmgr_ticket_key_persistence=yes")
 	first := currentKey()
-	p.stop(t)
+	p.Stop(t)
 	s.checkStateFile(t, keyFile)
 
 	p = s.start(t, "tlsmgr_ticket_key_persistence=yes")
 	if got := currentKey(); got != first {
 		t.Errorf("after a restart the current key is %x, want %x", got, first)
 	}
-	p.kill()
+	p.Kill()
 	p = s.start(t, "tlsmgr_ticket_key_persistence=yes")
 	if got := currentKey(); got != first {
 		t.Errorf("after kill -9 the current key is %x, want %x", got, first)
@@ -265,8 +265,8 @@ func TestTicketKeyPersistence(t *testing.T) {
 		t.Errorf("tktkey by name after restarts: %v", err)
 	}
 	c.Close()
-	p.stop(t)
-	p.noWarnings(t)
+	p.Stop(t)
+	p.NoWarnings(t)
 	s.checkStateFile(t, keyFile)
 
 	p = s.start(t, "tlsmgr_ticket_key_persistence=no")
@@ -274,7 +274,7 @@ func TestTicketKeyPersistence(t *testing.T) {
 	if second == first {
 		t.Error("with persistence off the key survived a restart")
 	}
-	p.stop(t)
+	p.Stop(t)
 	if _, err := os.Stat(keyFile); !os.IsNotExist(err) {
 		t.Errorf("with persistence off the key file is still there (%v)", err)
 	}
@@ -282,6 +282,6 @@ func TestTicketKeyPersistence(t *testing.T) {
 	if got := currentKey(); got == second || got == first {
 		t.Errorf("with persistence off a restart kept key %x", got)
 	}
-	p.stop(t)
-	p.noWarnings(t)
+	p.Stop(t)
+	p.NoWarnings(t)
 }

@@ -50,18 +50,6 @@ func repoRoot(t *testing.T) string {
 	return dir
 }
 
-// buildTlsmgr builds our daemon into dir.
-func buildTlsmgr(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "tlsmgr")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/tlsmgr")
-	cmd.Dir = repoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func freePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -230,7 +218,7 @@ func (in *instance) sendMail(t *testing.T) {
 
 func TestDropInUnderPostfix(t *testing.T) {
 	need(t, true, "postfix", "postconf", "openssl", "go")
-	in := newInstance(t, buildTlsmgr(t, t.TempDir()))
+	in := newInstance(t, tlsmgrBin) // built by TestMain
 
 	t.Run("smtpd session id cache", func(t *testing.T) {
 		in.resumes(t, "-tls1_2", "-no_ticket")

@@ -92,7 +92,7 @@ func TestPRNGFIPS(t *testing.T) {
 
 	// The daemon counts what it served, and its pool was seeded from the
 	// source and the exchange file.
-	out, err := exec.Command(tlsmgrctlBin, "-s", s.sock, "stats").Output()
+	out, err := exec.Command(tlsmgrctlBin, "-s", s.Sock, "stats").Output()
 	if err != nil {
 		t.Fatalf("tlsmgrctl stats: %v", err)
 	}
@@ -115,6 +115,6 @@ func TestPRNGFIPS(t *testing.T) {
 	if st["prng_source_ok"] != "yes" {
 		t.Errorf("prng_source_ok = %q", st["prng_source_ok"])
 	}
-	p.stop(t)
-	p.noWarnings(t)
+	p.Stop(t)
+	p.NoWarnings(t)
 }

@@ -26,7 +26,7 @@ func BenchmarkScaleMillion(b *testing.B) {
 		"smtpd_tls_session_cache_max_entries=2000000", "smtpd_tls_session_cache_max_bytes=4g")
 	ctl := func(args ...string) string {
 		b.Helper()
-		out, err := exec.Command(tlsmgrctlBin, append([]string{"-s", s.sock}, args...)...).CombinedOutput()
+		out, err := exec.Command(tlsmgrctlBin, append([]string{"-s", s.Sock}, args...)...).CombinedOutput()
 		if err != nil {
 			b.Fatalf("tlsmgrctl %v: %v\n%s", args, err, out)
 		}
@@ -46,7 +46,7 @@ func BenchmarkScaleMillion(b *testing.B) {
 	ctl("bench", "-mix", "policy", "-c", "1", "-d", "1s", "-warmup", "0s", "-prefill", strconv.Itoa(entries), "-payload", "512")
 	filled := time.Now()
 	b.Logf("filled %d entries in %v", entries, filled.Sub(began).Round(time.Second))
-	p.stop(b)
+	p.Stop(b)
 
 	// Start-up ends with the first answer: the socket is bound before the
 	// cache file is opened, so accepting a connection proves nothing.
@@ -55,11 +55,11 @@ func BenchmarkScaleMillion(b *testing.B) {
 	ctl("policy", "smtpd")
 	startup := time.Since(began)
 	quietRPS, quietP99 := load()
-	rss := rssAnonOf(b, p.cmd.Process.Pid)
+	rss := rssAnonOf(b, p.Cmd.Process.Pid)
 	st := ctlStats(b, ctl)
 	b.Logf("start-up with %s entries: %v; RssAnon %d MB; quiet load: %.0f req/s, p99 %.0f µs",
 		st["smtpd_cache_entries"], startup.Round(time.Millisecond), rss>>20, quietRPS, quietP99)
-	p.stop(b)
+	p.Stop(b)
 
 	// Everything filled is older than 120s from here on: a start with that
 	// timeout sweeps it all, starting at once.
@@ -69,8 +69,8 @@ func BenchmarkScaleMillion(b *testing.B) {
 	st = ctlStats(b, ctl)
 	b.Logf("while sweeping (%s swept so far, %s left): %.0f req/s, p99 %.0f µs: p99 x%.2f of quiet",
 		st["smtpd_cache_swept"], st["smtpd_cache_entries"], sweepRPS, sweepP99, sweepP99/quietP99)
-	p.stop(b)
-	p.noWarnings(b)
+	p.Stop(b)
+	p.NoWarnings(b)
 
 	b.ReportMetric(startup.Seconds(), "startup-s")
 	b.ReportMetric(float64(rss>>20), "rssanon-MB")
