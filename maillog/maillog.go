@@ -6,6 +6,9 @@
 // drops privileges afterwards and may no longer reach the socket paths.
 // Logging never blocks the caller for more than a few milliseconds: a record
 // that cannot be sent is dropped and counted.
+//
+// Warnings and errors are rate-limited per format string (see limit.go);
+// the next record let through reports how many were suppressed.
 package maillog
 
 import (
@@ -111,6 +114,7 @@ type Logger struct {
 	stderr   io.Writer
 
 	dropped atomic.Uint64
+	limit   limiter
 
 	mu              sync.Mutex // guards the socket state below
 	fd              int        // connected datagram socket, -1 if none
@@ -197,6 +201,10 @@ func (l *Logger) ConnectError() error {
 // socket.
 func (l *Logger) Dropped() uint64 { return l.dropped.Load() }
 
+// Suppressed returns the number of warnings and errors that were not logged
+// because their cause exceeded its rate limit.
+func (l *Logger) Suppressed() uint64 { return l.limit.total.Load() }
+
 // SetChroot tells the Logger that the process now runs chrooted to root, so
 // that a reconnection uses the socket path as seen inside the jail (an
 // absolute path below root loses that prefix; others are kept, e.g.
@@ -207,14 +215,22 @@ func (l *Logger) SetChroot(root string) {
 	l.mu.Unlock()
 }
 
-// Info logs text without a severity prefix.
+// Info logs text without a severity prefix. It is never rate-limited: it
+// is the transaction logging the operator asked for.
 func (l *Logger) Info(format string, args ...any) { l.log(levelInfo, format, args) }
 
-// Warn logs with "warning: " before the text.
-func (l *Logger) Warn(format string, args ...any) { l.log(levelWarn, format, args) }
+// Warn logs with "warning: " before the text, unless warnings with the same
+// format string exceed their rate limit; the next one logged then ends with
+// " (N similar warnings suppressed)".
+func (l *Logger) Warn(format string, args ...any) { l.logLimited(levelWarn, format, args) }
 
-// Error logs with "error: " before the text.
-func (l *Logger) Error(format string, args ...any) { l.log(levelError, format, args) }
+// WarnAlways is Warn without the rate limit, for warnings that are logged a
+// bounded number of times and must all be seen, such as the configuration
+// warnings at start-up (which share the format string "%s").
+func (l *Logger) WarnAlways(format string, args ...any) { l.log(levelWarn, format, args) }
+
+// Error logs with "error: " before the text, rate-limited like Warn.
+func (l *Logger) Error(format string, args ...any) { l.logLimited(levelError, format, args) }
 
 // Fatal logs with "fatal: " before the text and exits with status 1.
 func (l *Logger) Fatal(format string, args ...any) {
@@ -252,8 +268,27 @@ func (l *Logger) Close() error {
 }
 
 func (l *Logger) log(level int, format string, args []any) {
-	text := sanitize(fmt.Sprintf(format, args...))
+	l.write(l.now(), level, sanitize(fmt.Sprintf(format, args...)))
+}
+
+// logLimited decides before formatting, so that a suppressed record costs
+// only the table lookup.
+func (l *Logger) logLimited(level int, format string, args []any) {
 	now := l.now()
+	ok, n, other := l.limit.allow(causeKey{level, format}, now)
+	if !ok {
+		return
+	}
+	text := sanitize(fmt.Sprintf(format, args...))
+	if n > 0 {
+		// The note must survive the length limit: cut the text instead.
+		note := suppressedNote(level, n, other)
+		text = truncate(text, MaxTextLen-len(note)) + note
+	}
+	l.write(now, level, text)
+}
+
+func (l *Logger) write(now time.Time, level int, text string) {
 	if l.path != "" {
 		l.send(l.socketRecord(now, level, text))
 	}
@@ -438,12 +473,16 @@ func sanitize(s string) string {
 		}
 		s = b.String()
 	}
-	if len(s) > MaxTextLen {
-		cut := MaxTextLen
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut]
+	return truncate(s, MaxTextLen)
+}
+
+// truncate limits s to n bytes, cut on a character boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
