@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotlsmgr/tlsmgr/internal/safefile"
 )
 
 // ExchangeFileSize is the fixed length of tls_random_exchange_name.
@@ -26,10 +28,11 @@ type exchangeFile struct {
 	// when path no longer resolves to the same place. -1 if unavailable.
 	dirFD int
 	fd    int
+	warn  func(format string, args ...any)
 }
 
-func openExchangeFile(path string, fill func([]byte)) (*exchangeFile, error) {
-	e := &exchangeFile{path: path, dir: filepath.Dir(path), base: filepath.Base(path), dirFD: -1, fd: -1}
+func openExchangeFile(path string, fill func([]byte) error, warn func(string, ...any)) (*exchangeFile, error) {
+	e := &exchangeFile{path: path, dir: filepath.Dir(path), base: filepath.Base(path), dirFD: -1, fd: -1, warn: warn}
 	dirFD, err := unix.Open(e.dir, dirOpenFlags, 0)
 	if err != nil {
 		return nil, err
@@ -46,11 +49,18 @@ func openExchangeFile(path string, fill func([]byte)) (*exchangeFile, error) {
 // written in full under a temporary name and then linked into place, so
 // that the name never refers to a file shorter than ExchangeFileSize, even
 // if the process dies half-way.
-func (e *exchangeFile) openOrCreate(fill func([]byte)) (int, error) {
+func (e *exchangeFile) openOrCreate(fill func([]byte) error) (int, error) {
 	for range 3 {
-		fd, err := unix.Openat(e.dirFD, e.base, unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != unix.ENOENT {
-			return fd, err
+		fd, err := safefile.OpenAt(e.dirFD, e.base, unix.O_RDWR, 0)
+		if err == nil {
+			if err := e.restrictMode(fd); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+			return fd, nil
+		}
+		if !errors.Is(err, unix.ENOENT) {
+			return -1, err
 		}
 		fd, err = e.createComplete(fill)
 		if err != unix.EEXIST {
@@ -61,9 +71,25 @@ func (e *exchangeFile) openOrCreate(fill func([]byte)) (int, error) {
 	return -1, unix.EEXIST
 }
 
-func (e *exchangeFile) createComplete(fill func([]byte)) (int, error) {
+// restrictMode makes an existing file 0600: its bytes seed other
+// processes' generators, so nobody else may read them.
+func (e *exchangeFile) restrictMode(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if perm := st.Mode & 0o7777; perm != 0o600 {
+		e.warn("PRNG exchange file %s was mode %04o; making it 0600", e.path, perm)
+		return unix.Fchmod(fd, 0o600)
+	}
+	return nil
+}
+
+func (e *exchangeFile) createComplete(fill func([]byte) error) (int, error) {
 	var suffix [8]byte
-	fill(suffix[:])
+	if err := fill(suffix[:]); err != nil {
+		return -1, err
+	}
 	tmp := fmt.Sprintf(".%s.%d.%s.tmp", e.base, os.Getpid(), hex.EncodeToString(suffix[:]))
 	fd, err := unix.Openat(e.dirFD, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -79,7 +105,9 @@ func (e *exchangeFile) createComplete(fill func([]byte)) (int, error) {
 		return fail(err)
 	}
 	buf := make([]byte, ExchangeFileSize)
-	fill(buf)
+	if err := fill(buf); err != nil {
+		return fail(err)
+	}
 	if err := pwriteFull(fd, buf, 0); err != nil {
 		return fail(err)
 	}
@@ -97,8 +125,11 @@ func (e *exchangeFile) createComplete(fill func([]byte)) (int, error) {
 	}
 	// No hard links here (some network or FUSE file systems): fall back
 	// to plain creation, as Postfix does.
-	fd, err = unix.Openat(e.dirFD, e.base, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
-	if err != nil {
+	if fd, err = safefile.OpenAt(e.dirFD, e.base, unix.O_RDWR|unix.O_CREAT, 0o600); err != nil {
+		return -1, err
+	}
+	if err := e.restrictMode(fd); err != nil {
+		unix.Close(fd)
 		return -1, err
 	}
 	return fd, nil
@@ -116,7 +147,7 @@ func (e *exchangeFile) removed() (bool, error) {
 // reopen replaces the descriptor of a removed file with one for a new file
 // at the same name: first in the directory kept open since start-up, then
 // by path in case the directory itself was replaced.
-func (e *exchangeFile) reopen(fill func([]byte)) error {
+func (e *exchangeFile) reopen(fill func([]byte) error) error {
 	fd, err := e.openOrCreate(fill)
 	if err != nil {
 		dirFD, dirErr := unix.Open(e.dir, dirOpenFlags, 0)
@@ -151,7 +182,9 @@ func (e *exchangeFile) update(pool *drbgPool, lockTimeout time.Duration) error {
 	if n > 0 {
 		pool.Mix(buf[:n])
 	}
-	pool.generate(buf)
+	if err := pool.generate(buf); err != nil {
+		return err
+	}
 	// pwrite over the old bytes, never truncate first: at any instant
 	// the file holds ExchangeFileSize bytes (old, new, or a mix of both,
 	// all of which are fine seed material).

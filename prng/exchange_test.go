@@ -275,3 +275,70 @@ func TestExchangeFileSurvivesSIGKILL(t *testing.T) {
 		t.Fatal("the helpers never updated the file")
 	}
 }
+
+// An existing exchange file that others may read gets mode 0600, with a
+// warning: its bytes seed other processes' generators.
+func TestExchangeFileModeRestricted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "prng_exch")
+	if err := os.WriteFile(path, bytes.Repeat([]byte{7}, ExchangeFileSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o644) // whatever the umask
+	log := &testLogger{}
+	m, err := Open(Options{ExchangeFile: path, Logger: log, Clock: newFakeClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	checkExchangeFile(t, path)
+	if log.count("was mode 0644; making it 0600") != 1 {
+		t.Fatalf("want one warning about the mode, got %q", log.all())
+	}
+}
+
+// A symbolic link that is not root's, planted at the exchange file's name
+// before start-up or while running, is never written through.
+func TestExchangeFileRefusesLink(t *testing.T) {
+	dir := t.TempDir()
+	decoy := filepath.Join(dir, "decoy")
+	if err := os.WriteFile(decoy, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "prng_exch")
+	plantLink(t, decoy, path)
+	if _, err := Open(Options{ExchangeFile: path, Clock: newFakeClock()}); err == nil || !strings.Contains(err.Error(), "refusing to use") {
+		t.Fatalf("Open over a link: %v", err)
+	}
+	os.Remove(path)
+	log := &testLogger{}
+	m, err := Open(Options{ExchangeFile: path, Logger: log, Clock: newFakeClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	plantLink(t, decoy, path+".new")
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	m.updateExchange()
+	if st := m.Stats(); st.ExchangeFailures != 1 || log.count("refusing to use") != 1 {
+		t.Fatalf("update over a swapped-in link: %d failures, log %q", st.ExchangeFailures, log.all())
+	}
+	if b := readFile(t, decoy); string(b) != "precious" {
+		t.Fatalf("decoy now %q", b)
+	}
+}
+
+// plantLink makes a symbolic link owned by an account other than root, as
+// the mail owner would plant it (root's own links are followed by design).
+func plantLink(t *testing.T, target, path string) {
+	t.Helper()
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Lchown(path, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package prng
 
 import (
 	"bufio"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
@@ -221,6 +222,12 @@ func (r *countingReader) Read(p []byte) (int, error) {
 }
 
 var _ io.Reader = (*countingReader)(nil)
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
 
 func readFile(t *testing.T, path string) []byte {
 	t.Helper()

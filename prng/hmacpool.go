@@ -43,19 +43,30 @@ type drbgPool struct {
 // NewPool returns a Pool instantiated from the operating system's random
 // generator, the time of day and the process id. It is strong from the
 // start; Open adds the configured entropy source and exchange file on top.
+// It panics if crypto/rand.Reader fails: Go's own reader never returns an
+// error (the runtime aborts instead), so only a replaced reader can, and a
+// pool without entropy must not be handed out. Open reports the error.
 func NewPool() Pool {
-	return newPool(rand.Reader, time.Now())
+	p, err := newPool(rand.Reader, time.Now())
+	if err != nil {
+		panic("prng: " + err.Error())
+	}
+	return p
 }
 
-func newPool(osEntropy io.Reader, now time.Time) *drbgPool {
+func newPool(osEntropy io.Reader, now time.Time) (*drbgPool, error) {
 	// SP 800-90A: entropy input of the security strength, a nonce of half
 	// of it, and a personalization string. The nonce and personalization
 	// carry the time and pid, which are not secret but make instantiations
 	// unique even if the OS generator misbehaved.
 	var entropy [osSeedLen]byte
-	mustReadEntropy(osEntropy, entropy[:])
 	nonce := make([]byte, osSeedLen/2, osSeedLen/2+8)
-	mustReadEntropy(osEntropy, nonce)
+	if err := readOSEntropy(osEntropy, entropy[:]); err != nil {
+		return nil, err
+	}
+	if err := readOSEntropy(osEntropy, nonce); err != nil {
+		return nil, err
+	}
 	nonce = binary.BigEndian.AppendUint64(nonce, uint64(now.UnixNano()))
 	pers := []byte(personalization)
 	pers = binary.BigEndian.AppendUint64(pers, uint64(os.Getpid()))
@@ -65,29 +76,30 @@ func newPool(osEntropy io.Reader, now time.Time) *drbgPool {
 		drbg:      newHMACDRBG(entropy[:], nonce, pers),
 		pending:   sha256.New(),
 		osEntropy: osEntropy,
-	}
+	}, nil
 }
 
-// mustReadEntropy reads from the OS generator. crypto/rand does not fail
-// on supported systems (the runtime aborts the program if getrandom breaks),
-// so a failure here is a broken test reader.
-func mustReadEntropy(r io.Reader, p []byte) {
+func readOSEntropy(r io.Reader, p []byte) error {
 	if _, err := io.ReadFull(r, p); err != nil {
-		panic(fmt.Sprintf("prng: cannot read operating system randomness: %v", err))
+		return fmt.Errorf("cannot read operating system randomness: %w", err)
 	}
+	return nil
 }
 
 // Read fills p from the DRBG and counts it as served to a client.
 func (p *drbgPool) Read(b []byte) (int, error) {
-	p.generate(b)
+	if err := p.generate(b); err != nil {
+		return 0, err
+	}
 	p.reads.Add(1)
 	p.bytesServed.Add(uint64(len(b)))
 	return len(b), nil
 }
 
 // generate fills b without counting it as served: the daemon's own uses
-// (exchange file, timer intervals) are not client traffic.
-func (p *drbgPool) generate(b []byte) {
+// (exchange file, timer intervals) are not client traffic. It fails only
+// when the DRBG demands a reseed and the OS generator cannot supply it.
+func (p *drbgPool) generate(b []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var digest [sha256.Size]byte
@@ -104,15 +116,19 @@ func (p *drbgPool) generate(b []byte) {
 			b = b[n:]
 			additional = nil
 		case errReseedRequired:
-			// Only after 2^48 requests; fetch fresh OS randomness as the
-			// specification asks rather than refusing to serve.
+			// Only after 2^48 requests without a reseed; fetch fresh OS
+			// randomness as the specification asks. Without it the
+			// specification forbids further output.
 			var fresh [osSeedLen]byte
-			mustReadEntropy(p.osEntropy, fresh[:])
+			if err := readOSEntropy(p.osEntropy, fresh[:]); err != nil {
+				return fmt.Errorf("prng: reseed required: %w", err)
+			}
 			p.drbg.reseed(fresh[:], nil)
 		default:
 			panic("prng: " + err.Error()) // n is bounded above; cannot happen
 		}
 	}
+	return nil
 }
 
 // Mix stirs data into the pool: it is hashed into the pending state now
@@ -129,22 +145,46 @@ func (p *drbgPool) Mix(data []byte) {
 	p.mu.Unlock()
 }
 
-// reseed runs HMAC_DRBG_Reseed with the source bytes as entropy input and
-// fresh operating-system randomness as additional input, so that a source
-// that returns predictable data still leaves the pool at full strength.
-func (p *drbgPool) reseed(sourceBytes []byte) {
+// reseed runs HMAC_DRBG_Reseed with 32 fresh bytes from the OS generator
+// as entropy input, so that the pool never depends on the configured source
+// alone. Source bytes that passed the health tests (credited) join the
+// entropy input; others only enter as additional input. HMAC_DRBG hashes
+// both alike: the difference is what the manager reports, and what happens
+// when the OS generator fails (the error is returned): credited bytes still
+// reseed, uncredited ones are only mixed, without resetting the reseed
+// counter, so that they never stand in for entropy.
+func (p *drbgPool) reseed(sourceBytes []byte, credited bool) error {
 	var fresh [osSeedLen]byte
-	mustReadEntropy(p.osEntropy, fresh[:])
+	osErr := readOSEntropy(p.osEntropy, fresh[:])
+	var entropy, additional []byte
+	if osErr == nil {
+		entropy = fresh[:]
+	}
+	if credited {
+		entropy = append(entropy, sourceBytes...)
+	} else {
+		additional = sourceBytes
+	}
+	if len(entropy) == 0 {
+		if len(additional) > 0 {
+			p.Mix(additional)
+		}
+		return osErr
+	}
 	p.mu.Lock()
-	p.drbg.reseed(sourceBytes, fresh[:])
+	p.drbg.reseed(entropy, additional)
 	p.mu.Unlock()
+	return osErr
 }
 
-// randomByte draws one byte for a timer interval.
-func (p *drbgPool) randomByte() byte {
-	var b [1]byte
-	p.generate(b[:])
-	return b[0]
+// randomByte draws one byte for a timer interval; ok is false if the pool
+// cannot produce output.
+func (p *drbgPool) randomByte() (b byte, ok bool) {
+	var buf [1]byte
+	if p.generate(buf[:]) != nil {
+		return 0, false
+	}
+	return buf[0], true
 }
 
 // MixTimeOfDay stirs the current time (seconds and nanoseconds) into pool.

@@ -73,9 +73,16 @@ type Stats struct {
 	Reads       uint64 // calls of Pool().Read
 
 	Source         string    // tls_random_source as configured ("" for none)
-	SourceOK       bool      // false while the source is failing (or a plain file could not be read)
-	LastReseed     time.Time // last successful read from Source (zero: never)
+	SourceOK       bool      // false while the source cannot be read or fails its health tests (a plain file: its one read)
+	LastReseed     time.Time // last read from Source counted as entropy (zero: never)
 	ReseedFailures uint64    // failed opens and reads of Source
+	// HealthFailures counts reads of Source whose bytes were not counted
+	// as entropy because the source was failing its continuous health
+	// tests (the read failed them, or came before a full clean window).
+	HealthFailures uint64
+	// OSEntropyFailures counts failed reads of the operating system's
+	// generator at reseeds.
+	OSEntropyFailures uint64
 
 	ExchangeFile       string    // tls_random_exchange_name ("" when disabled)
 	LastExchangeUpdate time.Time // last successful read-mix-write of ExchangeFile
@@ -100,6 +107,10 @@ type Manager struct {
 	src         entropySource
 	srcFailures int // consecutive; drives the back-off
 
+	// health persists across reads and reopens of the source. Only the
+	// goroutine reading the source uses it (Open, then Run).
+	health *healthTests
+
 	exchMu sync.Mutex // serialises exchange-file updates and Close
 	exch   *exchangeFile
 
@@ -118,11 +129,16 @@ func Open(opts Options) (*Manager, error) {
 	if err := normalize(&opts); err != nil {
 		return nil, err
 	}
+	pool, err := newPool(opts.osEntropy, opts.Clock.Now())
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
 		opts:   opts,
 		log:    opts.Logger,
 		clock:  opts.Clock,
-		pool:   newPool(opts.osEntropy, opts.Clock.Now()),
+		pool:   pool,
+		health: newHealthTests(),
 		closed: make(chan struct{}),
 	}
 	m.kind, m.sourcePath = parseSource(opts.Source)
@@ -160,7 +176,7 @@ func Open(opts Options) (*Manager, error) {
 	}
 
 	if opts.ExchangeFile != "" {
-		exch, err := openExchangeFile(opts.ExchangeFile, m.pool.generate)
+		exch, err := openExchangeFile(opts.ExchangeFile, m.pool.generate, m.log.Warn)
 		if err != nil {
 			m.closeSource()
 			return nil, fmt.Errorf("open tls_random_exchange_name %s: %w", opts.ExchangeFile, errorCause(err))
@@ -236,7 +252,7 @@ func (m *Manager) readFileOnce() error {
 			return fmt.Errorf("open tls_random_source %s: %w", m.opts.Source, errorCause(err))
 		}
 		m.log.Warn("cannot open entropy file %s: %v", m.sourcePath, errorCause(err))
-		m.recordReseed(false)
+		m.recordReadFailure()
 		return nil
 	}
 	defer src.close()
@@ -246,15 +262,59 @@ func (m *Manager) readFileOnce() error {
 			err = errors.New("file is empty")
 		}
 		m.log.Warn("cannot read from entropy file %s: %v", m.sourcePath, errorCause(err))
-		m.recordReseed(false)
+		m.recordReadFailure()
 		return nil
 	}
-	m.pool.reseed(data)
-	m.recordReseed(true)
-	if m.opts.Verbose {
+	if m.useSourceBytes(data) && m.opts.Verbose {
 		m.log.Info("read %d bytes from entropy file %s", len(data), m.sourcePath)
 	}
 	return nil
+}
+
+// useSourceBytes runs one read of the source through the health tests,
+// reseeds the pool with it (crediting it as entropy only if it passed) and
+// records and reports the outcome. It returns whether it was credited.
+func (m *Manager) useSourceBytes(data []byte) bool {
+	wasHealthy := m.health.healthy()
+	credit, failures, failed := m.health.feed(data)
+	nowHealthy := m.health.healthy()
+	if err := m.pool.reseed(data, credit); err != nil {
+		m.osEntropyFailed(err, credit)
+	}
+	m.statsMu.Lock()
+	m.stats.SourceOK = credit
+	if credit {
+		m.stats.LastReseed = m.clock.Now()
+	} else {
+		m.stats.HealthFailures++
+	}
+	m.statsMu.Unlock()
+	// One line per change of state, not per read: a dead source would
+	// otherwise warn at every reseed.
+	if failures > 0 && wasHealthy {
+		if m.kind == sourceFile {
+			m.log.Warn("entropy file %s fails the %s health test: its bytes are not counted as entropy", m.sourcePath, failed)
+		} else {
+			m.log.Warn("entropy source %s fails the %s health test: its bytes are not counted as entropy until %d bytes in a row pass; reseeds rely on the operating system's generator meanwhile",
+				m.opts.Source, failed, aptWindow)
+		}
+	}
+	if nowHealthy && (!wasHealthy || failures > 0) {
+		m.log.Info("entropy source %s passes the health tests again", m.opts.Source)
+	}
+	return credit
+}
+
+// osEntropyFailed reports a reseed without the OS generator's bytes.
+func (m *Manager) osEntropyFailed(err error, sourceCredited bool) {
+	m.statsMu.Lock()
+	m.stats.OSEntropyFailures++
+	m.statsMu.Unlock()
+	if sourceCredited {
+		m.log.Warn("%v -- this reseed uses tls_random_source alone", err)
+	} else {
+		m.log.Warn("%v -- this reseed adds no entropy; the pool keeps serving from its current state", err)
+	}
 }
 
 // Run runs the reseed and exchange-file timers until ctx is done or the
@@ -284,7 +344,11 @@ func (m *Manager) Run(ctx context.Context) {
 }
 
 func (m *Manager) randomInterval(period time.Duration) time.Duration {
-	return scaledInterval(period, m.pool.randomByte())
+	b, ok := m.pool.randomByte()
+	if !ok {
+		b = 255 // nothing random to draw from; the longest wait
+	}
+	return scaledInterval(period, b)
 }
 
 // scaledInterval is period*b/255, computed without overflow for long
@@ -323,7 +387,9 @@ func (m *Manager) reseedEvent() {
 	}
 	mixTime(m.pool, m.clock.Now())
 	if m.kind != sourceDev && m.kind != sourceEGD {
-		m.pool.reseed(nil)
+		if err := m.pool.reseed(nil, false); err != nil {
+			m.osEntropyFailed(err, false)
+		}
 		return
 	}
 	m.srcMu.Lock()
@@ -360,16 +426,24 @@ func (m *Manager) reseedFromSource() {
 		m.sourceFailed(src, m.readFailure(), err)
 		return
 	}
-	m.pool.reseed(data)
-	m.recordReseed(true)
+	wasHealthy := m.health.healthy()
+	credit := m.useSourceBytes(data)
 	m.srcMu.Lock()
 	recovered := m.srcFailures > 0
 	m.srcFailures = 0
 	m.srcMu.Unlock()
-	if recovered {
+	switch {
+	case recovered && m.health.healthy():
 		m.log.Info("entropy source %s is working again", m.opts.Source)
-	} else if m.opts.Verbose {
+	case recovered && !wasHealthy:
+		// useSourceBytes said nothing: the source was failing already.
+		m.log.Info("entropy source %s can be read again, but still fails its health tests", m.opts.Source)
+	case recovered:
+		// useSourceBytes has just warned that this read failed.
+	case m.opts.Verbose && credit:
 		m.log.Info("read %d bytes from entropy source %s", len(data), m.opts.Source)
+	case m.opts.Verbose:
+		m.log.Info("read %d bytes from entropy source %s, not counted as entropy", len(data), m.opts.Source)
 	}
 }
 
@@ -401,19 +475,15 @@ func (m *Manager) sourceFailed(failed entropySource, what string, err error) {
 	m.srcFailures++
 	retry := m.backoff(m.srcFailures)
 	m.srcMu.Unlock()
-	m.recordReseed(false)
+	m.recordReadFailure()
 	m.log.Warn("%s: %v -- the pool keeps serving; retrying in %v", what, errorCause(err), retry)
 }
 
-func (m *Manager) recordReseed(ok bool) {
+func (m *Manager) recordReadFailure() {
 	m.statsMu.Lock()
 	defer m.statsMu.Unlock()
-	m.stats.SourceOK = ok
-	if ok {
-		m.stats.LastReseed = m.clock.Now()
-	} else {
-		m.stats.ReseedFailures++
-	}
+	m.stats.SourceOK = false
+	m.stats.ReseedFailures++
 }
 
 // updateExchange runs one exchange-file update. A removed file is

@@ -2,12 +2,24 @@ package prng
 
 import (
 	"bytes"
+	"errors"
+	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
 var fixedTime = time.Date(2024, 11, 20, 23, 51, 51, 0, time.UTC)
+
+func mustPool(t *testing.T, osEntropy io.Reader, now time.Time) *drbgPool {
+	t.Helper()
+	p, err := newPool(osEntropy, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
 
 func TestPoolReadsNeverRepeat(t *testing.T) {
 	p := NewPool()
@@ -49,8 +61,8 @@ func TestPoolOutputLooksRandom(t *testing.T) {
 func TestPoolMixChangesStream(t *testing.T) {
 	// Same OS randomness and time: the same stream, so the differences
 	// below come from Mix alone.
-	a := newPool(&countingReader{}, fixedTime)
-	b := newPool(&countingReader{}, fixedTime)
+	a := mustPool(t, &countingReader{}, fixedTime)
+	b := mustPool(t, &countingReader{}, fixedTime)
 	if !bytes.Equal(poolBytes(t, a, 64), poolBytes(t, b, 64)) {
 		t.Fatal("identically seeded pools differ")
 	}
@@ -61,15 +73,15 @@ func TestPoolMixChangesStream(t *testing.T) {
 	}
 	// Mixing the same data into both keeps them in step: Mix is a
 	// deterministic update, not a source of hidden randomness.
-	a2 := newPool(&countingReader{}, fixedTime)
+	a2 := mustPool(t, &countingReader{}, fixedTime)
 	a2.Read(make([]byte, 64))
 	a2.Mix([]byte("attacker-chosen"))
 	if !bytes.Equal(poolBytes(t, a2, 64), outA) {
 		t.Fatal("same seed and same Mix gave different streams")
 	}
 	// Even an empty Mix advances the state.
-	c := newPool(&countingReader{}, fixedTime)
-	d := newPool(&countingReader{}, fixedTime)
+	c := mustPool(t, &countingReader{}, fixedTime)
+	d := mustPool(t, &countingReader{}, fixedTime)
 	c.Mix(nil)
 	if bytes.Equal(poolBytes(t, c, 32), poolBytes(t, d, 32)) {
 		t.Fatal("Mix(nil) did not change the state")
@@ -77,19 +89,19 @@ func TestPoolMixChangesStream(t *testing.T) {
 }
 
 func TestPoolSeededFromOSRandomness(t *testing.T) {
-	a := newPool(&countingReader{}, fixedTime)
-	b := newPool(&countingReader{next: 1}, fixedTime)
+	a := mustPool(t, &countingReader{}, fixedTime)
+	b := mustPool(t, &countingReader{next: 1}, fixedTime)
 	if bytes.Equal(poolBytes(t, a, 32), poolBytes(t, b, 32)) {
 		t.Fatal("instantiation ignores the OS randomness")
 	}
-	c := newPool(&countingReader{}, fixedTime.Add(time.Microsecond))
-	if bytes.Equal(poolBytes(t, newPool(&countingReader{}, fixedTime), 32), poolBytes(t, c, 32)) {
+	c := mustPool(t, &countingReader{}, fixedTime.Add(time.Microsecond))
+	if bytes.Equal(poolBytes(t, mustPool(t, &countingReader{}, fixedTime), 32), poolBytes(t, c, 32)) {
 		t.Fatal("instantiation ignores the time")
 	}
 }
 
 func TestPoolLargeReadAndReseedInterval(t *testing.T) {
-	p := newPool(&countingReader{}, fixedTime)
+	p := mustPool(t, &countingReader{}, fixedTime)
 	big := poolBytes(t, p, 3*maxBytesPerRequest+5)
 	if bytes.Equal(big[:maxBytesPerRequest], big[maxBytesPerRequest:2*maxBytesPerRequest]) {
 		t.Fatal("request chunks repeat")
@@ -141,7 +153,7 @@ func TestPoolConcurrentUse(t *testing.T) {
 }
 
 func TestPoolInternalUseIsNotCounted(t *testing.T) {
-	p := newPool(&countingReader{}, fixedTime)
+	p := mustPool(t, &countingReader{}, fixedTime)
 	p.generate(make([]byte, 1024))
 	p.randomByte()
 	p.Read(make([]byte, 7))
@@ -197,4 +209,89 @@ func BenchmarkMixCacheEntry(b *testing.B) {
 	for b.Loop() {
 		p.Mix(data)
 	}
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("getrandom: broken") }
+
+// TestPoolReseedMixesOSEntropy: pools in the same state, reseeded with
+// the same constant source bytes, differ exactly when the OS generator
+// gave them different bytes, whether the source is credited or not.
+func TestPoolReseedMixesOSEntropy(t *testing.T) {
+	dead := make([]byte, 255)
+	for _, credited := range []bool{true, false} {
+		a := mustPool(t, &countingReader{}, fixedTime)
+		b := mustPool(t, &countingReader{}, fixedTime)
+		c := mustPool(t, &countingReader{}, fixedTime)
+		c.osEntropy = &countingReader{next: 100}
+		for _, p := range []*drbgPool{a, b, c} {
+			if err := p.reseed(dead, credited); err != nil {
+				t.Fatal(err)
+			}
+		}
+		outA := poolBytes(t, a, 32)
+		if !bytes.Equal(outA, poolBytes(t, b, 32)) {
+			t.Fatalf("credited %v: same state and inputs, different output", credited)
+		}
+		if bytes.Equal(outA, poolBytes(t, c, 32)) {
+			t.Fatalf("credited %v: the reseed ignores the OS generator's bytes", credited)
+		}
+	}
+}
+
+// TestPoolReseedWithoutOSEntropy: a failing OS generator is an error, not
+// a crash. Credited source bytes still reseed; uncredited ones are mixed
+// in but do not reset the reseed counter: they never stand in for entropy.
+func TestPoolReseedWithoutOSEntropy(t *testing.T) {
+	twin := func() *drbgPool {
+		p := mustPool(t, &countingReader{}, fixedTime)
+		p.osEntropy = failingReader{}
+		for range 3 {
+			poolBytes(t, p, 32)
+		}
+		return p
+	}
+	p, q := twin(), twin()
+	if err := p.reseed(randomBytes(32), true); err == nil || !strings.Contains(err.Error(), "getrandom: broken") {
+		t.Fatalf("credited reseed without OS entropy: %v", err)
+	}
+	if p.drbg.reseedCounter != 1 {
+		t.Fatalf("credited source bytes did not reseed: counter %d", p.drbg.reseedCounter)
+	}
+	if err := q.reseed(make([]byte, 32), false); err == nil {
+		t.Fatal("uncredited reseed without OS entropy: no error")
+	}
+	if q.drbg.reseedCounter != 4 {
+		t.Fatalf("uncredited bytes reset the reseed counter to %d", q.drbg.reseedCounter)
+	}
+	if bytes.Equal(poolBytes(t, q, 32), poolBytes(t, twin(), 32)) {
+		t.Fatal("uncredited bytes were dropped instead of mixed in")
+	}
+	if err := q.reseed(nil, false); err == nil || q.drbg.reseedCounter != 5 {
+		t.Fatalf("OS-only reseed without OS entropy: %v, counter %d", err, q.drbg.reseedCounter)
+	}
+}
+
+// TestPoolReseedRequiredWithoutOSEntropy: when the DRBG demands a reseed
+// and the OS generator fails, Read fails (SP 800-90A forbids output) and
+// recovers with the generator.
+func TestPoolReseedRequiredWithoutOSEntropy(t *testing.T) {
+	p := mustPool(t, &countingReader{}, fixedTime)
+	p.drbg.reseedInterval = 3
+	p.osEntropy = failingReader{}
+	var err error
+	for range 5 {
+		if _, err = p.Read(make([]byte, 32)); err != nil {
+			break
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "reseed required") {
+		t.Fatalf("Read past the reseed interval without OS entropy: %v", err)
+	}
+	if p.reads.Load() != 3 {
+		t.Fatalf("%d reads counted, want the 3 that succeeded", p.reads.Load())
+	}
+	p.osEntropy = &countingReader{}
+	poolBytes(t, p, 32)
 }

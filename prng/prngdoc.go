@@ -7,9 +7,12 @@
 // personalization string. From then on every input goes through the DRBG's
 // own functions and never reaches the output directly:
 //
-//   - reads from tls_random_source (dev:, egd: or a plain file) are the
-//     entropy input of HMAC_DRBG_Reseed, with 32 fresh bytes from the
-//     operating system as additional input;
+//   - every reseed takes 32 fresh bytes from the operating system as the
+//     entropy input of HMAC_DRBG_Reseed; reads from tls_random_source
+//     (dev:, egd: or a plain file) pass continuous health tests (SP 800-90B
+//     repetition count and adaptive proportion, and a repeated-pattern
+//     test) and join that entropy input if they pass, or enter as
+//     additional input, not counted as entropy, if the source is failing;
 //   - the exchange file's contents, the time of day at every request, and
 //     session-cache material (Pool.Mix) are the provided data of
 //     HMAC_DRBG_Update, without resetting the reseed counter: they are

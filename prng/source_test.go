@@ -3,6 +3,7 @@ package prng
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -28,9 +29,10 @@ type egdServer struct {
 }
 
 const (
-	egdNormal = iota // answers k = n, then n bytes
-	egdZero          // answers k = 0
-	egdHang          // never answers
+	egdNormal   = iota // answers k = n, then n random bytes
+	egdZero            // answers k = 0
+	egdHang            // never answers
+	egdConstant        // answers k = n, then n times 0xa5: a dead source
 )
 
 func startEGD(t *testing.T, mode int32) *egdServer {
@@ -78,8 +80,12 @@ func (s *egdServer) serve(conn net.Conn) {
 		s.lastSize.Store(int32(req[1]))
 		switch s.mode.Load() {
 		case egdNormal:
-			reply := append([]byte{req[1]}, bytes.Repeat([]byte{0xa5}, int(req[1]))...)
+			reply := make([]byte, 1+int(req[1]))
+			reply[0] = req[1]
+			rand.Read(reply[1:])
 			conn.Write(reply)
+		case egdConstant:
+			conn.Write(append([]byte{req[1]}, bytes.Repeat([]byte{0xa5}, int(req[1]))...))
 		case egdZero:
 			conn.Write([]byte{0})
 		case egdHang:
@@ -221,7 +227,10 @@ func TestEGDUnreachable(t *testing.T) {
 			if _, err := io.ReadFull(conn, req[:]); err != nil {
 				return
 			}
-			conn.Write(append([]byte{req[1]}, make([]byte, req[1])...))
+			reply := make([]byte, 1+int(req[1]))
+			reply[0] = req[1]
+			rand.Read(reply[1:])
+			conn.Write(reply)
 		}
 	}()
 	log.waitFor(t, "is working again", 5*time.Second)
@@ -308,13 +317,13 @@ func TestDevSourceBlockingTimesOut(t *testing.T) {
 
 	// Data arrives: the reopened device is read and recovery is logged.
 	runManager(t, m)
-	writer.Write(bytes.Repeat([]byte{1}, 64))
+	writer.Write(randomBytes(64))
 	log.waitFor(t, "entropy source dev:"+fifo+" is working again", 5*time.Second)
 }
 
 func TestPlainFileReadOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "seed")
-	if err := os.WriteFile(path, bytes.Repeat([]byte("seed"), 100), 0o600); err != nil {
+	if err := os.WriteFile(path, randomBytes(400), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	log := &testLogger{}
@@ -412,4 +421,246 @@ func TestEmptySourceWarning(t *testing.T) {
 		t.Fatalf("log: %q, want %q", got, want)
 	}
 	poolBytes(t, m.Pool(), 32)
+}
+
+// checkDeadSource opens three managers on a source that fails the health
+// tests and reseeds each reseeds more times. Their OS generator gives the
+// same 48 bytes for instantiation, then the first and third the same
+// bytes and the second different ones; clock, pid and source bytes are
+// the same. Each must warn once, report the source as failing, count the
+// reads it did not credit (all but credited) and keep serving; the
+// outputs must differ exactly where the reseeds' OS bytes do.
+func checkDeadSource(t *testing.T, source string, size, reseeds int, credited uint64, test string) {
+	t.Helper()
+	instantiation := randomBytes(48)
+	var outputs [][]byte
+	for _, next := range []byte{1, 101, 1} {
+		log := &testLogger{}
+		m, err := Open(Options{
+			Source: source, Bytes: size, Logger: log, Clock: newFakeClock(),
+			osEntropy: io.MultiReader(bytes.NewReader(instantiation), &countingReader{next: next}),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range reseeds {
+			m.reseedEvent()
+		}
+		st := m.Stats()
+		if st.SourceOK || st.HealthFailures != uint64(reseeds+1)-credited || st.ReseedFailures != 0 || st.OSEntropyFailures != 0 {
+			t.Fatalf("stats after %d reads: %+v", reseeds+1, st)
+		}
+		if credited == 0 && !st.LastReseed.IsZero() {
+			t.Fatalf("LastReseed %v: a dead source's bytes were counted as a reseed", st.LastReseed)
+		}
+		want := "warning: entropy source " + source + " fails the " + test + " health test: its bytes are not counted as entropy"
+		if lines := log.all(); len(lines) != 1 || !strings.HasPrefix(lines[0], want) {
+			t.Fatalf("log %q, want one line starting %q", lines, want)
+		}
+		seed := poolBytes(t, m.Pool(), 32)
+		if bytes.Equal(seed, poolBytes(t, m.Pool(), 32)) {
+			t.Fatal("the pool repeats itself")
+		}
+		outputs = append(outputs, seed)
+		m.Close()
+	}
+	if !bytes.Equal(outputs[0], outputs[2]) {
+		t.Fatal("identical inputs, different outputs: the comparison below would prove nothing")
+	}
+	if bytes.Equal(outputs[0], outputs[1]) {
+		t.Fatal("two managers given the same dead source produce the same bytes: the OS generator is not mixed in")
+	}
+}
+
+func TestDeadSourceDevZero(t *testing.T) {
+	checkDeadSource(t, "dev:/dev/zero", 0, 10, 0, rctName)
+}
+
+// TestDeadSourceZeroFile: a regular file of zeros behind dev:, read 255
+// bytes at a time.
+func TestDeadSourceZeroFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "zeros")
+	if err := os.WriteFile(path, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkDeadSource(t, "dev:"+path, 255, 10, 0, rctName)
+}
+
+// TestDeadSourceRepeatingFIFO: a device that replays one random 255-byte
+// block. The first read cannot know and is credited; the second is caught.
+func TestDeadSourceRepeatingFIFO(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writer, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	// 3 managers x 11 reads x 255 bytes, within the pipe's 64 KiB.
+	if _, err := writer.Write(bytes.Repeat(randomBytes(255), 40)); err != nil {
+		t.Fatal(err)
+	}
+	checkDeadSource(t, "dev:"+fifo, 255, 10, 1, patternName)
+}
+
+func TestDeadSourceEGDConstant(t *testing.T) {
+	s := startEGD(t, egdConstant)
+	checkDeadSource(t, "egd:"+s.path, 255, 10, 0, rctName)
+}
+
+func TestDeadSourcePlainFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seed")
+	if err := os.WriteFile(path, make([]byte, 64), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := &testLogger{}
+	m, err := Open(Options{Source: path, Bytes: 64, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for range 3 {
+		m.reseedEvent() // the file is not read again; the OS generator is
+	}
+	if st := m.Stats(); st.SourceOK || st.HealthFailures != 1 || !st.LastReseed.IsZero() {
+		t.Fatalf("stats: %+v", st)
+	}
+	want := "warning: entropy file " + path + " fails the repetition count health test: its bytes are not counted as entropy"
+	if lines := log.all(); len(lines) != 1 || lines[0] != want {
+		t.Fatalf("log %q, want %q", lines, want)
+	}
+	poolBytes(t, m.Pool(), 32)
+}
+
+// TestHealthySourceManyReseeds: /dev/urandom through 400 reseeds of 255
+// bytes (about 200 APT windows) never trips the tests.
+func TestHealthySourceManyReseeds(t *testing.T) {
+	log := &testLogger{}
+	clock := newFakeClock()
+	m, err := Open(Options{Source: "dev:/dev/urandom", Bytes: 255, Logger: log, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for range 400 {
+		m.reseedEvent()
+	}
+	if st := m.Stats(); !st.SourceOK || st.HealthFailures != 0 || st.ReseedFailures != 0 || !st.LastReseed.Equal(clock.Now()) {
+		t.Fatalf("stats: %+v", st)
+	}
+	if m.health.n != 401*255 {
+		t.Fatalf("%d samples tested, want %d", m.health.n, 401*255)
+	}
+	if len(log.all()) != 0 {
+		t.Fatalf("log: %q", log.all())
+	}
+}
+
+// TestSourceRecoversFromHealthFailure: an EGD server that returned
+// constant bytes and then random ones is trusted again once a full APT
+// window has passed, with one line each way.
+func TestSourceRecoversFromHealthFailure(t *testing.T) {
+	s := startEGD(t, egdConstant)
+	log := &testLogger{}
+	clock := newFakeClock()
+	m, err := Open(Options{Source: "egd:" + s.path, Bytes: 255, Logger: log, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s.mode.Store(egdNormal)
+	reads := 0
+	for m.health.failing && reads < 10 {
+		m.reseedEvent()
+		reads++
+	}
+	// 512 clean bytes take two or three reads of 255, depending on how
+	// many clean bytes the last constant read ended with.
+	if reads < 2 || reads > 3 {
+		t.Fatalf("healthy again after %d random reads", reads)
+	}
+	if st := m.Stats(); st.SourceOK || st.HealthFailures != uint64(1+reads) || !st.LastReseed.IsZero() {
+		t.Fatalf("stats when the window completes: %+v", st)
+	}
+	m.reseedEvent()
+	if st := m.Stats(); !st.SourceOK || st.HealthFailures != uint64(1+reads) || !st.LastReseed.Equal(clock.Now()) {
+		t.Fatalf("stats after the next read: %+v", st)
+	}
+	want := []string{
+		"warning: entropy source egd:" + s.path + " fails the repetition count health test",
+		"info: entropy source egd:" + s.path + " passes the health tests again",
+	}
+	lines := log.all()
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], want[0]) || lines[1] != want[1] {
+		t.Fatalf("log %q, want %q", lines, want)
+	}
+}
+
+// TestFailingSourceReadAgainAfterIOError: a source that fails its health
+// tests, then its reads, then answers constant bytes again: the health
+// warning is not repeated, and the reconnect says the source still fails.
+func TestFailingSourceReadAgainAfterIOError(t *testing.T) {
+	s := startEGD(t, egdConstant)
+	log := &testLogger{}
+	m, err := Open(Options{Source: "egd:" + s.path, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s.mode.Store(egdZero)
+	m.reseedEvent()
+	s.mode.Store(egdConstant)
+	m.reseedEvent()
+	m.reseedEvent()
+	if st := m.Stats(); st.SourceOK || st.HealthFailures != 3 || st.ReseedFailures != 1 {
+		t.Fatalf("stats: %+v", st)
+	}
+	if n := log.count(" fails the "); n != 1 {
+		t.Fatalf("%d health warnings; log %q", n, log.all())
+	}
+	if n := log.count("info: entropy source egd:" + s.path + " can be read again, but still fails its health tests"); n != 1 {
+		t.Fatalf("log %q", log.all())
+	}
+	if log.count("working again") != 0 {
+		t.Fatalf("log %q", log.all())
+	}
+}
+
+// TestOSEntropyFailure: a failing OS generator makes Open fail, or, at a
+// reseed, is counted and logged while the pool keeps serving.
+func TestOSEntropyFailure(t *testing.T) {
+	_, err := Open(Options{Source: "dev:/dev/urandom", osEntropy: failingReader{}})
+	if err == nil || err.Error() != "cannot read operating system randomness: getrandom: broken" {
+		t.Fatalf("Open error: %v", err)
+	}
+	for _, c := range []struct {
+		source, want string
+		ok           bool
+	}{
+		{"dev:/dev/urandom", "warning: cannot read operating system randomness: getrandom: broken -- this reseed uses tls_random_source alone", true},
+		{"dev:/dev/zero", "warning: cannot read operating system randomness: getrandom: broken -- this reseed adds no entropy; the pool keeps serving from its current state", false},
+		{"", "warning: cannot read operating system randomness: getrandom: broken -- this reseed adds no entropy; the pool keeps serving from its current state", false},
+	} {
+		log := &testLogger{}
+		// Enough for instantiation only.
+		osEntropy := io.MultiReader(bytes.NewReader(randomBytes(48)), failingReader{})
+		m, err := Open(Options{Source: c.source, Logger: log, osEntropy: osEntropy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.source == "" {
+			m.reseedEvent()
+		}
+		st := m.Stats()
+		if st.OSEntropyFailures != 1 || st.SourceOK != c.ok {
+			t.Fatalf("%q: stats %+v", c.source, st)
+		}
+		if log.count(c.want) != 1 {
+			t.Fatalf("%q: log %q, want %q", c.source, log.all(), c.want)
+		}
+		poolBytes(t, m.Pool(), 32)
+		m.Close()
+	}
 }
