@@ -188,7 +188,7 @@ func (c *Cache) RunSweeper(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if _, err := c.Sweep(ctx); err != nil && ctx.Err() == nil && c.cfg.Log != nil {
-			c.cfg.Log.Warn("%v", err)
+			c.cfg.Log.Warn("%v; the rest waits for the next sweep", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -199,6 +199,11 @@ func (c *Cache) RunSweeper(ctx context.Context) {
 }
 
 // Stats is a snapshot of a cache's counters and its store's contents.
+// Refused counts entries too large for the cache. StoreErrors counts store
+// calls that failed, among them the updates and deletes a store refused
+// because its commits fail (also in Store.Refused). Updates and Deletes
+// count what was acknowledged; Store.Lost says how much of it a store that
+// commits in the background could not write after all.
 type Stats struct {
 	Name                                                    string
 	Timeout                                                 time.Duration

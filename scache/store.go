@@ -17,6 +17,12 @@ var ErrNotFound = errors.New("scache: no such entry")
 // store's byte bound.
 var ErrTooLarge = errors.New("scache: entry larger than the cache bound")
 
+// ErrStoreFailing is returned by Put and Delete of a store that cannot
+// commit changes (a full disk): it refuses them rather than acknowledge
+// changes it may never write, until a commit succeeds again. The error
+// also wraps the cause.
+var ErrStoreFailing = errors.New("scache: store refuses changes until a commit succeeds")
+
 // Entry is one cached TLS session. Session is opaque: it is never parsed
 // and never logged beyond its length.
 type Entry struct {
@@ -63,7 +69,8 @@ type Store interface {
 
 // Flusher is implemented by stores that commit writes in the background
 // (boltstore): a write is visible to Get at once, but the bounds are
-// applied when it is committed. Flush returns when every earlier write is.
+// applied when it is committed. Flush returns when every earlier write is,
+// or at once with ErrStoreFailing while commits fail.
 type Flusher interface {
 	Flush(ctx context.Context) error
 }
@@ -73,4 +80,11 @@ type StoreStats struct {
 	Entries   int
 	Bytes     int64
 	Evictions uint64 // entries removed to respect Limits
+
+	// Stores that commit in the background (Flusher) acknowledge a change
+	// before it is written; these say what became of such changes.
+	Pending int    // acknowledged changes not yet committed
+	Failing bool   // commits fail: Put and Delete return ErrStoreFailing
+	Refused uint64 // Puts and Deletes refused with ErrStoreFailing
+	Lost    uint64 // acknowledged changes that were never committed
 }

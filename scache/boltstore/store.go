@@ -37,6 +37,13 @@
 // Close (NoFreelistSync), which keeps commits small; after a crash bbolt
 // rebuilds it at Open by walking the tree. Concurrent Puts and Deletes
 // share commits (group commit).
+//
+// Failed commits. Puts and Deletes are committed in the background
+// (writebehind.go). When commits fail (the disk is full) nothing
+// acknowledged is dropped while the store is open: the failed changes stay
+// queued and are retried with back-off, and new Puts and Deletes are
+// refused with scache.ErrStoreFailing until the backlog is committed.
+// Lookups, Expire and Stats keep working throughout.
 package boltstore
 
 import (
@@ -56,6 +63,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/gotlsmgr/tlsmgr/internal/safefile"
 	"github.com/gotlsmgr/tlsmgr/scache"
 )
 
@@ -101,6 +109,9 @@ type Store struct {
 	evictions atomic.Uint64
 	damaged   atomic.Uint64
 	resets    atomic.Uint64
+
+	// commitFault, while set, fails write-behind commits (tests only).
+	commitFault atomic.Pointer[error]
 }
 
 // Open opens or creates the cache file at path (mode 0600) bounded by lim.
@@ -171,7 +182,7 @@ func Open(path string, lim scache.Limits, opts Options) (*Store, error) {
 // anything reads the file, so that a running tlsmgr's file is never judged
 // (or moved aside) halfway through a write.
 func openLocked(path string, flags int, timeout time.Duration) (*os.File, error) {
-	f, err := os.OpenFile(path, flags, 0o600)
+	f, err := safefile.Open(path, flags, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: %w", err)
 	}
@@ -634,12 +645,11 @@ func (s *Store) reset(broken *bolt.DB, fault any) {
 // Get returns the entry for id. An entry that fails its checksum is
 // deleted and reported as missing.
 func (s *Store) Get(ctx context.Context, id string) (scache.Entry, error) {
-	if q, ok := s.queued(id); ok {
-		if q.value == nil {
+	if e, found, ok := s.getQueued(id); ok {
+		if !found {
 			return scache.Entry{}, scache.ErrNotFound
 		}
-		nanos, session, _ := decodeValue([]byte(id), q.value)
-		return scache.Entry{Written: time.Unix(0, nanos), Session: bytes.Clone(session)}, nil
+		return e, nil
 	}
 	var e scache.Entry
 	damaged := false
@@ -704,6 +714,9 @@ func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 	}
 	if id == "" || len(id) > maxIDLen {
 		return fmt.Errorf("boltstore: id of %d bytes", len(id))
+	}
+	if len(e.Session) > bolt.MaxValueSize-valueHeaderLen {
+		return scache.ErrTooLarge // bbolt would reject it at every retry
 	}
 	if e.Written.Before(minWritten) || e.Written.After(maxWritten) {
 		return errWrittenRange
@@ -874,7 +887,9 @@ func (s *Store) commit(batch []*writeOp) {
 // Expire removes up to max entries written before cutoff, oldest first,
 // in one transaction.
 func (s *Store) Expire(ctx context.Context, cutoff time.Time, max int, visit func(session []byte)) (removed int, more bool, err error) {
-	if err := s.Flush(ctx); err != nil { // the sweep sees every earlier write
+	// The sweep sees every earlier write, except while commits fail: then
+	// the file is swept as it is, which may free pages the retry needs.
+	if err := s.Flush(ctx); err != nil && !errors.Is(err, scache.ErrStoreFailing) {
 		return 0, false, err
 	}
 	var limit [writtenLen]byte
@@ -928,10 +943,11 @@ func callVisit(visit func([]byte), session []byte) {
 	visit(session)
 }
 
-// Stats reports the entry count and bytes (kept in the file) and the
-// evictions since Open.
+// Stats reports the entry count and bytes (kept in the file), the
+// evictions since Open, and what became of acknowledged changes. While
+// commits fail, the counts are those of the file, without the backlog.
 func (s *Store) Stats(ctx context.Context) (scache.StoreStats, error) {
-	if err := s.Flush(ctx); err != nil {
+	if err := s.Flush(ctx); err != nil && !errors.Is(err, scache.ErrStoreFailing) {
 		return scache.StoreStats{}, err
 	}
 	var c counts
@@ -941,7 +957,9 @@ func (s *Store) Stats(ctx context.Context) (scache.StoreStats, error) {
 			return nil
 		})
 	})
-	return scache.StoreStats{Entries: int(c.entries), Bytes: c.bytes, Evictions: s.evictions.Load()}, err
+	st := scache.StoreStats{Entries: int(c.entries), Bytes: c.bytes, Evictions: s.evictions.Load()}
+	s.writeStats(&st)
+	return st, err
 }
 
 // Damaged reports how many entries failed their checksum since Open, and
@@ -951,7 +969,7 @@ func (s *Store) Damaged() (entries, resets uint64) {
 }
 
 // Close commits what is queued, syncs the file, marks it clean and closes
-// it.
+// it. Changes that still cannot be committed are counted lost and logged.
 func (s *Store) Close() error {
 	s.stopWriteBehind()
 	s.mu.Lock()

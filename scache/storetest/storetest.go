@@ -13,6 +13,9 @@
 //     result is exact: true if and only if expired entries remain.
 //   - An entry whose scache.Size alone exceeds MaxBytes is refused with
 //     scache.ErrTooLarge and the store is left as it was.
+//   - A store whose commits do not fail reports, after a Flush, no
+//     Pending, Refused or Lost changes and is not Failing (every Stats
+//     comparison of the suite includes these fields).
 package storetest
 
 import (
