@@ -97,6 +97,36 @@ func TestDiscardLimit(t *testing.T) {
 	}
 }
 
+// TestDiscardCountsFromTheLimit: the discard bound counts what is skipped
+// past a broken limit, so it never cuts a list within limits larger than
+// itself, and still bounds what an over-limit list makes the reader skip.
+func TestDiscardCountsFromTheLimit(t *testing.T) {
+	lim := Limits{MaxValue: 8 << 20, MaxList: 8 << 20} // MaxDiscard: the default 4 MiB
+	good := list("request", "seed", "size", "8")
+	big := strings.Repeat("A", 5<<20)
+	r := NewReader(strings.NewReader(list("request", "update", "session", big)+good), lim)
+	if l, err := r.ReadList(); err != nil || len(l) != 2 || len(l[1].Value) != len(big) {
+		t.Fatalf("5 MiB list within 8 MiB limits: %d attributes, %v", len(l), err)
+	}
+	// 1 MiB over the limit: skipped, and the stream stays in sync.
+	over := strings.Repeat("A", 9<<20)
+	r = NewReader(strings.NewReader(list("session", over)+good), lim)
+	if _, err := r.ReadList(); err != ErrTooLarge {
+		t.Fatalf("9 MiB value: %v, want ErrTooLarge", err)
+	}
+	if l, err := r.ReadList(); err != nil || string(l[0].Value) != "seed" {
+		t.Fatalf("after the 9 MiB value: %q, %v", l, err)
+	}
+	// More than MaxDiscard past the limit: given up on.
+	r = NewReader(io.LimitReader(zeroFree{}, 13<<20), lim)
+	if _, err := r.ReadList(); err != ErrOutOfSync {
+		t.Fatalf("13 MiB without a NUL: %v, want ErrOutOfSync", err)
+	}
+	if r.Partial() > 8<<20+4<<20+16<<10 {
+		t.Fatalf("read %d bytes before giving up, more than MaxList+MaxDiscard", r.Partial())
+	}
+}
+
 type zeroFree struct{}
 
 func (zeroFree) Read(p []byte) (int, error) {

@@ -21,7 +21,9 @@ type Limits struct {
 	MaxList  int // bytes in a whole list, NULs included
 	MaxAttrs int // attributes in one list
 	// MaxDiscard is how many bytes of an over-limit list the reader will
-	// skip looking for its end before it gives up on the stream.
+	// skip looking for its end before it gives up on the stream, counted
+	// from where the list broke a limit: it never cuts a list that is
+	// within the other limits, however large they are.
 	MaxDiscard int
 }
 
@@ -73,6 +75,9 @@ type Reader struct {
 	offs [][2]int // start,end in buf of each name then value
 	list List
 	read int // bytes of the current list consumed so far
+	// overAt is where in the current list it broke a limit (the start of
+	// the chunk that did), or -1: discarding is counted from there.
+	overAt int
 }
 
 // NewReader returns a Reader with the given limits; zero fields of lim take
@@ -118,6 +123,7 @@ func (r *Reader) ReadList() (List, error) {
 	r.buf = r.buf[:0]
 	r.offs = r.offs[:0]
 	r.read = 0
+	r.overAt = -1
 	for {
 		start := len(r.buf)
 		n, over, err := r.readField(r.lim.MaxName)
@@ -154,16 +160,20 @@ func (r *Reader) ReadList() (List, error) {
 func (r *Reader) readField(max int) (n int, over bool, err error) {
 	for {
 		chunk, err := r.br.ReadSlice(0)
+		start := r.read
 		r.read += len(chunk)
-		if r.read > r.lim.MaxDiscard {
-			return n, true, ErrOutOfSync
-		}
 		if err == nil {
 			chunk = chunk[:len(chunk)-1]
 		}
 		n += len(chunk)
 		if !over && (n > max || r.read > r.lim.MaxList) {
 			over = true
+		}
+		if over && r.overAt < 0 {
+			r.overAt = start
+		}
+		if r.overAt >= 0 && r.read-r.overAt > r.lim.MaxDiscard {
+			return n, true, ErrOutOfSync
 		}
 		if !over {
 			r.grow(len(chunk))

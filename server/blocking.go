@@ -16,17 +16,18 @@ import (
 // then the reply is written: two system calls per request, where Go's
 // netpoller needs four (a read that finds nothing, epoll_wait, the read,
 // the write). The price is an OS thread per client waiting in read; the
-// Go runtime hands its P to other goroutines meanwhile.
+// Go runtime hands its P to other goroutines meanwhile. Config.MaxBlocking
+// bounds how many connections are served this way.
 type blockingConn struct {
 	fd        int
 	local     net.Addr
-	shut      atomic.Bool
 	closeOnce atomic.Bool
 }
 
 // newBlockingConn takes over uc's socket. The idle limit becomes the
-// kernel's receive timeout, set once, instead of a deadline per request.
-func newBlockingConn(uc *net.UnixConn, idle time.Duration) (*blockingConn, error) {
+// kernel's receive timeout, set once, instead of a deadline per request;
+// the send timeout bounds each wait for the client to take a reply.
+func newBlockingConn(uc *net.UnixConn, idle, send time.Duration) (*blockingConn, error) {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -45,21 +46,38 @@ func newBlockingConn(uc *net.UnixConn, idle time.Duration) (*blockingConn, error
 		unix.Close(fd)
 		return nil, os.NewSyscallError("fcntl", err)
 	}
-	tv := unix.NsecToTimeval(idle.Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("setsockopt", err)
-	}
-	// A client that stops reading must not hold a thread forever either.
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("setsockopt", err)
+	for _, o := range []struct {
+		opt int
+		d   time.Duration
+	}{{unix.SO_RCVTIMEO, idle}, {unix.SO_SNDTIMEO, send}} {
+		tv := unix.NsecToTimeval(o.d.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, o.opt, &tv); err != nil {
+			unix.Close(fd)
+			return nil, os.NewSyscallError("setsockopt", err)
+		}
 	}
 	return &blockingConn{fd: fd, local: local}, nil
 }
 
 func (c *blockingConn) Read(p []byte) (int, error)  { return blockio.Read(c.fd, p) }
 func (c *blockingConn) Write(p []byte) (int, error) { return blockio.Write(c.fd, p) }
+
+// readBy is Read bounded by a deadline instead of the idle timeout: for
+// the rest of a request that did not come in one read.
+func (c *blockingConn) readBy(p []byte, deadline time.Time) (int, error) {
+	return blockio.ReadBy(c.fd, p, deadline)
+}
+
+// CloseRead wakes a read waiting in the kernel. What the client sent
+// before stays readable, then reads see end of file, and the client's
+// later writes fail (EPIPE) instead of being queued unread; so closing
+// after that end of file never resets the client's connection.
+func (c *blockingConn) CloseRead() error { return unix.Shutdown(c.fd, unix.SHUT_RD) }
+
+// abort wakes every read and write on the connection, leaving the
+// descriptor to the goroutine serving it: closing it here could close a
+// descriptor that has reused the number by the time a read starts.
+func (c *blockingConn) abort() error { return unix.Shutdown(c.fd, unix.SHUT_RDWR) }
 
 func (c *blockingConn) Close() error {
 	if c.closeOnce.Swap(true) {
@@ -71,15 +89,8 @@ func (c *blockingConn) Close() error {
 func (c *blockingConn) LocalAddr() net.Addr  { return c.local }
 func (c *blockingConn) RemoteAddr() net.Addr { return c.local }
 
-// SetReadDeadline with a time in the past wakes a read waiting in the
-// kernel (shutdown ends it with end-of-file): that is how Shutdown stops
-// idle clients. Future deadlines are the kernel timeout's business.
-func (c *blockingConn) SetReadDeadline(t time.Time) error {
-	if !t.IsZero() && !t.After(time.Now()) && !c.shut.Swap(true) {
-		return unix.Shutdown(c.fd, unix.SHUT_RD)
-	}
-	return nil
-}
-
-func (c *blockingConn) SetDeadline(t time.Time) error    { return c.SetReadDeadline(t) }
+// Deadlines are the kernel timeouts' business (and readBy's): the server
+// does not set them on blocking connections.
+func (c *blockingConn) SetDeadline(time.Time) error      { return nil }
+func (c *blockingConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *blockingConn) SetWriteDeadline(time.Time) error { return nil }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,13 +44,109 @@ const (
 const announcement = "protocol\x00tlsmgr_protocol\x00\x00"
 
 type conn struct {
-	srv  *Server
-	nc   net.Conn
-	peer string
-	r    *attr.Reader
-	w    *attr.Writer
-	now  time.Time // of the request being served
-	vals [3][]byte // request attribute values, reused
+	srv       *Server
+	nc        net.Conn
+	bc        *blockingConn // nc, when served with blocking system calls
+	halfClose bool          // nc can stop reading and keep what was sent
+	peer      string
+	rd        reqReader
+	r         *attr.Reader
+	w         *attr.Writer
+	now       time.Time // of the request being served
+	vals      [3][]byte // request attribute values, reused
+	// idle is, while the connection waits for a request, the time of its
+	// last one (or of its start) in nanoseconds since the server started,
+	// plus one; 0 while a request is read or answered. Eviction picks the
+	// smallest.
+	idle    atomic.Uint64
+	stopped atomic.Bool // see stop
+	evicted bool        // out of the client table; srv.mu
+}
+
+// reqReader is what the attribute reader reads a connection through. It
+// tells the wait for a request, under the idle timeout, from the reads of
+// the rest of a request that did not come in one piece, which must all be
+// done within RequestTimeout of the second read. Real clients send a
+// request in one write, so the time limit costs nothing on that path.
+type reqReader struct {
+	c        *conn
+	begun    bool      // the current request's first bytes are in
+	deadline time.Time // for its remaining bytes; zero until needed
+}
+
+func (r *reqReader) Read(p []byte) (int, error) {
+	c := r.c
+	if !r.begun {
+		n, err := c.nc.Read(p)
+		if n > 0 {
+			r.begun = true
+			c.idle.Store(0)
+		}
+		return n, err
+	}
+	if r.deadline.IsZero() {
+		r.deadline = time.Now().Add(c.srv.cfg.RequestTimeout)
+		if c.bc == nil {
+			c.nc.SetReadDeadline(r.deadline)
+			if !c.halfClose && c.stopped.Load() {
+				return 0, os.ErrDeadlineExceeded // see stop
+			}
+		}
+	}
+	if c.bc != nil {
+		return c.bc.readBy(p, r.deadline)
+	}
+	return c.nc.Read(p)
+}
+
+// await prepares for the next request. With bytes of it buffered already
+// (a client that does not wait for replies) it has begun; otherwise the
+// connection is idle, and may be evicted, until its first bytes come.
+// False means the connection is stopped.
+func (c *conn) await(buffered bool) bool {
+	c.rd.begun, c.rd.deadline = buffered, time.Time{}
+	if buffered {
+		return true
+	}
+	if c.bc == nil {
+		c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.IPCTimeout))
+		if !c.halfClose && c.stopped.Load() {
+			return false // see stop
+		}
+	}
+	c.idle.Store(uint64(c.now.Sub(c.srv.start)) + 1)
+	return true
+}
+
+// stop makes the connection end once it has answered what its client has
+// sent so far: Shutdown and eviction use it. Reads go on until what is
+// queued has been consumed and then see end of file, so a request already
+// sent is answered and closing does not reset the client's connection;
+// the client's later writes fail. A connection that cannot shut down its
+// reading side (-S on a pipe) gets a deadline in the past instead, which
+// loses a request sent but not yet read; await and reqReader look at
+// stopped after setting their deadlines, so they never undo that one.
+// srv.mu is held, so the descriptor is still open.
+func (c *conn) stop() {
+	if c.stopped.Swap(true) {
+		return
+	}
+	if cr, ok := c.nc.(interface{ CloseRead() error }); ok {
+		cr.CloseRead()
+		return
+	}
+	c.nc.SetReadDeadline(time.Unix(1, 0))
+}
+
+// abort wakes the connection's reads and writes at once, when Shutdown
+// runs out of time. srv.mu is held, so the descriptor is still open.
+func (c *conn) abort() {
+	c.stopped.Store(true)
+	if c.bc != nil {
+		c.bc.abort()
+		return
+	}
+	c.nc.Close()
 }
 
 func (c *conn) serve() {
@@ -59,25 +156,17 @@ func (c *conn) serve() {
 		log.Debug(1, "write protocol announcement to %s: %v", c.peer, err)
 		return
 	}
-	br := bufio.NewReaderSize(c.nc, 16<<10)
+	c.rd.c = c
+	br := bufio.NewReaderSize(&c.rd, 16<<10)
 	c.r = attr.NewBufferedReader(br, c.srv.cfg.Limits)
 	c.w = attr.NewWriter(c.nc)
 	for first := true; ; first = false {
-		if _, kernelTimeout := c.nc.(*blockingConn); !kernelTimeout {
-			c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.IPCTimeout))
+		if !c.await(br.Buffered() > 0) {
+			return
 		}
 		req, err := c.r.ReadList()
-		if c.srv.closing.Load() && err != nil {
-			return
-		}
 		switch {
 		case err == nil:
-		case err == io.EOF, errors.Is(err, syscall.ECONNRESET):
-			return
-		case err == io.ErrUnexpectedEOF && first && c.r.Partial() <= 2:
-			// master(8) wakes us by writing one byte and closing.
-			log.Debug(1, "received master trigger")
-			return
 		case err == attr.ErrTooLarge:
 			c.srv.counters.malformed.Add(1)
 			log.Warn("request from %s exceeds the size limits (%d bytes per attribute, %d per request)",
@@ -86,9 +175,24 @@ func (c *conn) serve() {
 				return
 			}
 			continue
+		case c.stopped.Load():
+			// Evicted or shutting down, and everything the client sent
+			// before has been answered.
+			log.Debug(1, "closing connection from %s: %v", c.peer, err)
+			return
+		case err == io.EOF, errors.Is(err, syscall.ECONNRESET):
+			return
+		case err == io.ErrUnexpectedEOF && first && c.r.Partial() <= 2:
+			// master(8) wakes us by writing one byte and closing.
+			log.Debug(1, "received master trigger")
+			return
 		case err == attr.ErrOutOfSync:
 			c.srv.counters.malformed.Add(1)
 			log.Warn("request from %s does not end within the size limits: closing the connection", c.peer)
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded) && c.rd.begun:
+			c.srv.counters.timedOut.Add(1)
+			log.Warn("request from %s not complete within %v: closing the connection", c.peer, c.srv.cfg.RequestTimeout)
 			return
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			log.Warn("timeout while waiting for data from %s", c.peer)
@@ -109,8 +213,8 @@ func (c *conn) serve() {
 		if !c.dispatch(req) {
 			return
 		}
-		if c.srv.closing.Load() {
-			return
+		if !c.halfClose && c.srv.closing.Load() {
+			return // a request sent since could not be told from none
 		}
 	}
 }
@@ -118,6 +222,10 @@ func (c *conn) serve() {
 // reply writes one reply list and flushes it; false means the connection
 // is broken.
 func (c *conn) reply(body func()) bool {
+	if c.bc == nil {
+		// Blocking connections have the kernel's send timeout instead.
+		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.RequestTimeout))
+	}
 	body()
 	c.w.End()
 	if err := c.w.Flush(); err != nil {
@@ -294,7 +402,7 @@ func (c *conn) lookup(args attr.List) bool {
 			case errors.Is(err, scache.ErrNotFound):
 				status = StatusErr
 			default:
-				c.srv.cfg.Log.Warn("%v", err)
+				c.srv.cfg.Log.Warn("%v; answered as a miss", err)
 				status = StatusErr
 			}
 		}
@@ -324,8 +432,11 @@ func (c *conn) update(args attr.List) bool {
 				c.srv.cfg.Log.Warn("%s TLS cache: entry of %d bytes from %s is over the cache size limit",
 					cache.Name(), len(session), c.peer)
 				status = StatusErr
+			case errors.Is(err, scache.ErrStoreFailing):
+				// The store reports its outage with counts itself.
+				status = StatusErr
 			default:
-				c.srv.cfg.Log.Warn("%v", err)
+				c.srv.cfg.Log.Warn("%v; update refused", err)
 				status = StatusErr
 			}
 		}
@@ -342,8 +453,10 @@ func (c *conn) delete(args attr.List) bool {
 			found, err := cache.Delete(ctx, string(v[1]))
 			cancel()
 			switch {
+			case errors.Is(err, scache.ErrStoreFailing):
+				status = StatusErr
 			case err != nil:
-				c.srv.cfg.Log.Warn("%v", err)
+				c.srv.cfg.Log.Warn("%v; delete refused", err)
 				status = StatusErr
 			case found:
 				status = StatusOK

@@ -5,6 +5,13 @@
 // Every connection has its own goroutine; the caches, the key ring and the
 // PRNG pool are safe for concurrent use, so one slow client never holds up
 // another.
+//
+// No local user who can reach the socket can lock others out or bring the
+// daemon down: a full client table makes room by closing the connection
+// idle longest; a request must arrive whole, and a reply be taken, within
+// Config.RequestTimeout; and only Config.MaxBlocking connections hold an
+// OS thread while they wait, the others waiting in the netpoller, however
+// large the table.
 package server
 
 import (
@@ -44,38 +51,73 @@ type Config struct {
 	Limits attr.Limits
 	// IPCTimeout bounds each wait for a client's next request (ipc_timeout).
 	IPCTimeout time.Duration
+	// RequestTimeout bounds the rest of a request once its first byte is
+	// in, however it trickles in, and each wait for the client to take a
+	// reply: a client cannot hold a connection slot by sending a byte now
+	// and then, or by not reading. Postfix clients write a request in one
+	// go and read the reply at once, so the bound only has to allow for a
+	// loaded machine. Zero means the smaller of IPCTimeout and 10s.
+	RequestTimeout time.Duration
 	// StoreTimeout bounds each cache store call, so that a slow remote
 	// store makes one request fail instead of stalling the client. Zero
 	// means no deadline: local stores cannot hang, and a deadline costs a
 	// runtime timer per request.
 	StoreTimeout time.Duration
-	// MaxClients caps concurrent connections; more are closed at once.
+	// MaxClients caps the client table. A new connection to a full table
+	// takes the place of the connection that has waited longest for its
+	// next request, which sees end of file (Postfix's clients reconnect by
+	// themselves); only when every connection is in the middle of a
+	// request or its reply is the new one closed at once.
 	MaxClients int
 	// OnAvail, if set, is told when the server stops (false) and starts
 	// again (true) being able to take another client: master(8) status
 	// updates. Calls strictly alternate, starting with false, because
-	// master(8) panics on a repeated status. A concurrent server is
-	// available until it reaches MaxClients; reporting "taken" while
-	// merely holding clients would make master(8) think it is saturated.
+	// master(8) panics on a repeated status. Since a full table makes room
+	// by eviction, the server is "taken" only once it has had to refuse a
+	// client (every connection busy), and available again as soon as a
+	// connection goes idle or ends; reporting "taken" merely for holding
+	// MaxClients connections would tell master(8) that we are saturated
+	// while we are not.
 	OnAvail func(avail bool)
 	// BlockingIO serves UNIX-socket clients with blocking system calls:
 	// two per request instead of the netpoller's four, at the price of
-	// an OS thread per client waiting for its next request (MaxClients
-	// bounds them). See blockingConn.
+	// an OS thread per client waiting for its next request. See
+	// blockingConn.
 	BlockingIO bool
+	// MaxBlocking caps the connections served with blocking system calls
+	// when BlockingIO is set, and so the OS threads they hold; the others
+	// use the netpoller. The Go runtime dies at 10000 threads, and Postfix
+	// has one connection per smtpd or smtp process, far fewer than that.
+	// Zero means DefaultMaxBlocking; more than 4096 is cut to 4096.
+	MaxBlocking int
 	// Stats, if set, adds the daemon's own counters to stats replies.
 	Stats StatsFunc
 }
 
+// Defaults of Config fields.
+const (
+	DefaultRequestTimeout = 10 * time.Second
+	DefaultMaxBlocking    = 256
+)
+
+// blockingCap bounds Config.MaxBlocking, well below the runtime's limit of
+// 10000 threads.
+const blockingCap = 4096
+
 // Server serves the tlsmgr protocol.
 type Server struct {
-	cfg Config
+	cfg   Config
+	start time.Time // origin of conn.idle
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
+	conns     map[*conn]struct{} // every connection being served
+	active    int                // of them, those in the client table (not evicted)
+	live      int                // serving goroutines not yet done
+	drained   chan struct{}      // made by Shutdown, closed when live is 0
+	isDrained bool
 	closing   atomic.Bool
-	wg        sync.WaitGroup
+	blocking  atomic.Int64 // connections with blocking I/O, or reserving it
 
 	availMu  sync.Mutex // serialises OnAvail calls
 	reported bool       // last OnAvail value sent is "taken"
@@ -88,11 +130,19 @@ func New(cfg Config) *Server {
 	if cfg.IPCTimeout <= 0 {
 		cfg.IPCTimeout = time.Hour
 	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = min(cfg.IPCTimeout, DefaultRequestTimeout)
+	}
 	if cfg.MaxClients <= 0 {
 		cfg.MaxClients = 1000
 	}
+	if cfg.MaxBlocking <= 0 {
+		cfg.MaxBlocking = DefaultMaxBlocking
+	}
+	cfg.MaxBlocking = min(cfg.MaxBlocking, blockingCap)
 	return &Server{
 		cfg:       cfg,
+		start:     time.Now(),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 	}
@@ -141,61 +191,172 @@ func isTemporary(err error) bool {
 // ServeConn serves one client connection in a new goroutine. It is used for
 // accepted connections and for the -S stdin/stdout client.
 func (s *Server) ServeConn(nc net.Conn) {
+	now := time.Now()
+	var bc *blockingConn
 	if uc, ok := nc.(*net.UnixConn); ok && s.cfg.BlockingIO {
-		bc, err := newBlockingConn(uc, s.cfg.IPCTimeout)
-		if err != nil {
-			s.cfg.Log.Warn("client connection: %v", err)
-			nc.Close()
+		if s.blocking.Add(1) <= int64(s.cfg.MaxBlocking) {
+			b, err := newBlockingConn(uc, s.cfg.IPCTimeout, s.cfg.RequestTimeout)
+			if err != nil {
+				s.blocking.Add(-1)
+				s.cfg.Log.Warn("client connection: %v", err)
+				nc.Close()
+				return
+			}
+			nc, bc = b, b
+		} else {
+			s.blocking.Add(-1)
+		}
+	}
+	c := &conn{srv: s, nc: nc, bc: bc, peer: peerName(nc), now: now}
+	_, c.halfClose = nc.(interface{ CloseRead() error })
+	s.mu.Lock()
+	if s.isDrained {
+		s.mu.Unlock()
+		s.release(c)
+		return
+	}
+	var victim *conn
+	var idle time.Duration
+	if s.active >= s.cfg.MaxClients {
+		if victim, idle = s.evictLocked(); victim == nil {
+			s.mu.Unlock()
+			s.counters.rejected.Add(1)
+			s.cfg.Log.Warn("too many clients (limit %d), none of them idle: closing connection from %s", s.cfg.MaxClients, c.peer)
+			s.release(c)
+			s.refused()
 			return
 		}
-		nc = bc
-	}
-	c := &conn{srv: s, nc: nc, peer: peerName(nc)}
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		nc.Close()
-		return
-	}
-	if len(s.conns) >= s.cfg.MaxClients {
-		s.mu.Unlock()
-		s.counters.rejected.Add(1)
-		s.cfg.Log.Warn("too many clients (limit %d): closing connection from %s", s.cfg.MaxClients, c.peer)
-		nc.Close()
-		return
 	}
 	s.conns[c] = struct{}{}
-	s.wg.Add(1)
+	s.active++
+	s.live++
+	if s.closing.Load() {
+		// Accepted as Shutdown began: answer what it has sent, no more.
+		c.stop()
+	}
 	s.mu.Unlock()
 	s.counters.accepted.Add(1)
-	s.reportAvail()
+	if victim != nil {
+		s.counters.evicted.Add(1)
+		s.cfg.Log.Warn("too many clients (limit %d): closing the connection from %s idle for %v to make room",
+			s.cfg.MaxClients, victim.peer, idle.Round(time.Millisecond))
+	}
 	go func() {
-		defer s.wg.Done()
 		c.serve()
-		nc.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
+		if !c.evicted {
+			s.active--
+		}
 		s.mu.Unlock()
-		s.reportAvail()
+		// Closed only once out of s.conns: stop and abort work on the
+		// descriptor, which must not have been reused by then.
+		s.release(c)
+		s.mu.Lock()
+		if s.live--; s.live == 0 && s.drained != nil && !s.isDrained {
+			s.isDrained = true
+			close(s.drained)
+		}
+		s.mu.Unlock()
 	}()
 }
 
-// reportAvail tells OnAvail about a change of availability, if any.
-func (s *Server) reportAvail() {
+// release closes a connection that is no longer in s.conns.
+func (s *Server) release(c *conn) {
+	c.nc.Close()
+	if c.bc != nil {
+		s.blocking.Add(-1)
+	}
+}
+
+// evictLocked takes out of the client table the connection that has
+// waited longest for its next request, and stops it: it answers what its
+// client may have sent in the meantime, then sees end of file. It returns
+// nil if no connection is idle. s.mu is held.
+func (s *Server) evictLocked() (*conn, time.Duration) {
+	// A connection that starts reading a request between the choice and
+	// the swap is passed over for the next in line.
+	for range 3 {
+		var victim *conn
+		var since uint64
+		for c := range s.conns {
+			if c.evicted || c.stopped.Load() {
+				continue
+			}
+			if t := c.idle.Load(); t != 0 && (victim == nil || t < since) {
+				victim, since = c, t
+			}
+		}
+		if victim == nil {
+			return nil, 0
+		}
+		if victim.idle.CompareAndSwap(since, 0) {
+			victim.evicted = true
+			s.active--
+			victim.stop()
+			return victim, time.Since(s.start) - time.Duration(since-1)
+		}
+	}
+	return nil, 0
+}
+
+// hasRoom reports whether a new client would be taken.
+func (s *Server) hasRoom() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active < s.cfg.MaxClients {
+		return true
+	}
+	for c := range s.conns {
+		if !c.evicted && c.idle.Load() != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// availPoll is how often a server that has told master(8) it is taken
+// looks for room again. Watching for it on every request would cost every
+// request; being late by this much costs nothing, since master(8) only
+// uses the status to decide whether to start another process and tlsmgr
+// runs one.
+const availPoll = 100 * time.Millisecond
+
+// refused tells OnAvail that the server is taken, after a client was
+// refused, and watches for room to say it is available again.
+func (s *Server) refused() {
 	if s.cfg.OnAvail == nil {
 		return
 	}
 	s.availMu.Lock()
 	defer s.availMu.Unlock()
-	full := s.Clients() >= s.cfg.MaxClients
-	if full != s.reported {
-		s.reported = full
-		s.cfg.OnAvail(!full)
+	if s.reported || s.hasRoom() {
+		return
 	}
+	s.reported = true
+	s.cfg.OnAvail(false)
+	go func() {
+		t := time.NewTicker(availPoll)
+		defer t.Stop()
+		for range t.C {
+			if s.closing.Load() {
+				return // a stopping server reports nothing more
+			}
+			if s.hasRoom() {
+				s.availMu.Lock()
+				s.reported = false
+				s.cfg.OnAvail(true)
+				s.availMu.Unlock()
+				return
+			}
+		}
+	}()
 }
 
-// Shutdown stops accepting, lets every request already received get its
-// reply, closes the connections and waits for them, or until ctx is done.
+// Shutdown stops accepting and lets every request already sent get its
+// reply: connections stop reading once they have consumed what their
+// clients sent, then close. It waits for them, or until ctx is done, then
+// closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
@@ -203,31 +364,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		l.Close()
 	}
 	for c := range s.conns {
-		// Wakes a connection blocked waiting for a request; one that is
-		// answering finishes its reply first and then sees closing.
-		c.nc.SetReadDeadline(time.Unix(1, 0))
+		c.stop()
 	}
+	if s.drained == nil {
+		s.drained = make(chan struct{})
+		if s.live == 0 {
+			s.isDrained = true
+			close(s.drained)
+		}
+	}
+	done := s.drained
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.nc.Close()
+			c.abort()
 		}
 		s.mu.Unlock()
 		return ctx.Err()
 	}
 }
 
-// Clients is the number of open client connections.
+// Clients is the number of connections in the client table: open ones,
+// less those evicted that are still finishing.
 func (s *Server) Clients() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.conns)
+	return s.active
 }
 
 func peerName(nc net.Conn) string {

@@ -94,10 +94,18 @@ func TestNetpollConnections(t *testing.T) {
 		{"wakeup", TestWakeupTrigger},
 		{"broken clients", TestBrokenClientsDoNotDisturbOthers},
 		{"idle timeout", TestIdleTimeout},
-		{"client limit", TestClientLimit},
 		{"concurrent", TestConcurrentClients},
 		{"flood", TestFloodMemoryBounded},
 		{"shutdown", TestShutdownFinishesInFlightReplies},
+		{"shutdown answers what was sent", TestShutdownAnswersRequestsSent},
+		{"eviction", TestFullTableEvictsLongestIdle},
+		{"refusal", TestFullTableRefusesOnlyWhenAllBusy},
+		{"lockout", TestSlowClientsCannotLockOut},
+		{"request timeout", TestSlowDripClosedAfterRequestTimeout},
+		{"reply timeout", TestClientNotReadingIsClosed},
+		{"large request", TestLargeRequestWithinLargeLimits},
+		{"threads", TestThreadsBoundedWithManyClients},
+		{"availability", TestAvailabilityReports},
 	} {
 		t.Run(tc.name, tc.fn)
 	}
@@ -435,23 +443,6 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
-func TestClientLimit(t *testing.T) {
-	f := newFixture(t, func(c *Config, _ map[string]scache.Store) { c.MaxClients = 3 })
-	for i := 0; i < 3; i++ {
-		f.dial(t)
-	}
-	nc, err := net.Dial("unix", f.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := nc.Read(make([]byte, 100)); err != io.EOF {
-		t.Fatalf("client over the limit: read %d bytes, %v", n, err)
-	}
-	f.log.waitFor(t, "too many clients")
-}
-
 func TestConcurrentClients(t *testing.T) {
 	f := newFixture(t)
 	var wg sync.WaitGroup
@@ -606,33 +597,5 @@ func TestStatsRequest(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("stats lack %q: %s", want, got)
 		}
-	}
-}
-
-func TestAvailabilityReports(t *testing.T) {
-	var mu sync.Mutex
-	var got []bool
-	f := newFixture(t, func(c *Config, _ map[string]scache.Store) {
-		c.MaxClients = 2
-		c.OnAvail = func(avail bool) { mu.Lock(); got = append(got, avail); mu.Unlock() }
-	})
-	a := f.dial(t)
-	b := f.dial(t) // at the limit: taken
-	a.nc.Close()
-	b.nc.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n >= 2 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if fmt.Sprint(got) != "[false true]" {
-		t.Fatalf("OnAvail calls = %v, want [false true]", got)
 	}
 }

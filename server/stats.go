@@ -10,7 +10,7 @@ import (
 )
 
 type counters struct {
-	accepted, rejected, malformed                      atomic.Uint64
+	accepted, rejected, evicted, malformed, timedOut   atomic.Uint64
 	seed, policy, lookup, update, delete, tktkey, stat atomic.Uint64
 	seedBytes                                          atomic.Uint64
 }
@@ -28,7 +28,9 @@ func (s *Server) Stats(ctx context.Context) [][2]string {
 	add("clients", strconv.Itoa(s.Clients()))
 	u("connections_accepted", &s.counters.accepted)
 	u("connections_rejected", &s.counters.rejected)
+	u("connections_evicted", &s.counters.evicted)
 	u("requests_malformed", &s.counters.malformed)
+	u("requests_timed_out", &s.counters.timedOut)
 	u("requests_seed", &s.counters.seed)
 	u("requests_policy", &s.counters.policy)
 	u("requests_lookup", &s.counters.lookup)
@@ -61,6 +63,15 @@ func (s *Server) Stats(ctx context.Context) [][2]string {
 		add(p+"entries", strconv.Itoa(st.Store.Entries))
 		add(p+"bytes", strconv.FormatInt(st.Store.Bytes, 10))
 		add(p+"evictions", strconv.FormatUint(st.Store.Evictions, 10))
+		// What became of acknowledged updates and deletes (file stores).
+		failing := "0"
+		if st.Store.Failing {
+			failing = "1"
+		}
+		add(p+"store_failing", failing)
+		add(p+"writes_pending", strconv.Itoa(st.Store.Pending))
+		add(p+"writes_refused", strconv.FormatUint(st.Store.Refused, 10))
+		add(p+"writes_lost", strconv.FormatUint(st.Store.Lost, 10))
 	}
 	if s.cfg.Stats != nil {
 		s.cfg.Stats(add)

@@ -6,7 +6,9 @@ package blockio
 
 import (
 	"io"
+	"math"
 	"os"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +42,32 @@ func read(fd int, p []byte, sysRead func(int, []byte) (int, error)) (int, error)
 			return 0, io.EOF
 		}
 		return n, nil
+	}
+}
+
+// ReadBy is Read with a deadline for data to arrive, whatever the
+// socket's receive timeout: it waits in poll(2) first, and a wait that is
+// interrupted goes on only for what is left of the time. That is one more
+// system call than Read, for reads that need a bound on a total time, such
+// as the rest of a request that did not come in one piece.
+func ReadBy(fd int, p []byte, deadline time.Time) (int, error) {
+	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return 0, os.ErrDeadlineExceeded
+		}
+		// Rounded up, or the last wait would end early and spin.
+		ms := min((left+time.Millisecond-1)/time.Millisecond, math.MaxInt32)
+		n, err := unix.Poll(pfd[:], int(ms))
+		switch {
+		case err == unix.EINTR, err == nil && n == 0:
+			continue
+		case err != nil:
+			return 0, os.NewSyscallError("poll", err)
+		}
+		// Readable, at end of file or in error: read will not wait.
+		return Read(fd, p)
 	}
 }
 

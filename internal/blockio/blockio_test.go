@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,5 +51,60 @@ func TestWriteError(t *testing.T) {
 	unix.Shutdown(b, unix.SHUT_RDWR)
 	if _, err := Write(a, []byte("x")); err == nil {
 		t.Fatal("Write to a closed peer succeeded")
+	}
+}
+
+func TestReadBy(t *testing.T) {
+	a, b := socketpair(t)
+	// The socket's receive timeout is longer than the deadline: ReadBy
+	// must end at the deadline all the same.
+	tv := unix.NsecToTimeval((10 * time.Second).Nanoseconds())
+	if err := unix.SetsockoptTimeval(a, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	Write(b, []byte("hi"))
+	if n, err := ReadBy(a, buf, time.Now().Add(time.Minute)); err != nil || string(buf[:n]) != "hi" {
+		t.Fatalf("ReadBy with data = %q, %v", buf[:n], err)
+	}
+	start := time.Now()
+	if _, err := ReadBy(a, buf, start.Add(100*time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadBy with nothing to read = %v, want the deadline", err)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("ReadBy waited %v for a 100ms deadline", d)
+	}
+	Write(b, []byte("x"))
+	if _, err := ReadBy(a, buf, start); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadBy past its deadline = %v, want the deadline", err)
+	}
+	unix.Shutdown(b, unix.SHUT_WR)
+	if n, err := ReadBy(a, buf, time.Now().Add(time.Minute)); err != nil || string(buf[:n]) != "x" {
+		t.Fatalf("ReadBy = %q, %v; want the byte left", buf[:n], err)
+	}
+	if _, err := ReadBy(a, buf, time.Now().Add(time.Minute)); err != io.EOF {
+		t.Fatalf("ReadBy at end of file = %v, want io.EOF", err)
+	}
+}
+
+// TestShutdownReadKeepsQueuedData checks the kernel behaviour Shutdown and
+// eviction in the server rely on: after SHUT_RD, what was queued is still
+// read, then end of file; the peer's later writes fail instead of being
+// queued (and reset on close).
+func TestShutdownReadKeepsQueuedData(t *testing.T) {
+	a, b := socketpair(t)
+	Write(b, []byte("queued"))
+	if err := unix.Shutdown(a, unix.SHUT_RD); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Write(b, []byte("late")); err == nil {
+		t.Fatal("a write after SHUT_RD was taken")
+	}
+	buf := make([]byte, 16)
+	if n, err := Read(a, buf); err != nil || string(buf[:n]) != "queued" {
+		t.Fatalf("Read after SHUT_RD = %q, %v; want what was queued", buf[:n], err)
+	}
+	if _, err := Read(a, buf); err != io.EOF {
+		t.Fatalf("Read after the queued data = %v, want io.EOF", err)
 	}
 }
