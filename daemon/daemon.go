@@ -108,7 +108,10 @@ func (d *daemon) run(args []string) error {
 		return inheritErr
 	}
 	for _, w := range d.params.Warnings {
-		d.log.Warn("%s", w)
+		d.log.WarnAlways("%s", w)
+	}
+	if err := server.CheckLimits(d.params.ClientLimit); err != nil {
+		return err
 	}
 	if err := d.owner(); err != nil {
 		return err
@@ -129,11 +132,14 @@ func (d *daemon) run(args []string) error {
 	if err := d.openFiles(); err != nil {
 		return err
 	}
-	if opts.Chroot || opts.DropPrivileges {
-		if os.Geteuid() != 0 {
-			return errors.New("-c and -u need root privileges")
-		}
-		if err := master.Jail(d.params.QueueDirectory, d.uid, d.gid, opts.Chroot, opts.DropPrivileges); err != nil {
+	if (opts.Chroot || opts.DropPrivileges) && os.Geteuid() != 0 {
+		return errors.New("-c and -u need root privileges")
+	}
+	// Nothing after start-up needs root, so root gives it up whether or
+	// not -u asked (standalone has no -u to forget): every later file
+	// operation is then the mail owner's.
+	if os.Geteuid() == 0 {
+		if err := master.Jail(d.params.QueueDirectory, d.uid, d.gid, opts.Chroot, true); err != nil {
 			// Perhaps half jailed: paths may no longer mean what they did.
 			keepFiles = opts.Chroot
 			return err
@@ -184,7 +190,8 @@ func (d *daemon) loadConfig(standalone bool) error {
 }
 
 // makeStateDir creates the built-in state directory, owned by the account
-// that will own the files in it.
+// that will own the files in it. Its parent is root's (/var/lib) or the
+// user's own, so only the last component needs care.
 func makeStateDir(dir, owner string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
@@ -196,7 +203,14 @@ func makeStateDir(dir, owner string) error {
 	if err != nil {
 		return fmt.Errorf("mail_owner %s: %w", owner, err)
 	}
-	if err := os.Chown(dir, uid, gid); err != nil {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("state directory %s: not a directory", dir)
+	}
+	if err := os.Lchown(dir, uid, gid); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	return nil
@@ -275,7 +289,7 @@ func (d *daemon) startLog(standalone bool) error {
 	}
 	d.log = log
 	if err := log.ConnectError(); err != nil {
-		log.Warn("%v", err)
+		log.WarnAlways("%v", err)
 	}
 	return nil
 }
@@ -309,7 +323,7 @@ func (d *daemon) openSockets() error {
 		}
 		d.stdio = c
 	case d.opts.Listen != "":
-		l, err := listenStandalone(d.opts.Listen)
+		l, err := d.listenStandalone(d.opts.Listen)
 		if err != nil {
 			return err
 		}
@@ -342,8 +356,26 @@ func (d *daemon) inheritSockets() error {
 }
 
 // listenStandalone takes over path, refusing if a live daemon answers there
-// and removing a stale socket left by one that died.
-func listenStandalone(path string) (net.Listener, error) {
+// and removing a stale socket left by one that died. The socket is the
+// mail owner's, mode 0660: Postfix's clients run as that account, and no
+// other local account may fetch ticket keys or other clients' sessions.
+// The owner makes it (and removes it at exit) itself, so nothing root
+// does goes through a name in the socket's directory.
+func (d *daemon) listenStandalone(path string) (net.Listener, error) {
+	var l net.Listener
+	err := d.asOwner(func() error {
+		var err error
+		l, err = bindSocket(path)
+		return err
+	})
+	if errors.Is(err, os.ErrPermission) && os.Geteuid() == 0 {
+		return nil, fmt.Errorf("%w (the socket's directory must be writable by mail_owner %s, e.g. install -d -o %s -m 0750 %s)",
+			err, d.params.MailOwner, d.params.MailOwner, filepath.Dir(path))
+	}
+	return l, err
+}
+
+func bindSocket(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("listen %s: exists and is not a socket", path)
@@ -356,17 +388,15 @@ func listenStandalone(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
+	// The mode comes from the umask at bind time: a chmod afterwards
+	// would act on whatever the name then is.
+	old := syscall.Umask(0o117)
 	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, err
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(true)
-	// As Postfix's private/tlsmgr: any local account may connect, and the
-	// directory holding the socket decides who can reach it.
-	if err := os.Chmod(path, 0o666); err != nil {
-		l.Close()
-		return nil, err
-	}
 	return l, nil
 }
 
@@ -461,6 +491,8 @@ func (d *daemon) serve() error {
 // stats adds the daemon's own figures to stats replies.
 func (d *daemon) stats(add func(name, value string)) {
 	add("pid", strconv.Itoa(d.pid))
+	add("log_warnings_suppressed", strconv.FormatUint(d.log.Suppressed(), 10))
+	add("log_records_dropped", strconv.FormatUint(d.log.Dropped(), 10))
 	st := d.pool.Stats()
 	add("prng_bytes_served", strconv.FormatUint(st.BytesServed, 10))
 	add("prng_reads", strconv.FormatUint(st.Reads, 10))
@@ -468,6 +500,8 @@ func (d *daemon) stats(add func(name, value string)) {
 	add("prng_source_ok", boolString(st.SourceOK))
 	add("prng_last_reseed", timeString(st.LastReseed))
 	add("prng_reseed_failures", strconv.FormatUint(st.ReseedFailures, 10))
+	add("prng_source_health_failures", strconv.FormatUint(st.HealthFailures, 10))
+	add("prng_os_entropy_failures", strconv.FormatUint(st.OSEntropyFailures, 10))
 	add("prng_exchange_file", st.ExchangeFile)
 	add("prng_last_exchange_update", timeString(st.LastExchangeUpdate))
 	add("prng_exchange_failures", strconv.FormatUint(st.ExchangeFailures, 10))

@@ -318,6 +318,8 @@ func TestBadStartup(t *testing.T) {
 			args: standalone("tlsmgr_ticket_key_persistence=yes", "smtpd_tls_session_cache_database=btree:$DATA/smtpd_scache",
 				"tls_random_exchange_name=$DATA/prng_exch", "data_directory=$DATA/nonexistent"),
 			want: []string{"ticket key file", "nonexistent"}},
+		{name: "client limit beyond the open-file limit", mainCF: memoryCaches,
+			args: standalone("tlsmgr_client_limit=2000000000"), want: []string{"tlsmgr_client_limit = 2000000000", "RLIMIT_NOFILE"}},
 		{name: "master mode without -l", mainCF: memoryCaches,
 			args: masterMode("-t", "unix", "-u"), want: []string{"process limit of 1"}},
 		{name: "master mode without fds", mainCF: memoryCaches,
@@ -545,8 +547,8 @@ func TestMasterMode(t *testing.T) {
 
 // TestBuiltinStateDirectory runs the daemon as an ordinary user with no
 // main.cf: the built-in defaults create $XDG_STATE_HOME/tlsmgr, but only
-// when no setting moves the data directory elsewhere. The socket is 0666,
-// like Postfix's private/tlsmgr, so clients of other accounts can connect.
+// when no setting moves the data directory elsewhere. The socket is the
+// user's, mode 0660: other accounts cannot connect.
 func TestBuiltinStateDirectory(t *testing.T) {
 	e := newEnv(t, memoryCaches)
 	state := filepath.Join(e.Data, "xdg")
@@ -567,8 +569,8 @@ func TestBuiltinStateDirectory(t *testing.T) {
 		p := daemontest.StartCmd(t, cmd)
 		p.WaitServing(t, sock)
 		fi, err := os.Stat(sock)
-		if err != nil || fi.Mode().Perm() != 0o666 {
-			t.Errorf("socket mode %v (%v), want 0666", fi.Mode().Perm(), err)
+		if err != nil || fi.Mode().Perm() != 0o660 || daemontest.FileOwner(fi) != e.UID {
+			t.Errorf("socket mode %v owner %d (%v), want 0660 and uid %d", fi.Mode().Perm(), daemontest.FileOwner(fi), err, e.UID)
 		}
 		p.Signal(t, syscall.SIGTERM)
 		if st := p.Wait(t, 10*time.Second); st != 0 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gotlsmgr/tlsmgr/config"
+	"github.com/gotlsmgr/tlsmgr/internal/safefile"
 	"github.com/gotlsmgr/tlsmgr/master"
 	"github.com/gotlsmgr/tlsmgr/prng"
 	"github.com/gotlsmgr/tlsmgr/scache"
@@ -125,8 +126,11 @@ func (d *daemon) openKeys() error {
 		if err != nil {
 			return fmt.Errorf("session ticket key file: %w", err)
 		}
-	} else if err := wipeFile(filepath.Join(d.params.DataDirectory, ticketKeyFile)); err != nil {
-		d.log.Warn("remove old session ticket key file: %v", err)
+	} else {
+		path := filepath.Join(d.params.DataDirectory, ticketKeyFile)
+		if err := d.asOwner(func() error { return d.wipeFile(path) }); err != nil {
+			d.log.Warn("remove old session ticket key file: %v", err)
+		}
 	}
 	var err error
 	d.keys, err = tktkey.NewManager(context.Background(), opts)
@@ -134,17 +138,21 @@ func (d *daemon) openKeys() error {
 }
 
 // wipeFile overwrites a secret file with zeros and removes it: keys saved
-// while persistence was on must not outlive it.
-func wipeFile(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if errors.Is(err, os.ErrNotExist) {
+// while persistence was on must not outlive it. Whatever else has taken
+// the name (a link, another account's file) is unlinked unwritten.
+func (d *daemon) wipeFile(path string) error {
+	f, err := safefile.Open(path, os.O_WRONLY, 0)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		return nil
-	}
-	if err != nil {
-		return err
+	case err != nil:
+		// Not a file of ours to write (a link, another account's
+		// file): the name is ours all the same, and must go.
+		d.log.Warn("session ticket key file: %v; removing the name without writing to it", err)
+		return os.Remove(path)
 	}
 	fi, err := f.Stat()
-	if err == nil && fi.Mode().IsRegular() {
+	if err == nil {
 		_, err = f.Write(make([]byte, fi.Size()))
 		if err == nil {
 			err = f.Sync()
@@ -164,16 +172,20 @@ func (d *daemon) noteNew(path string) {
 	}
 }
 
-// removeCreated removes the files noted by noteNew, after closeAll.
+// removeCreated removes the files noted by noteNew, after closeAll, as
+// the mail owner: the names are in directories of the owner's.
 func (d *daemon) removeCreated() {
-	for _, path := range d.created {
-		os.Remove(path)
-	}
+	d.asOwner(func() error {
+		for _, path := range d.created {
+			os.Remove(path)
+		}
+		return nil
+	})
 }
 
 func (d *daemon) warnAll(warnings []string) {
 	for _, w := range warnings {
-		d.log.Warn("%s", w)
+		d.log.WarnAlways("%s", w)
 	}
 }
 

@@ -9,12 +9,13 @@ import (
 	"runtime/pprof"
 
 	"github.com/gotlsmgr/tlsmgr/daemon"
+	"github.com/gotlsmgr/tlsmgr/internal/safefile"
 )
 
 func main() {
 	// For performance work: a CPU profile of the whole run.
 	if path := os.Getenv("TLSMGR_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
+		f, err := safefile.Open(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err == nil {
 			err = pprof.StartCPUProfile(f)
 		}

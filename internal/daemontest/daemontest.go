@@ -70,9 +70,11 @@ func NewEnv(t testing.TB, mainCF string, settings ...string) *Env {
 			t.Fatal(err)
 		}
 	}
+	// The socket's directory is the mail owner's, who makes the socket.
+	run := filepath.Join(base, "run")
 	e := &Env{Base: base, Cfg: filepath.Join(base, "etc"), Data: filepath.Join(base, "data"),
-		Sock: filepath.Join(base, "tlsmgr.sock"), UID: os.Getuid()}
-	for _, d := range []string{e.Cfg, e.Data} {
+		Sock: filepath.Join(run, "tlsmgr.sock"), UID: os.Getuid()}
+	for _, d := range []string{e.Cfg, e.Data, run} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -85,8 +87,10 @@ func NewEnv(t testing.TB, mainCF string, settings ...string) *Env {
 		e.Owner = "nobody"
 		e.UID, _ = strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(e.Data, e.UID, gid); err != nil {
-			t.Fatal(err)
+		for _, d := range []string{e.Data, run} {
+			if err := os.Chown(d, e.UID, gid); err != nil {
+				t.Fatal(err)
+			}
 		}
 	} else {
 		u, err := user.Current()

@@ -31,6 +31,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotlsmgr/tlsmgr/internal/safefile"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
 )
 
@@ -69,12 +70,13 @@ type File struct {
 
 var _ tktkey.Store = (*File)(nil)
 
-// Open opens or creates (mode 0600) the key file at path.
+// Open opens or creates (mode 0600) the key file at path, refusing a link
+// or a file that is not the caller's (see safefile).
 func Open(path string, logger Logger) (*File, error) {
 	if logger == nil {
 		logger = discard{}
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := safefile.Open(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("keyfile: %w", err)
 	}
@@ -82,10 +84,6 @@ func Open(path string, logger Logger) (*File, error) {
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("keyfile: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("keyfile: %s is not a regular file", path)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		logger.Warn("ticket key file %s was mode %v; making it 0600", path, fi.Mode().Perm())
