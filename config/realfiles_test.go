@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 )
 
 // assignmentLine is a crude, independent view of a main.cf assignment:
@@ -59,10 +61,7 @@ func checkRealMainCF(t *testing.T, path string) *Config {
 func installedFile(t *testing.T, path string) string {
 	t.Helper()
 	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("CI") != "true" {
-			t.Skipf("%s not installed: %v", path, err)
-		}
-		t.Fatalf("%s must be installed in CI: %v", path, err)
+		testenv.Missing(t, path)
 	}
 	return path
 }
@@ -125,10 +124,7 @@ func TestDefaultsMatchPostconf(t *testing.T) {
 		}
 	}
 	if postconf == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("postconf must be installed in CI")
-		}
-		t.Skip("postconf not installed")
+		testenv.Missing(t, "postconf")
 	}
 	ours := map[string]bool{ParamProcessID: true, ParamProcessName: true, ParamServiceName: true}
 	var names []string

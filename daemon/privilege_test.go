@@ -22,17 +22,8 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI runs the tests as root: this one needs it")
-		}
-		t.Skip("needs root")
-	}
-}
 
 // decoy is a file of root's, readable by all like most of /etc, in a
 // directory the mail owner can search but not change.
@@ -189,7 +180,7 @@ func waitStarted(p *daemontest.Proc, sock string) bool {
 // which file and why) or, for a name it only removes, remove the link;
 // the decoy never changes.
 func TestPlantedLinksAtStartup(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	type target struct {
 		name     string
 		file     string   // under the data directory
@@ -254,7 +245,7 @@ func TestPlantedLinksAtStartup(t *testing.T) {
 // restart ("postfix reload") then refuses the link, and the aside files
 // of a damaged cache are never followed either.
 func TestPlantedLinksWhileRunning(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	for _, su := range startups {
 		for _, kind := range []string{"symlink", "hardlink"} {
 			t.Run(su.name+"/"+kind, func(t *testing.T) {
@@ -300,7 +291,7 @@ func TestPlantedLinksWhileRunning(t *testing.T) {
 // aside files are removed. Links planted under aside names are removed as
 // names at most, never written through.
 func TestPlantedAsideFiles(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	for _, kind := range []string{"symlink", "hardlink"} {
 		t.Run(kind, func(t *testing.T) {
 			e := newEnv(t, memoryCaches)
@@ -328,7 +319,7 @@ func TestPlantedAsideFiles(t *testing.T) {
 // taken for a stale socket, and nothing is bound, chmod-ed or removed
 // through it.
 func TestPlantedSocketLink(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	e := newEnv(t, memoryCaches)
 	d := newDecoy(t, e)
 	plant(t, e, "symlink", e.Sock, d)
@@ -344,7 +335,7 @@ func TestPlantedSocketLink(t *testing.T) {
 // standalone daemon still gives up root once its files and socket are
 // open, and its socket is the mail owner's, mode 0660.
 func TestStandaloneDropsPrivileges(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	e := newEnv(t, memoryCaches)
 	p := e.start(t)
 	uid, gid := ownerIDs(t, e)

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotlsmgr/tlsmgr/client"
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 )
 
 // TestLogFloodBounded sends 1 MiB of requests that each deserve a warning
@@ -271,12 +272,7 @@ func TestIdleAndSlowClientsCannotLockOut(t *testing.T) {
 // answered -1 and is counted, and once space returns the daemon accepts
 // updates again by itself.
 func TestFullDiskAcknowledgementsCounted(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI runs the tests as root: this one mounts a tmpfs")
-		}
-		t.Skip("needs root to mount a tmpfs")
-	}
+	testenv.NeedRoot(t) // to mount a tmpfs
 	s := newStandalone(t)
 	fs := filepath.Join(s.Base, "fs")
 	if err := os.Mkdir(fs, 0o700); err != nil {

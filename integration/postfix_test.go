@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 )
 
 // need skips a test that lacks root or a program, except in CI, where the
@@ -35,10 +37,7 @@ func need(t *testing.T, root bool, programs ...string) {
 	if len(missing) == 0 {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI must provide: %s", strings.Join(missing, ", "))
-	}
-	t.Skipf("needs %s", strings.Join(missing, ", "))
+	testenv.Missing(t, strings.Join(missing, ", "))
 }
 
 func repoRoot(t *testing.T) string {

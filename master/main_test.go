@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 )
 
 // Tests that change process-wide state (chroot, credentials, stdio) run in
@@ -54,27 +56,11 @@ func startChild(t *testing.T, name string, env ...string) *exec.Cmd {
 	return cmd
 }
 
-// requireRoot skips a test that needs root, except in CI where root is
-// expected and its absence is a failure.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (CI=true)")
-	}
-	t.Skip("this test needs root")
-}
+func requireRoot(t *testing.T) { testenv.NeedRoot(t) }
 
-// skipOutsideCI skips a test that lacks part of its environment, except in
-// CI, which must provide everything.
 func skipOutsideCI(t *testing.T, why string) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true)", why)
-	}
-	t.Skip(why)
+	testenv.Missing(t, why)
 }
 
 // unprivilegedUser returns the uid and gid of "nobody", creating a system

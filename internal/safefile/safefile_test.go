@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 )
 
 func TestOpenRegularFile(t *testing.T) {
@@ -123,12 +125,7 @@ func TestOpenAtRefusesSymlink(t *testing.T) {
 // a link is the administrator's: it is followed, and its target is held to
 // the same rules.
 func TestRootSymlink(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI runs as root")
-		}
-		t.Skip("needs root")
-	}
+	testenv.NeedRoot(t)
 	dir := t.TempDir()
 	target := filepath.Join(dir, "elsewhere")
 	link := filepath.Join(dir, "cache")

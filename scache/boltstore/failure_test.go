@@ -17,6 +17,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 	"github.com/gotlsmgr/tlsmgr/scache"
 )
 
@@ -600,12 +601,7 @@ func TestFileCannotGrow(t *testing.T) {
 
 // A real full file system: a 2 MB tmpfs, enlarged once full.
 func TestFullFileSystem(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test mounts a tmpfs and must run as root in CI")
-		}
-		t.Skip("needs root to mount a tmpfs")
-	}
+	testenv.NeedRoot(t) // to mount a tmpfs
 	withFailureTiming(t, 5*time.Millisecond, 50*time.Millisecond, time.Hour)
 	dir := filepath.Join(t.TempDir(), "fs")
 	if err := os.Mkdir(dir, 0o700); err != nil {
