@@ -20,10 +20,6 @@ import (
 	"github.com/gotlsmgr/tlsmgr/tktkey/keyfile"
 )
 
-// fileDBTypes are the Postfix table types that name a local file; we keep
-// such a cache in our own crash-safe file at that path.
-var fileDBTypes = map[string]bool{"btree": true, "hash": true, "lmdb": true, "sdbm": true, "dbm": true, "cdb": true}
-
 // openFiles opens the entropy source, the exchange file, the caches and
 // the key store, all before the jail, creating files as the mail owner.
 func (d *daemon) openFiles() error {
@@ -73,32 +69,54 @@ func (d *daemon) openFiles() error {
 	return d.openKeys()
 }
 
-// Sweep batches: a file store writes every batch in one transaction that
-// update requests wait behind, so its batches are small.
-const (
-	memorySweepBatch = 100
-	fileSweepBatch   = 16
+// storeType opens the caches of one database type. Types are chosen
+// through storeTypes, as Postfix's dict_open does with its table: a new
+// type is one entry.
+type storeType struct {
+	open func(d *daemon, cp config.CacheParams, lim scache.Limits) (scache.Store, error)
+	// sweepBatch is how many expired entries one sweep call removes. A
+	// file store writes every batch in one transaction that update
+	// requests wait behind, so its batches are small.
+	sweepBatch int
+}
+
+var (
+	memoryType = storeType{open: openMemoryStore, sweepBatch: 100}
+	// The Postfix table types that name a local file; we keep such a
+	// cache in our own crash-safe file at that path.
+	fileType = storeType{open: openFileStore, sweepBatch: 16}
 )
 
+var storeTypes = map[string]storeType{
+	"memory": memoryType,
+	"btree":  fileType, "hash": fileType, "lmdb": fileType, "sdbm": fileType, "dbm": fileType, "cdb": fileType,
+}
+
 func (d *daemon) openStore(cp config.CacheParams) (scache.Store, int, error) {
-	lim := scache.Limits{MaxEntries: cp.MaxEntries, MaxBytes: cp.MaxBytes}
-	switch {
-	case cp.DBType == "memory":
-		return memstore.New(lim), memorySweepBatch, nil
-	case fileDBTypes[cp.DBType]:
-		spec, warnings := master.DataRedirectMap(cp.Database, d.params.DataDirectory, d.params.MailOwner, d.uid)
-		d.warnAll(warnings)
-		_, path, _ := strings.Cut(spec, ":")
-		d.noteNew(path)
-		var st scache.Store
-		err := d.asOwner(func() error {
-			var err error
-			st, err = boltstore.Open(path, lim, boltstore.Options{Logger: d.log})
-			return err
-		})
-		return st, fileSweepBatch, err
+	typ, ok := storeTypes[cp.DBType]
+	if !ok {
+		return nil, 0, fmt.Errorf("unsupported database type %q (use memory: or a file type such as btree:)", cp.DBType)
 	}
-	return nil, 0, fmt.Errorf("unsupported database type %q (use memory: or a file type such as btree:)", cp.DBType)
+	st, err := typ.open(d, cp, scache.Limits{MaxEntries: cp.MaxEntries, MaxBytes: cp.MaxBytes})
+	return st, typ.sweepBatch, err
+}
+
+func openMemoryStore(_ *daemon, _ config.CacheParams, lim scache.Limits) (scache.Store, error) {
+	return memstore.New(lim), nil
+}
+
+func openFileStore(d *daemon, cp config.CacheParams, lim scache.Limits) (scache.Store, error) {
+	spec, warnings := master.DataRedirectMap(cp.Database, d.params.DataDirectory, d.params.MailOwner, d.uid)
+	d.warnAll(warnings)
+	_, path, _ := strings.Cut(spec, ":")
+	d.noteNew(path)
+	var st scache.Store
+	err := d.asOwner(func() error {
+		var err error
+		st, err = boltstore.Open(path, lim, boltstore.Options{Logger: d.log})
+		return err
+	})
+	return st, err
 }
 
 // ticketKeyFile is where keys are kept when tlsmgr_ticket_key_persistence

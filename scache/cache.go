@@ -108,7 +108,7 @@ func (c *Cache) Update(ctx context.Context, id string, session []byte) error {
 		c.cfg.Log.Info("write %s TLS cache entry %s: time=%d [data %d bytes]",
 			c.cfg.Name, id, now.Unix(), len(session))
 	}
-	err := c.store.Put(ctx, id, Entry{Written: now, Session: session})
+	err := c.store.Put(ctx, id, Entry{Written: now, Expires: now.Add(c.cfg.Timeout), Session: session})
 	switch {
 	case err == nil:
 		c.updates.Add(1)
@@ -151,6 +151,10 @@ const sweepDuty = 0.05
 // Sweep removes every entry that has expired by now, a batch at a time,
 // pausing between batches so that requests are never held up for long.
 func (c *Cache) Sweep(ctx context.Context) (int, error) {
+	exp, ok := c.store.(Expirer)
+	if !ok {
+		return 0, nil // its entries expire by themselves
+	}
 	if c.cfg.LogCache {
 		c.cfg.Log.Info("start TLS %s session cache cleanup", c.cfg.Name)
 	}
@@ -158,7 +162,7 @@ func (c *Cache) Sweep(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		began := time.Now()
-		n, more, err := c.store.Expire(ctx, cutoff, c.cfg.SweepBatch, c.cfg.Mix)
+		n, more, err := exp.Expire(ctx, cutoff, c.cfg.SweepBatch, c.cfg.Mix)
 		took := time.Since(began)
 		total += n
 		c.swept.Add(uint64(n))
@@ -184,6 +188,9 @@ func (c *Cache) Sweep(ctx context.Context) (int, error) {
 // hold entries that expired meanwhile, then every timeout (as Postfix
 // does) until ctx is done.
 func (c *Cache) RunSweeper(ctx context.Context) {
+	if _, ok := c.store.(Expirer); !ok {
+		return
+	}
 	t := time.NewTicker(c.cfg.Timeout)
 	defer t.Stop()
 	for {

@@ -27,6 +27,11 @@ var ErrStoreFailing = errors.New("scache: store refuses changes until a commit s
 // and never logged beyond its length.
 type Entry struct {
 	Written time.Time // when the client stored it; expiry counts from here
+	// Expires is Written plus the cache timeout, given to Put so that a
+	// store whose entries expire by themselves (Redis) can set their
+	// lifetime. The cache still decides expiry from Written, exactly as
+	// Postfix does; Get need not return Expires.
+	Expires time.Time
 	Session []byte
 }
 
@@ -57,14 +62,21 @@ type Store interface {
 	Put(ctx context.Context, id string, e Entry) error
 	// Delete reports whether an entry was removed.
 	Delete(ctx context.Context, id string) (bool, error)
+	// Stats describes the current contents.
+	Stats(ctx context.Context) (StoreStats, error)
+	Close() error
+}
+
+// Expirer is implemented by stores that keep expired entries until they
+// are told to remove them (memory, files); the cache's sweeper drives it.
+// A store whose entries expire by themselves needs no sweep and does not
+// implement it.
+type Expirer interface {
 	// Expire removes at most max entries written before cutoff, calling
 	// visit (if not nil) with each removed entry's session bytes, which
 	// visit must not keep. It reports how many it removed and whether more
 	// expired entries may remain.
 	Expire(ctx context.Context, cutoff time.Time, max int, visit func(session []byte)) (removed int, more bool, err error)
-	// Stats describes the current contents.
-	Stats(ctx context.Context) (StoreStats, error)
-	Close() error
 }
 
 // Flusher is implemented by stores that commit writes in the background

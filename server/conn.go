@@ -382,11 +382,13 @@ func (c *conn) enabledCache(request string, name []byte) *scache.Cache {
 	return ct.Cache
 }
 
+// storeContext bounds a store call by StoreTimeout from the request's
+// arrival; a Shutdown that runs out of patience cancels it.
 func (c *conn) storeContext() (context.Context, context.CancelFunc) {
 	if c.srv.cfg.StoreTimeout <= 0 {
-		return context.Background(), func() {}
+		return c.srv.base, func() {}
 	}
-	return context.WithDeadline(context.Background(), c.now.Add(c.srv.cfg.StoreTimeout))
+	return context.WithDeadline(c.srv.base, c.now.Add(c.srv.cfg.StoreTimeout))
 }
 
 func (c *conn) lookup(args attr.List) bool {

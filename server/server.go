@@ -58,10 +58,11 @@ type Config struct {
 	// go and read the reply at once, so the bound only has to allow for a
 	// loaded machine. Zero means the smaller of IPCTimeout and 10s.
 	RequestTimeout time.Duration
-	// StoreTimeout bounds each cache store call, so that a slow remote
-	// store makes one request fail instead of stalling the client. Zero
-	// means no deadline: local stores cannot hang, and a deadline costs a
-	// runtime timer per request.
+	// StoreTimeout bounds each cache and key store call from the arrival
+	// of its request, so that a slow remote store makes one request fail
+	// instead of stalling the client; the daemon sets it from the remote
+	// stores' configured timeouts. Zero means no deadline: local stores
+	// cannot hang, and a deadline costs a runtime timer per request.
 	StoreTimeout time.Duration
 	// MaxClients caps the client table. A new connection to a full table
 	// takes the place of the connection that has waited longest for its
@@ -108,6 +109,10 @@ const blockingCap = 4096
 type Server struct {
 	cfg   Config
 	start time.Time // origin of conn.idle
+	// base is the parent of every store call's context, cancelled when
+	// Shutdown gives up waiting, so that no remote call outlives it.
+	base       context.Context
+	cancelBase context.CancelFunc
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -140,11 +145,14 @@ func New(cfg Config) *Server {
 		cfg.MaxBlocking = DefaultMaxBlocking
 	}
 	cfg.MaxBlocking = min(cfg.MaxBlocking, blockingCap)
+	base, cancel := context.WithCancel(context.Background())
 	return &Server{
-		cfg:       cfg,
-		start:     time.Now(),
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
+		cfg:        cfg,
+		start:      time.Now(),
+		base:       base,
+		cancelBase: cancel,
+		listeners:  make(map[net.Listener]struct{}),
+		conns:      make(map[*conn]struct{}),
 	}
 }
 
@@ -379,6 +387,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		s.cancelBase()
 		s.mu.Lock()
 		for c := range s.conns {
 			c.abort()
@@ -401,4 +410,11 @@ func peerName(nc net.Conn) string {
 		return a.String()
 	}
 	return "client"
+}
+
+// serving is the number of serving goroutines not yet done.
+func (s *Server) serving() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -597,5 +598,57 @@ func TestStatsRequest(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("stats lack %q: %s", want, got)
 		}
+	}
+}
+
+// hangingStore never answers until its context ends, like a black-holed
+// remote store.
+type hangingStore struct {
+	scache.Store
+	entered chan struct{} // receives a value as each Get starts waiting
+}
+
+func (s hangingStore) Get(ctx context.Context, _ string) (scache.Entry, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return scache.Entry{}, ctx.Err()
+}
+
+// StoreTimeout bounds every store call from the request's arrival, and a
+// Shutdown that gives up waiting cancels the calls still running.
+func TestStoreDeadline(t *testing.T) {
+	f := newFixture(t, func(cfg *Config, st map[string]scache.Store) {
+		cfg.StoreTimeout = 30 * time.Millisecond
+		st["smtpd"] = hangingStore{Store: memstore.New(scache.Limits{MaxEntries: 1, MaxBytes: 1000})}
+	})
+	c := f.dial(t)
+	start := time.Now()
+	c.send("request", "lookup", "cache_type", "smtpd", "cache_id", "a").expect(err1 + " session=")
+	if took := time.Since(start); took < 30*time.Millisecond || took > 2*time.Second {
+		t.Errorf("lookup through a hanging store answered after %v, want the 30ms deadline", took)
+	}
+
+	entered := make(chan struct{}, 1)
+	g := newFixture(t, func(cfg *Config, st map[string]scache.Store) {
+		st["smtpd"] = hangingStore{Store: memstore.New(scache.Limits{MaxEntries: 1, MaxBytes: 1000}), entered: entered}
+	})
+	d := g.dial(t)
+	d.send("request", "lookup", "cache_type", "smtpd", "cache_id", "a")
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := g.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want its deadline", err)
+	}
+	// The store call was cancelled: the connection's goroutine ends.
+	deadline := time.Now().Add(5 * time.Second)
+	for g.srv.serving() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a store call outlived Shutdown")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

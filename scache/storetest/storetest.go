@@ -221,12 +221,12 @@ func testPutReplaces(t *testing.T, open OpenFunc) {
 	// The replaced entry's old write time must not linger in the order
 	// used by Expire: a cutoff between the two write times of "a" now
 	// catches it.
-	n, more, err := s.Expire(ctx, at(2), 10, nil)
+	n, more, err := expirer(t, s).Expire(ctx, at(2), 10, nil)
 	if err != nil || n != 1 || more {
 		t.Fatalf("Expire = %d, %v, %v; want 1, false, nil", n, more, err)
 	}
 	wantMiss(t, s, "a")
-	n, _, err = s.Expire(ctx, at(6), 10, nil)
+	n, _, err = expirer(t, s).Expire(ctx, at(6), 10, nil)
 	if err != nil || n != 0 {
 		t.Fatalf("Expire after removal = %d, %v; want 0", n, err)
 	}
@@ -269,7 +269,7 @@ func testDelete(t *testing.T, open OpenFunc) {
 	wantEntry(t, s, "b", at(1), []byte("2"))
 	wantStats(t, s, 1, scache.Size("b", []byte("2")), 0)
 	// A deleted entry must not come back through Expire's order either.
-	n, more, err := s.Expire(ctx, at(100), 10, nil)
+	n, more, err := expirer(t, s).Expire(ctx, at(100), 10, nil)
 	if err != nil || n != 1 || more {
 		t.Fatalf("Expire = %d, %v, %v; want 1, false, nil", n, more, err)
 	}
@@ -290,7 +290,7 @@ func testExpire(t *testing.T, open OpenFunc) {
 		n    int
 		more bool
 	}{{3, true}, {3, true}, {3, true}, {1, false}, {0, false}} {
-		n, more, err := s.Expire(ctx, cutoff, 3, visit)
+		n, more, err := expirer(t, s).Expire(ctx, cutoff, 3, visit)
 		if err != nil || n != want.n || more != want.more {
 			t.Fatalf("round %d: Expire = %d, %v, %v; want %d, %v, nil", round, n, more, err, want.n, want.more)
 		}
@@ -315,7 +315,7 @@ func testExpire(t *testing.T, open OpenFunc) {
 		t.Errorf("Stats = %+v, want 10 entries and no evictions (expiry is not eviction)", st)
 	}
 	// A nil visit is allowed.
-	if n, more, err := s.Expire(ctx, at(12), 100, nil); err != nil || n != 2 || more {
+	if n, more, err := expirer(t, s).Expire(ctx, at(12), 100, nil); err != nil || n != 2 || more {
 		t.Errorf("Expire with nil visit = %d, %v, %v; want 2, false, nil", n, more, err)
 	}
 }
@@ -326,14 +326,14 @@ func testExpireMoreExact(t *testing.T, open OpenFunc) {
 		put(t, s, fmt.Sprint("id", i), at(i), []byte("s"))
 	}
 	// Exactly max expired entries: all go, and nothing expired remains.
-	if n, more, err := s.Expire(ctx, at(3), 3, nil); err != nil || n != 3 || more {
+	if n, more, err := expirer(t, s).Expire(ctx, at(3), 3, nil); err != nil || n != 3 || more {
 		t.Fatalf("Expire = %d, %v, %v; want 3, false, nil", n, more, err)
 	}
 	// max 0 removes nothing but still reports what is left.
-	if n, more, err := s.Expire(ctx, at(5), 0, nil); err != nil || n != 0 || !more {
+	if n, more, err := expirer(t, s).Expire(ctx, at(5), 0, nil); err != nil || n != 0 || !more {
 		t.Fatalf("Expire(max 0) = %d, %v, %v; want 0, true, nil", n, more, err)
 	}
-	if n, more, err := s.Expire(ctx, at(0), 10, nil); err != nil || n != 0 || more {
+	if n, more, err := expirer(t, s).Expire(ctx, at(0), 10, nil); err != nil || n != 0 || more {
 		t.Fatalf("Expire(nothing expired) = %d, %v, %v; want 0, false, nil", n, more, err)
 	}
 	wantStats(t, s, 3, 3*scache.Size("id0", []byte("s")), 0)
@@ -572,7 +572,7 @@ func testModel(t *testing.T, open OpenFunc) {
 			cutoff := base.Add(time.Duration(rng.Int64N(span)))
 			max := rng.IntN(8)
 			var got []string
-			n, more, err := s.Expire(ctx, cutoff, max, func(b []byte) { got = append(got, string(b)) })
+			n, more, err := expirer(t, s).Expire(ctx, cutoff, max, func(b []byte) { got = append(got, string(b)) })
 			want, wantMore := m.expire(cutoff, max)
 			if err != nil || n != len(want) || more != wantMore || !slices.Equal(got, want) {
 				t.Fatalf("op %d: Expire(max %d) = %d, %v, %v visiting %d; model removes %d, more %v",
@@ -629,7 +629,7 @@ func testConcurrent(t *testing.T, open OpenFunc) {
 				case 7:
 					_, err = s.Delete(ctx, id)
 				case 8:
-					_, _, err = s.Expire(ctx, time.Now().Add(-time.Millisecond), 5, func(b []byte) {
+					_, _, err = expirer(t, s).Expire(ctx, time.Now().Add(-time.Millisecond), 5, func(b []byte) {
 						if !bytes.Contains(b, []byte("|")) {
 							t.Errorf("Expire visited a foreign session %q", b)
 						}
@@ -679,4 +679,14 @@ func testClose(t *testing.T, open OpenFunc) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
+}
+
+// expirer is s as the sweeper sees it: the stores this suite runs on keep
+// expired entries until they are told to remove them.
+func expirer(t testing.TB, s scache.Store) scache.Expirer {
+	e, ok := s.(scache.Expirer)
+	if !ok {
+		t.Fatalf("%T does not implement scache.Expirer", s)
+	}
+	return e
 }
