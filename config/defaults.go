@@ -57,6 +57,7 @@ var builtinDefaults = func() map[string]string {
 		"tlsmgr_max_request_size":       "262144",
 		"tlsmgr_client_limit":           "1000",
 		"tlsmgr_ticket_key_persistence": "no",
+		"tlsmgr_ticket_key_database":    "",
 	}
 	for _, t := range CacheTypes {
 		d[t+"_tls_session_cache_database"] = ""

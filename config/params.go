@@ -60,6 +60,9 @@ type Params struct {
 
 	MaxAttributeSize, MaxRequestSize, ClientLimit int
 	TicketKeyPersistence                          bool
+	// TicketKeyDatabase shares the ticket-key ring with every daemon on
+	// the same store: "" (keys of this host only) or "redis:/path/to/settings.cf".
+	TicketKeyDatabase string
 
 	// Warnings are problems Postfix logs but runs with, e.g. an unknown
 	// *_tls_loglevel keyword (which turns that logging off).
@@ -247,6 +250,18 @@ func (c *Config) Params() (*Params, error) {
 	}
 	p.ClientLimit = r.intIn("tlsmgr_client_limit", 1, maxInt)
 	p.TicketKeyPersistence = r.bool("tlsmgr_ticket_key_persistence")
+	p.TicketKeyDatabase = r.str("tlsmgr_ticket_key_database")
+	if r.err == nil && p.TicketKeyDatabase != "" {
+		typ, path, _ := strings.Cut(p.TicketKeyDatabase, ":")
+		switch {
+		case typ != "redis" || !strings.HasPrefix(path, "/"):
+			r.fail(&ValueError{Param: "tlsmgr_ticket_key_database", Value: p.TicketKeyDatabase,
+				Reason: "want redis:/absolute/path/to/settings.cf"})
+		case p.TicketKeyPersistence:
+			r.fail(&ValueError{Param: "tlsmgr_ticket_key_persistence", Value: "yes",
+				Reason: "a shared ring (tlsmgr_ticket_key_database) is not also kept in a local file"})
+		}
+	}
 
 	if r.err != nil {
 		return nil, r.err

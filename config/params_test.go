@@ -292,6 +292,8 @@ func TestMalformedValues(t *testing.T) {
 		{"tlsmgr_client_limit", "0"},
 		{"tlsmgr_client_limit", "lots"},
 		{"tlsmgr_ticket_key_persistence", "true"},
+		{"tlsmgr_ticket_key_database", "btree:/var/lib/postfix/keys"},
+		{"tlsmgr_ticket_key_database", "redis:relative.cf"},
 		{"smtpd_tls_session_cache_database", "${broken"},
 	}
 	for _, tt := range tests {
@@ -320,5 +322,18 @@ func TestOverridePrecedenceInParams(t *testing.T) {
 	if p.Caches[0].Database != "btree:/override" || p.IPCTimeout != time.Hour ||
 		p.ClientLimit != 3 || p.ProcessName != "tlsmgr-test" || p.ConfigDirectory != dir {
 		t.Errorf("got %q %v %d %q %q", p.Caches[0].Database, p.IPCTimeout, p.ClientLimit, p.ProcessName, p.ConfigDirectory)
+	}
+}
+
+func TestTicketKeyDatabase(t *testing.T) {
+	c := mustLoad(t, "", "tlsmgr_ticket_key_database=redis:/etc/postfix/tlsmgr-redis.cf")
+	p, err := c.Params()
+	if err != nil || p.TicketKeyDatabase != "redis:/etc/postfix/tlsmgr-redis.cf" {
+		t.Fatalf("got %q, %v", p.TicketKeyDatabase, err)
+	}
+	c = mustLoad(t, "", "tlsmgr_ticket_key_database=redis:/x.cf", "tlsmgr_ticket_key_persistence=yes")
+	var ve *ValueError
+	if _, err := c.Params(); !errors.As(err, &ve) || ve.Param != "tlsmgr_ticket_key_persistence" {
+		t.Fatalf("a shared ring with persistence: %v", err)
 	}
 }
