@@ -1,0 +1,506 @@
+// Package redisconn is the one place tlsmgr builds a Redis client: a
+// go-redis universal client (single server, Sentinel or Cluster, as the
+// settings file says) configured never to make a caller wait past its
+// deadline, behind a circuit breaker that stops calling a Redis that
+// failed and probes it again with back-off.
+//
+// Every call must carry a context whose deadline is Timeout() (use
+// WithTimeout): smtpd waits for tlsmgr during a handshake, so a call that
+// cannot finish in time must fail, and the caller then answers from its
+// local cache. The client guarantees its part: the context bounds all
+// socket I/O, the wait for a pooled connection and the wait for a new one
+// (go-redis dials in the background and the caller stops waiting at its
+// deadline), and nothing is retried. While the breaker is open a call
+// returns ErrUnavailable at once, without I/O.
+//
+// The breaker opens after 3 consecutive failures within 5 s: timeouts,
+// refused or broken connections, and replies saying the server cannot
+// serve at all (LOADING, READONLY, WRONGPASS...), but not misses
+// (redis.Nil) nor errors of one command (WRONGTYPE). After 100 ms (± 20%)
+// one call goes through as a probe: an answer closes the breaker, a
+// failure doubles the wait, up to 5 s. A cluster has one breaker per
+// node, so a node that is down costs only the calls for its slots.
+//
+// The log gets one warning when Redis becomes unavailable and one notice
+// when it is back, never a line per call. Passwords are never logged.
+package redisconn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/fleet/settings"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// Logger receives the breaker's transitions.
+type Logger interface {
+	Info(format string, args ...any)
+	Warn(format string, args ...any)
+}
+
+// States reported by Stats.
+const (
+	StateUp      = "up"      // calls go to Redis
+	StateDown    = "down"    // the breaker is open: calls are refused
+	StateProbing = "probing" // one call is testing whether Redis is back
+)
+
+// Pool sizing, for a daemon serving up to a few hundred concurrent
+// requests of one small command each: at 64 connections per server a
+// burst of 300 requests queues for about 5 round trips, well within a
+// 10 ms timeout on a LAN; more than that would only hold open
+// connections on a Redis that many hosts share.
+const (
+	poolSize     = 64
+	minIdleConns = 4
+	connMaxIdle  = 5 * time.Minute
+)
+
+// Stats is a snapshot of a client's counters. Ops counts calls (a
+// pipeline is one), including refused ones; Errors counts calls that
+// failed other than by a miss (redis.Nil), among them Timeouts (deadline
+// or socket timeouts) and Refused (ErrUnavailable, no I/O); BreakerOpens
+// counts transitions to down.
+type Stats struct {
+	State        string
+	Ops          uint64
+	Errors       uint64
+	Timeouts     uint64
+	Refused      uint64
+	BreakerOpens uint64
+}
+
+// Client is a guarded Redis client.
+type Client struct {
+	rdb     redis.UniversalClient
+	timeout time.Duration
+	name    string
+	desc    string // the servers, for messages
+	log     Logger
+	bcfg    breakerConfig
+
+	ops, errs, timeouts, refused atomic.Uint64
+
+	mu       sync.Mutex
+	breakers map[string]*breaker // by node address for a cluster; one entry "" otherwise
+	dialErrs map[string]dialFailure
+}
+
+// dialFailure is the last failed dial of an address. The caller of a call
+// that waited for that dial sees only its own deadline pass (the dial goes
+// on in the background), so the down message adds what the dial said: an
+// untrusted certificate is worth knowing.
+type dialFailure struct {
+	err error
+	at  time.Time
+}
+
+type discard struct{}
+
+func (discard) Info(string, ...any) {}
+func (discard) Warn(string, ...any) {}
+
+var quietOnce sync.Once
+
+// New builds the client the settings describe; name says what it is for
+// ("smtpd", "tktkey"...) in messages. It does not connect: a Redis that is
+// down at start-up is an outage like any other, not a configuration error.
+func New(s *settings.Settings, log Logger, name string) (*Client, error) {
+	return newClient(s, log, name, nil)
+}
+
+func newClient(s *settings.Settings, log Logger, name string, tune func(*breakerConfig)) (*Client, error) {
+	if s == nil {
+		return nil, errors.New("redisconn: no settings")
+	}
+	if log == nil {
+		log = discard{}
+	}
+	if err := check(s); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Path, err)
+	}
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = settings.DefaultTimeout
+	}
+	tlsConf, err := tlsConfig(s)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Path, err)
+	}
+	// go-redis logs each failed dial and command to stderr; tlsmgr's
+	// rule is one line per transition, which the breaker writes.
+	quietOnce.Do(func() { redis.SetLogger(&logging.VoidLogger{}) })
+
+	dialTimeout := max(5*timeout, 100*time.Millisecond)
+	c := &Client{
+		timeout:  timeout,
+		name:     name,
+		desc:     describe(s),
+		log:      log,
+		bcfg:     defaultBreaker(timeout, dialTimeout),
+		breakers: map[string]*breaker{},
+		dialErrs: map[string]dialFailure{},
+	}
+	if tune != nil {
+		tune(&c.bcfg)
+	}
+
+	addrs := make([]string, len(s.Servers))
+	for i, a := range s.Servers {
+		addrs[i] = strings.TrimPrefix(a, "unix:")
+	}
+	uo := &redis.UniversalOptions{
+		Addrs:      addrs,
+		MasterName: s.SentinelMaster,
+		DB:         s.Database,
+		Username:   s.Username,
+		Password:   s.Password,
+		TLSConfig:  tlsConf,
+		Dialer:     c.noteDials(dialer(dialTimeout, tlsConf)),
+
+		ContextTimeoutEnabled: true,
+		// -1, not 0: 0 means the default of 3 retries.
+		MaxRetries:      -1,
+		MinRetryBackoff: -1,
+		MaxRetryBackoff: -1,
+		ReadTimeout:     timeout,
+		WriteTimeout:    timeout,
+		// The caller never waits for a dial past its deadline (the pool
+		// dials in a goroutine); a longer dial timeout lets a slow
+		// connection still complete and serve the next call. One attempt
+		// per dial: the breaker decides when to try again.
+		DialTimeout:   dialTimeout,
+		DialerRetries: 1,
+		PoolSize:      poolSize,
+		PoolTimeout:   timeout,
+		MinIdleConns:  minIdleConns,
+		// Connections opened for a burst are closed after it.
+		ConnMaxIdleTime: connMaxIdle,
+		// One pool to reason about: pipelines use it too.
+		PipelinePoolSize: -1,
+		// No CLIENT SETINFO round trip on each new connection, no
+		// maintenance-notification handshake (for managed Redis services).
+		DisableIdentity:          true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	}
+
+	// NewUniversalClient chooses by the number of addresses (two or more
+	// make a Cluster client); tlsmgr chooses by the settings.
+	//
+	// The breaker is a redis.Limiter but goes in as a hook. Options.Limiter
+	// would be wrong: go-redis initialises each new connection (HELLO,
+	// SELECT) through a Conn that shares the client's Options, so the
+	// Limiter is asked again inside the call that needed the connection:
+	// a half-open breaker refuses that nested HELLO, and every probe that
+	// needs a fresh connection (all of them, after an outage) fails. The
+	// nested call carries the caller's context, which the hook marks. Nor
+	// do FailoverOptions and ClusterOptions have a Limiter at all.
+	switch {
+	case s.SentinelMaster != "":
+		rdb := redis.NewFailoverClient(uo.Failover())
+		rdb.AddHook(&hook{c: c, br: c.breaker(""), count: true})
+		c.rdb = rdb
+	case s.Cluster:
+		co := uo.Cluster()
+		// With routing policies on, every call first needs the COMMAND
+		// table: fetched from up to 3 random nodes under an exclusive
+		// lock, with a 5 s deadline of its own instead of the caller's,
+		// and fetched again by the next call after a failure. Its reply
+		// is large; with a paused node in the test this also tripped a
+		// healthy node's breaker. Slot routing is all tlsmgr needs.
+		co.DisableRoutingPolicies = true
+		// Each node gets its own client: one breaker per node, so a node
+		// down costs only its keys.
+		co.NewClient = func(o *redis.Options) *redis.Client {
+			n := redis.NewClient(o)
+			n.AddHook(&hook{c: c, br: c.breaker(o.Addr)})
+			return n
+		}
+		rdb := redis.NewClusterClient(co)
+		// Counted once per call at the top, however many nodes or
+		// redirections it takes.
+		rdb.AddHook(&hook{c: c, count: true})
+		c.rdb = rdb
+	default:
+		rdb := redis.NewClient(uo.Simple())
+		rdb.AddHook(&hook{c: c, br: c.breaker(""), count: true})
+		c.rdb = rdb
+	}
+	return c, nil
+}
+
+func check(s *settings.Settings) error {
+	switch {
+	case len(s.Servers) == 0:
+		return errors.New("no servers")
+	case s.SentinelMaster != "" && s.Cluster:
+		return errors.New("sentinel_master and cluster = yes cannot be combined")
+	case s.SentinelMaster == "" && !s.Cluster && len(s.Servers) > 1:
+		return errors.New("several servers need sentinel_master or cluster = yes")
+	case s.Cluster && s.Database != 0:
+		return errors.New("a Redis Cluster has only database 0")
+	case s.TLSCAFile != "" && !s.TLS:
+		return errors.New("tls_ca_file without tls = yes")
+	}
+	return nil
+}
+
+func describe(s *settings.Settings) string {
+	servers := strings.Join(s.Servers, ", ")
+	switch {
+	case s.SentinelMaster != "":
+		return fmt.Sprintf("master %s via sentinels %s", s.SentinelMaster, servers)
+	case s.Cluster:
+		return "cluster " + servers
+	}
+	return servers
+}
+
+// tlsConfig is nil without tls = yes. The server name is left empty: the
+// dialer checks the certificate against each address dialled, which for a
+// cluster or a Sentinel master is only known at run time. Without
+// tls_ca_file the system's roots are loaded now rather than at the first
+// handshake, which would spend a call's deadline reading them.
+func tlsConfig(s *settings.Settings) (*tls.Config, error) {
+	if !s.TLS {
+		return nil, nil
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if s.TLSCAFile == "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, fmt.Errorf("tls = yes without tls_ca_file: system roots: %w", err)
+		}
+		conf.RootCAs = pool
+		return conf, nil
+	}
+	pem, err := os.ReadFile(s.TLSCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls_ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls_ca_file %s: no PEM certificate", s.TLSCAFile)
+	}
+	conf.RootCAs = pool
+	return conf, nil
+}
+
+// dialer replaces go-redis's, whose TLS handshake ignores the context
+// (tls.DialWithDialer), and dials paths (from unix:/path) as Unix sockets.
+func dialer(timeout time.Duration, conf *tls.Config) func(context.Context, string, string) (net.Conn, error) {
+	d := &net.Dialer{
+		Timeout:         timeout,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3},
+	}
+	td := &tls.Dialer{NetDialer: d, Config: conf}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if strings.HasPrefix(addr, "/") {
+			network = "unix"
+		}
+		if conf == nil {
+			return d.DialContext(ctx, network, addr)
+		}
+		return td.DialContext(ctx, network, addr)
+	}
+}
+
+func (c *Client) noteDials(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		c.mu.Lock()
+		if err != nil {
+			c.dialErrs[addr] = dialFailure{err, time.Now()}
+		} else {
+			delete(c.dialErrs, addr)
+		}
+		c.mu.Unlock()
+		return conn, err
+	}
+}
+
+// lastDialErr returns the latest recent dial failure of node, or of any
+// address for the breaker of a whole client (node "").
+func (c *Client) lastDialErr(node string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var last dialFailure
+	for addr, f := range c.dialErrs {
+		if (node == "" || addr == node) && f.at.After(last.at) {
+			last = f
+		}
+	}
+	if last.err == nil || time.Since(last.at) > 10*time.Second {
+		return nil
+	}
+	return last.err
+}
+
+// breaker returns the breaker for a node ("" for the whole client), the
+// same one again if go-redis makes a new client for a known address.
+func (c *Client) breaker(node string) *breaker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b, ok := c.breakers[node]; ok {
+		return b
+	}
+	what := ""
+	if node != "" {
+		what = "node " + node + " "
+	}
+	b := newBreaker(c.bcfg,
+		func(cause error) {
+			why := cause.Error()
+			if d := c.lastDialErr(node); d != nil && !strings.Contains(why, d.Error()) {
+				why += " (connecting: " + d.Error() + ")"
+			}
+			c.log.Warn("Redis %s (%s): %sunavailable: %s; serving from the local cache", c.name, c.desc, what, why)
+		},
+		func(outage time.Duration) {
+			c.log.Info("Redis %s (%s): %savailable again after %v", c.name, c.desc, what, outage.Round(time.Millisecond))
+		})
+	c.breakers[node] = b
+	return b
+}
+
+// Redis returns the client for commands; give every call a context from
+// WithTimeout.
+func (c *Client) Redis() redis.UniversalClient { return c.rdb }
+
+// Timeout is the per-operation deadline from the settings.
+func (c *Client) Timeout() time.Duration { return c.timeout }
+
+// WithTimeout derives the context for one call: parent's values and
+// cancellation, and a deadline of Timeout() at most.
+func (c *Client) WithTimeout(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, c.timeout)
+}
+
+// Stats returns the counters and the state: for a cluster, the worst of
+// its nodes' (down, then probing, then up).
+func (c *Client) Stats() Stats {
+	st := Stats{
+		State:    StateUp,
+		Ops:      c.ops.Load(),
+		Errors:   c.errs.Load(),
+		Timeouts: c.timeouts.Load(),
+		Refused:  c.refused.Load(),
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range c.breakers {
+		st.BreakerOpens += b.opens.Load()
+		switch s := b.stateName(); {
+		case s == StateDown:
+			st.State = StateDown
+		case s == StateProbing && st.State == StateUp:
+			st.State = StateProbing
+		}
+	}
+	return st
+}
+
+// Close closes the connections.
+func (c *Client) Close() error { return c.rdb.Close() }
+
+func (c *Client) count(err error) {
+	c.ops.Add(1)
+	if err == nil || errors.Is(err, redis.Nil) {
+		return
+	}
+	c.errs.Add(1)
+	if errors.Is(err, ErrUnavailable) {
+		c.refused.Add(1)
+	} else if isTimeout(err) {
+		c.timeouts.Add(1)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrPoolTimeout) ||
+		errors.As(err, &ne) && ne.Timeout()
+}
+
+// hook applies a breaker (br) and counts calls (count) once per call:
+// calls nested in one (a new connection's HELLO) pass straight through.
+type hook struct {
+	c     *Client
+	br    *breaker
+	count bool
+}
+
+// hookKey marks a context as inside a call through one hook.
+type hookKey struct{ h *hook }
+
+func (h *hook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// begin returns the context for the call and whether this is the outer
+// call, or the breaker's refusal.
+func (h *hook) begin(ctx context.Context) (context.Context, bool, error) {
+	if ctx.Value(hookKey{h}) != nil {
+		return ctx, false, nil
+	}
+	if h.br != nil {
+		if err := h.br.Allow(); err != nil {
+			if h.count {
+				h.c.count(err)
+			}
+			return ctx, false, err
+		}
+	}
+	return context.WithValue(ctx, hookKey{h}, true), true, nil
+}
+
+func (h *hook) end(err error) {
+	if h.br != nil {
+		h.br.ReportResult(err)
+	}
+	if h.count {
+		h.c.count(err)
+	}
+}
+
+func (h *hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		ctx, outer, err := h.begin(ctx)
+		if err != nil {
+			return err
+		}
+		err = next(ctx, cmd)
+		if outer {
+			h.end(err)
+		}
+		return err
+	}
+}
+
+func (h *hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		ctx, outer, err := h.begin(ctx)
+		if err != nil {
+			// Exec returns this error, but callers read the commands.
+			for _, cmd := range cmds {
+				cmd.SetErr(err)
+			}
+			return err
+		}
+		err = next(ctx, cmds)
+		if outer {
+			h.end(err)
+		}
+		return err
+	}
+}

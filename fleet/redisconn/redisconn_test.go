@@ -1,0 +1,642 @@
+package redisconn
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/fleet/settings"
+	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+const timeout = 10 * time.Millisecond
+
+// slack is what the assertions allow past the deadline on a loaded 2-core
+// machine under the race detector; the real figures are logged.
+const slack = 20 * time.Millisecond
+
+type logLine struct{ level, text string }
+
+type recLog struct {
+	mu    sync.Mutex
+	lines []logLine
+}
+
+func (l *recLog) Info(f string, a ...any) { l.add("info", f, a...) }
+func (l *recLog) Warn(f string, a ...any) { l.add("warn", f, a...) }
+func (l *recLog) add(level, f string, a ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, logLine{level, fmt.Sprintf(f, a...)})
+}
+
+func (l *recLog) get() []logLine {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.lines)
+}
+
+// wantLog checks the lines logged so far: the levels in order, each
+// containing every one of its fragments.
+func (l *recLog) want(t *testing.T, want ...[]string) {
+	t.Helper()
+	got := l.get()
+	if len(got) != len(want) {
+		t.Fatalf("logged %d lines, want %d: %q", len(got), len(want), got)
+	}
+	for i, w := range want {
+		if got[i].level != w[0] {
+			t.Errorf("line %d is %s, want %s: %q", i, got[i].level, w[0], got[i].text)
+		}
+		for _, frag := range w[1:] {
+			if !strings.Contains(got[i].text, frag) {
+				t.Errorf("line %d lacks %q: %q", i, frag, got[i].text)
+			}
+		}
+	}
+}
+
+func single(addrs ...string) *settings.Settings {
+	return &settings.Settings{Path: "/etc/postfix/tlsmgr-redis.cf", Servers: addrs, Timeout: timeout, KeyPrefix: settings.DefaultKeyPrefix}
+}
+
+func dial(t *testing.T, s *settings.Settings, tune func(*breakerConfig)) (*Client, *recLog) {
+	t.Helper()
+	log := &recLog{}
+	c, err := newClient(s, log, "smtpd", tune)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, log
+}
+
+// get is one call as the stores will make it.
+func get(c *Client, key string) (string, time.Duration, error) {
+	ctx, cancel := c.WithTimeout(context.Background())
+	defer cancel()
+	start := time.Now()
+	v, err := c.Redis().Get(ctx, key).Result()
+	return v, time.Since(start), err
+}
+
+func set(t *testing.T, c *Client, key, val string) {
+	t.Helper()
+	// Set-up writes get more time than a request: they are not measured.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Redis().Set(ctx, key, val, time.Minute).Err(); err != nil {
+		t.Fatalf("SET %s: %v", key, err)
+	}
+}
+
+func wantGet(t *testing.T, c *Client, key, want string) {
+	t.Helper()
+	v, d, err := get(c, key)
+	if err != nil || v != want {
+		t.Fatalf("GET %s = %q, %v after %v; want %q", key, v, err, d, want)
+	}
+}
+
+// latencies gathers call durations for the log and the assertions.
+type latencies []time.Duration
+
+func (l latencies) max() time.Duration { return slices.Max(l) }
+func (l latencies) quantile(q float64) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[int(q*float64(len(s)-1))]
+}
+func (l latencies) String() string {
+	return fmt.Sprintf("n=%d p50=%v p99=%v max=%v", len(l), l.quantile(0.5), l.quantile(0.99), l.max())
+}
+
+// untilUp drives calls, paced by a ticker as traffic would be, until one
+// succeeds, checking that every call returns in time; it returns how long
+// that took.
+func untilUp(t *testing.T, c *Client, key string, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		_, d, err := get(c, key)
+		if d > timeout+slack {
+			t.Fatalf("a call took %v (err %v)", d, err)
+		}
+		if err == nil || errors.Is(err, redis.Nil) {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("still failing after %v: %v; stats %+v", limit, err, c.Stats())
+		}
+	}
+	panic("unreachable")
+}
+
+func TestNewRejects(t *testing.T) {
+	for _, c := range []struct {
+		mod  func(*settings.Settings)
+		want string
+	}{
+		{func(s *settings.Settings) { s.Servers = nil }, "no servers"},
+		{func(s *settings.Settings) { s.Servers = []string{"a:1", "b:1"} }, "several servers"},
+		{func(s *settings.Settings) { s.SentinelMaster, s.Cluster = "m", true }, "cannot be combined"},
+		{func(s *settings.Settings) { s.Cluster, s.Database = true, 2 }, "database 0"},
+		{func(s *settings.Settings) { s.TLSCAFile = "/x.pem" }, "without tls"},
+		{func(s *settings.Settings) { s.TLS, s.TLSCAFile = true, "/nonexistent.pem" }, "tls_ca_file"},
+	} {
+		s := single("127.0.0.1:1")
+		c.mod(s)
+		_, err := New(s, &recLog{}, "smtpd")
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), s.Path+": ") {
+			t.Errorf("%+v: error %v, want one naming %s and saying %q", s, err, s.Path, c.want)
+		}
+	}
+	if _, err := New(nil, &recLog{}, "x"); err == nil {
+		t.Error("New(nil) succeeded")
+	}
+}
+
+// The client type follows the settings, not NewUniversalClient's count of
+// addresses, and the options that bound every call are in place.
+func TestClientOptions(t *testing.T) {
+	c, _ := dial(t, single("127.0.0.1:1"), nil)
+	rc, ok := c.Redis().(*redis.Client)
+	if !ok {
+		t.Fatalf("single server: %T", c.Redis())
+	}
+	o := rc.Options()
+	if !o.ContextTimeoutEnabled || o.MaxRetries != 0 || o.ReadTimeout != timeout || o.WriteTimeout != timeout ||
+		o.PoolTimeout != timeout || o.DialerRetries != 1 || o.Limiter != nil || o.PoolSize != poolSize ||
+		o.MinIdleConns != minIdleConns || o.DialTimeout < timeout {
+		t.Errorf("single server options: %+v", o)
+	}
+
+	s := single("127.0.0.1:1")
+	s.Cluster = true // one seed: NewUniversalClient alone would make a plain client
+	c, _ = dial(t, s, nil)
+	cc, ok := c.Redis().(*redis.ClusterClient)
+	if !ok {
+		t.Fatalf("cluster with one seed: %T", c.Redis())
+	}
+	co := cc.Options()
+	if !co.ContextTimeoutEnabled || co.MaxRetries != -1 || !co.DisableRoutingPolicies || co.ReadTimeout != timeout ||
+		co.PoolTimeout != timeout || co.NewClient == nil {
+		t.Errorf("cluster options: %+v", co)
+	}
+
+	s = single("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3")
+	s.SentinelMaster = "mymaster"
+	c, _ = dial(t, s, nil)
+	fc, ok := c.Redis().(*redis.Client)
+	if !ok || fc.Options().Addr != "FailoverClient" {
+		t.Fatalf("sentinel: %T", c.Redis())
+	}
+	if fo := fc.Options(); !fo.ContextTimeoutEnabled || fo.MaxRetries != 0 || fo.ReadTimeout != timeout {
+		t.Errorf("sentinel options: %+v", fo)
+	}
+	if c.Timeout() != timeout {
+		t.Errorf("Timeout() = %v", c.Timeout())
+	}
+}
+
+func writeCA(t *testing.T) (string, *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p, cert
+}
+
+func TestTLSConfig(t *testing.T) {
+	s := single("127.0.0.1:1")
+	if conf, err := tlsConfig(s); conf != nil || err != nil {
+		t.Fatalf("tls = no: %v, %v", conf, err)
+	}
+	s.TLS = true
+	conf, err := tlsConfig(s)
+	sys, _ := x509.SystemCertPool()
+	if err != nil || conf == nil || !conf.RootCAs.Equal(sys) || conf.MinVersion != tls.VersionTLS12 {
+		t.Fatalf("tls = yes without CA file: %+v, %v; want system roots, TLS 1.2 at least", conf, err)
+	}
+	p, ca := writeCA(t)
+	s.TLSCAFile = p
+	conf, err = tlsConfig(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := x509.NewCertPool()
+	want.AddCert(ca)
+	if !conf.RootCAs.Equal(want) || conf.ServerName != "" || conf.InsecureSkipVerify {
+		t.Fatalf("with CA file: %+v", conf)
+	}
+	junk := filepath.Join(t.TempDir(), "junk.pem")
+	os.WriteFile(junk, []byte("not a certificate\n"), 0o644)
+	s.TLSCAFile = junk
+	if _, err := tlsConfig(s); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("junk CA file: %v", err)
+	}
+}
+
+func TestTLSServer(t *testing.T) {
+	srv := redistest.SingleTLS(t)
+	s := single(srv.Addr)
+	s.TLS, s.TLSCAFile = true, srv.CAFile
+	c, log := dial(t, s, nil)
+	set(t, c, "k", "v")
+	wantGet(t, c, "k", "v")
+	log.want(t)
+
+	// Without the CA the certificate is refused: an outage, reported once.
+	s.TLSCAFile = ""
+	c, log = dial(t, s, nil)
+	for c.Stats().State == StateUp {
+		if _, _, err := get(c, "k"); err == nil {
+			t.Fatal("GET succeeded with an untrusted certificate")
+		}
+	}
+	log.want(t, []string{"warn", "unavailable", "certificate"})
+}
+
+func TestSingleOps(t *testing.T) {
+	srv := redistest.Single(t)
+	c, log := dial(t, single(srv.Addr), nil)
+	set(t, c, "k", "v")
+	wantGet(t, c, "k", "v")
+	if _, _, err := get(c, "missing"); err != redis.Nil {
+		t.Fatalf("miss: %v", err)
+	}
+	ctx, cancel := c.WithTimeout(context.Background())
+	defer cancel()
+	if err := c.Redis().HSet(ctx, "k", "f", "v").Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		t.Fatalf("HSET on a string: %v", err)
+	}
+	// A pipeline is one call.
+	cmds, err := c.Redis().Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Get(ctx, "k")
+		p.Get(ctx, "missing")
+		return nil
+	})
+	if err != redis.Nil || cmds[0].(*redis.StringCmd).Val() != "v" {
+		t.Fatalf("pipeline: %v %v", cmds, err)
+	}
+	// Three WRONGTYPE replies in a row are answers, not an outage.
+	for range 3 {
+		c.Redis().HGet(ctx, "k", "f")
+	}
+	st := c.Stats()
+	want := Stats{State: StateUp, Ops: 8, Errors: 4}
+	if st != want {
+		t.Fatalf("stats %+v, want %+v", st, want)
+	}
+	log.want(t)
+}
+
+func paused(t *testing.T, srv *redistest.Server) {
+	srv.Pause()
+	// A test that fails while the server is paused leaves it resumed for
+	// the other cleanups; resuming a running server does nothing.
+	t.Cleanup(srv.Resume)
+}
+
+// With the breaker kept closed, every call to a paused server fails by
+// its deadline: sequential calls, and concurrent ones beyond the pool size.
+func TestPausedServerDeadline(t *testing.T) {
+	srv := redistest.Single(t)
+	c, log := dial(t, single(srv.Addr), func(b *breakerConfig) { b.threshold = 1 << 30 })
+	set(t, c, "k", "v")
+	srv.Pause()
+
+	var seq latencies
+	for range 200 {
+		_, d, err := get(c, "k")
+		if err == nil {
+			t.Fatal("GET on a paused server succeeded")
+		}
+		seq = append(seq, d)
+	}
+	t.Logf("paused, sequential: %v", seq)
+
+	// More callers than connections: some wait for the pool.
+	const burst = poolSize + poolSize/4
+	var mu sync.Mutex
+	var conc latencies
+	var wg sync.WaitGroup
+	for range burst {
+		wg.Go(func() {
+			for range 3 {
+				_, d, err := get(c, "k")
+				mu.Lock()
+				conc = append(conc, d)
+				mu.Unlock()
+				if err == nil {
+					t.Error("GET on a paused server succeeded")
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("paused, %d concurrent: %v", burst, conc)
+	if seq.max() > timeout+slack {
+		t.Errorf("a call took %v with a %v timeout", seq.max(), timeout)
+	}
+	// In a burst every goroutine wakes at the deadline at once and closes
+	// its connection: on two cores under the race detector that queues
+	// some for the CPU. The tail is bounded more loosely, still enough to
+	// catch any real wait (a dial timeout is 100 ms).
+	if conc.quantile(0.99) > timeout+slack || conc.max() > timeout+3*slack {
+		t.Errorf("burst: %v with a %v timeout", conc, timeout)
+	}
+	st := c.Stats()
+	if st.Timeouts != st.Errors || st.Errors != uint64(len(seq)+len(conc)) || st.State != StateUp {
+		t.Errorf("stats %+v after %d timed-out calls", st, len(seq)+len(conc))
+	}
+
+	srv.Resume()
+	untilUp(t, c, "k", 5*time.Second)
+	wantGet(t, c, "k", "v")
+	log.want(t)
+}
+
+func TestBreakerOnPausedServer(t *testing.T) {
+	srv := redistest.Single(t)
+	c, log := dial(t, single(srv.Addr), nil)
+	set(t, c, "k", "v")
+	wantGet(t, c, "k", "v")
+	paused(t, srv)
+
+	var before latencies
+	for c.Stats().State == StateUp {
+		_, d, err := get(c, "k")
+		if err == nil {
+			t.Fatal("GET on a paused server succeeded")
+		}
+		before = append(before, d)
+	}
+	t.Logf("paused, before the breaker opened: %v", before)
+	if len(before) != 3 || before.max() > timeout+slack {
+		t.Errorf("breaker opened after %d calls (want 3), slowest %v", len(before), before.max())
+	}
+
+	// Open: refused at once, and without touching the pool.
+	pool := *c.Redis().PoolStats()
+	var after latencies
+	for range 200 {
+		_, d, err := get(c, "k")
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("breaker open: %v, want ErrUnavailable", err)
+		}
+		after = append(after, d)
+	}
+	t.Logf("paused, breaker open: %v", after)
+	if after.quantile(0.99) > time.Millisecond || after.max() > slack {
+		t.Errorf("refusals too slow: %v", after)
+	}
+	if now := *c.Redis().PoolStats(); now.Hits != pool.Hits || now.Misses != pool.Misses || now.Timeouts != pool.Timeouts {
+		t.Errorf("refused calls used the pool: %+v then %+v", pool, now)
+	}
+
+	// A probe against the still paused server fails in time and keeps it
+	// down, with a longer back-off and no second warning.
+	b := c.breaker("")
+	first := time.Duration(b.until.Load()) - b.now()
+	time.Sleep(first)
+	_, d, err := get(c, "k")
+	if err == nil || errors.Is(err, ErrUnavailable) || d > timeout+slack {
+		t.Fatalf("probe: %v after %v; want a timeout within %v", err, d, timeout+slack)
+	}
+	if st := c.Stats(); st.State != StateDown || st.BreakerOpens != 1 {
+		t.Fatalf("after a failed probe: %+v", st)
+	}
+	log.want(t, []string{"warn", "Redis smtpd (" + srv.Addr + "): unavailable: ", "timeout", "serving from the local cache"})
+
+	srv.Resume()
+	due := time.Duration(b.until.Load()) - b.now()
+	took := untilUp(t, c, "k", 10*time.Second)
+	t.Logf("back up %v after Resume; next probe was due in %v", took, due)
+	if took > due+slack+10*time.Millisecond {
+		t.Errorf("up %v after Resume, the probe was due in %v", took, due)
+	}
+	wantGet(t, c, "k", "v")
+	log.want(t,
+		[]string{"warn", "unavailable"},
+		[]string{"info", "Redis smtpd (" + srv.Addr + "): available again after "})
+	st := c.Stats()
+	if st.State != StateUp || st.BreakerOpens != 1 || st.Timeouts < 4 || st.Refused < 200 {
+		t.Errorf("stats after the outage: %+v", st)
+	}
+}
+
+// A stopped server refuses connections: the calls fail at once, and the
+// client comes back by itself when the server is restarted.
+func TestStoppedServer(t *testing.T) {
+	srv := redistest.Single(t)
+	c, log := dial(t, single(srv.Addr), nil)
+	set(t, c, "k", "v")
+	srv.Stop()
+	var lat latencies
+	for c.Stats().State == StateUp {
+		_, d, err := get(c, "k")
+		if err == nil {
+			t.Fatal("GET on a stopped server succeeded")
+		}
+		lat = append(lat, d)
+	}
+	t.Logf("stopped server, before the breaker opened: %v", lat)
+	if lat.max() > timeout+slack {
+		t.Errorf("a call took %v", lat.max())
+	}
+	srv.Restart()
+	untilUp(t, c, "k", 10*time.Second)
+	set(t, c, "k", "w")
+	wantGet(t, c, "k", "w")
+	log.want(t, []string{"warn", "unavailable"}, []string{"info", "available again"})
+}
+
+func TestAuthentication(t *testing.T) {
+	const pw = "pw-9f2c1e"
+	srv := redistest.Single(t, redistest.WithConfig(
+		"requirepass "+pw,
+		"user tlsmgr on >"+pw+"-user ~tlsmgr:* +@all",
+	))
+
+	s := single(srv.Addr)
+	s.Password = pw
+	c, log := dial(t, s, nil)
+	set(t, c, "k", "v")
+
+	s.Username, s.Password = "tlsmgr", pw+"-user"
+	c, log = dial(t, s, nil)
+	set(t, c, "tlsmgr:k", "v")
+	wantGet(t, c, "tlsmgr:k", "v")
+	log.want(t)
+
+	// A wrong password is an outage with its cause, and never logged.
+	s.Username, s.Password = "", pw+"-wrong"
+	c, log = dial(t, s, nil)
+	for c.Stats().State == StateUp {
+		if _, d, err := get(c, "k"); err == nil || d > timeout+slack {
+			t.Fatalf("wrong password: %v after %v", err, d)
+		}
+	}
+	log.want(t, []string{"warn", "unavailable", "WRONGPASS"})
+	for _, l := range log.get() {
+		if strings.Contains(l.text, pw) {
+			t.Errorf("password logged: %q", l.text)
+		}
+	}
+}
+
+func TestSentinelFailover(t *testing.T) {
+	st := redistest.Sentinel(t)
+	s := single(st.Addrs...)
+	s.SentinelMaster = st.MasterName
+	c, log := dial(t, s, nil)
+	set(t, c, "k", "v")
+	wantGet(t, c, "k", "v")
+
+	old := st.Master.Addr
+	st.Master.Stop()
+	// Calls keep returning in time while the sentinels fail over and the
+	// breaker probes; the client follows the new master by itself.
+	stop := make(chan struct{})
+	done := make(chan latencies)
+	go func() {
+		var lat latencies
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- lat
+				return
+			case <-tick.C:
+				_, d, _ := get(c, "k")
+				lat = append(lat, d)
+			}
+		}
+	}()
+	st.WaitFailover()
+	took := untilUp(t, c, "k", 15*time.Second)
+	close(stop)
+	lat := <-done
+	t.Logf("master %s killed; %s promoted; client back %v later; calls meanwhile: %v", old, st.Master.Addr, took, lat)
+	if lat.max() > timeout+slack {
+		t.Errorf("a call took %v during the failover", lat.max())
+	}
+	wantGet(t, c, "k", "v")
+	set(t, c, "k2", "v2")
+	log.want(t,
+		[]string{"warn", "Redis smtpd (master " + st.MasterName + " via sentinels ", "unavailable"},
+		[]string{"info", "available again"})
+}
+
+func TestClusterNodePaused(t *testing.T) {
+	cl := redistest.Cluster(t)
+	s := single(cl.Addrs...)
+	s.Cluster = true
+	c, log := dial(t, s, nil)
+
+	keys := map[*redistest.Server]string{}
+	for i := 0; len(keys) < len(cl.Nodes); i++ {
+		k := fmt.Sprintf("tlsmgr:%d", i)
+		if _, ok := keys[cl.NodeFor(k)]; !ok {
+			keys[cl.NodeFor(k)] = k
+		}
+	}
+	for n, k := range keys {
+		set(t, c, k, n.Addr)
+		wantGet(t, c, k, n.Addr)
+	}
+
+	down := cl.Nodes[1]
+	paused(t, down)
+	// A client started during the outage has no slot map yet.
+	cold, coldLog := dial(t, s, nil)
+
+	check := func(c *Client, what string) {
+		t.Helper()
+		var lat latencies
+		for i := 0; i < 200 || c.breaker(down.Addr).stateName() == StateUp; i++ {
+			for n, k := range keys {
+				mapless := c.breaker(down.Addr).opens.Load() == 0
+				v, d, err := get(c, k)
+				lat = append(lat, d)
+				if n == down {
+					if err == nil {
+						t.Fatalf("%s: GET on the paused node succeeded", what)
+					}
+				} else if err != nil || v != n.Addr {
+					// Until the paused node's breaker opens, a client without
+					// a slot map may ask that node for one, and fail.
+					if c != cold || !mapless {
+						t.Fatalf("%s: GET %s on %s: %q, %v", what, k, n.Addr, v, err)
+					}
+				}
+			}
+			if i > 10000 {
+				t.Fatalf("%s: the paused node's breaker never opened", what)
+			}
+		}
+		t.Logf("%s, one node paused: %v", what, lat)
+		if lat.max() > timeout+slack {
+			t.Errorf("%s: a call took %v", what, lat.max())
+		}
+		if st := c.Stats(); st.State != StateDown || st.BreakerOpens != 1 {
+			t.Errorf("%s: stats %+v", what, st)
+		}
+	}
+	check(c, "warm client")
+	check(cold, "cold client")
+	for _, l := range [](*recLog){log, coldLog} {
+		l.want(t, []string{"warn", "Redis smtpd (cluster ", "): node " + down.Addr + " unavailable: "})
+	}
+
+	down.Resume()
+	for _, x := range []*Client{c, cold} {
+		untilUp(t, x, keys[down], 15*time.Second)
+		for n, k := range keys {
+			wantGet(t, x, k, n.Addr)
+		}
+		if st := x.Stats(); st.State != StateUp {
+			t.Errorf("after Resume: %+v", st)
+		}
+	}
+	for _, l := range [](*recLog){log, coldLog} {
+		l.want(t,
+			[]string{"warn", "node " + down.Addr + " unavailable"},
+			[]string{"info", "node " + down.Addr + " available again"})
+	}
+}
