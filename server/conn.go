@@ -490,7 +490,9 @@ func (c *conn) tktkey(args attr.List) bool {
 				key, err = c.srv.cfg.Keys.Encrypting(ctx)
 				cancel()
 			} else {
-				key, err = c.srv.cfg.Keys.Decrypting([tktkey.NameLen]byte(name))
+				ctx, cancel := c.storeContext()
+				key, err = c.srv.cfg.Keys.Decrypting(ctx, [tktkey.NameLen]byte(name))
+				cancel()
 			}
 			switch {
 			case err == nil:

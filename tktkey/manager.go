@@ -23,6 +23,10 @@ type Logger interface {
 
 // Manager hands out ticket keys. With T the smtpd session cache timeout,
 // each key encrypts for T/2 and decrypts for T/2 more.
+//
+// It runs in one of three modes: no store (Postfix's lazy rotation, keys
+// in memory), a Store (the same, the ring saved on every rotation), or a
+// Fleet (keys per epoch shared through an EpochStore; see fleet.go).
 type Manager struct {
 	disabled bool
 	half     int64 // T/2 in whole seconds, as Postfix computes it
@@ -33,18 +37,34 @@ type Manager struct {
 
 	mu   sync.Mutex
 	ring Ring
+
+	fleetState
 }
 
 // Options configure a Manager.
 type Options struct {
 	Timeout time.Duration // smtpd_tls_session_cache_timeout, sanitised; 0 disables
-	Rand    io.Reader     // the PRNG pool
+	Rand    io.Reader     // the PRNG pool; safe for concurrent use with a Fleet
 	Store   Store         // nil: keys live in memory only
-	Log     Logger
+	Log     Logger        // an Info method, if it has one, gets the good news
 	Now     func() time.Time
+
+	// Fleet shares the ring with other daemons; exclusive with Store.
+	Fleet EpochStore
+	// StoreTimeout bounds one refresh of the fleet ring (all its store
+	// calls); 0 means DefaultStoreTimeout. Requests never wait for it.
+	StoreTimeout time.Duration
+	// LookupTimeout bounds a by-name lookup whose request context has no
+	// deadline of its own; 0 means DefaultLookupTimeout.
+	LookupTimeout time.Duration
+	// After is the timer of Run's schedule (time.After if nil).
+	After func(time.Duration) <-chan time.Time
 }
 
 // NewManager returns a manager, loading the ring from the store if any.
+// With a Fleet it makes one refresh of the ring, bounded by StoreTimeout;
+// a store that does not answer is logged, not fatal: mail goes on with
+// local keys until Run gets through.
 func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	m := &Manager{
 		disabled: o.Timeout <= 0,
@@ -56,6 +76,19 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 	}
 	if m.now == nil {
 		m.now = time.Now
+	}
+	if o.Fleet != nil {
+		if o.Store != nil {
+			return nil, errors.New("tktkey: a fleet ring and a key store are exclusive")
+		}
+		if !m.disabled && m.half < 1 {
+			return nil, errors.New("tktkey: a fleet ring needs a session timeout of at least 2s")
+		}
+		m.initFleet(o)
+		if !m.disabled {
+			_ = m.Refresh(ctx) // logged by Refresh
+		}
+		return m, nil
 	}
 	if m.store != nil {
 		r, err := m.store.Load(ctx)
@@ -72,6 +105,9 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 func (m *Manager) Encrypting(ctx context.Context) (Key, error) {
 	if m.disabled {
 		return Key{}, ErrDisabled
+	}
+	if m.fleet != nil {
+		return m.fleetEncrypting()
 	}
 	now := m.now().Unix()
 	m.mu.Lock()
@@ -94,9 +130,14 @@ func (m *Manager) Encrypting(ctx context.Context) (Key, error) {
 }
 
 // Decrypting returns the key named name if it may still decrypt tickets.
-func (m *Manager) Decrypting(name [NameLen]byte) (Key, error) {
+// With a Fleet, a name not in the ring may be looked up in the store,
+// within ctx's deadline.
+func (m *Manager) Decrypting(ctx context.Context, name [NameLen]byte) (Key, error) {
 	if m.disabled {
 		return Key{}, ErrDisabled
+	}
+	if m.fleet != nil {
+		return m.fleetDecrypting(ctx, name)
 	}
 	now := m.now().Unix()
 	m.mu.Lock()
@@ -142,7 +183,8 @@ func (m *Manager) fill(k *Key) error {
 	return nil
 }
 
-// Close wipes the keys held in memory.
+// Close wipes the keys held in memory. With a Fleet it also stops Run,
+// and the manager answers as if tickets were disabled from then on.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -152,4 +194,7 @@ func (m *Manager) Close() {
 		}
 	}
 	m.ring = Ring{}
+	if m.fleet != nil {
+		m.closeFleet()
+	}
 }

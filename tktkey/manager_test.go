@@ -145,7 +145,7 @@ func (e *env) enc(t *testing.T) Key {
 
 func (e *env) canDecrypt(t *testing.T, k Key) bool {
 	t.Helper()
-	got, err := e.m.Decrypting(k.Name)
+	got, err := e.m.Decrypting(bg, k.Name)
 	switch {
 	case err == nil:
 		if got != k {
@@ -329,16 +329,16 @@ func TestDecryptingWindow(t *testing.T) {
 
 func TestDecryptingUnknownName(t *testing.T) {
 	e := newEnv(t, time.Hour, nil)
-	if _, err := e.m.Decrypting([NameLen]byte{1, 2, 3}); !errors.Is(err, ErrUnknownKey) {
+	if _, err := e.m.Decrypting(bg, [NameLen]byte{1, 2, 3}); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("empty ring: Decrypting = %v, want ErrUnknownKey", err)
 	}
 	a := e.enc(t)
 	other := a.Name
 	other[15] ^= 1
-	if _, err := e.m.Decrypting(other); !errors.Is(err, ErrUnknownKey) {
+	if _, err := e.m.Decrypting(bg, other); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("Decrypting(unknown) = %v, want ErrUnknownKey", err)
 	}
-	if _, err := e.m.Decrypting([NameLen]byte{}); !errors.Is(err, ErrUnknownKey) {
+	if _, err := e.m.Decrypting(bg, [NameLen]byte{}); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("Decrypting(zero name) = %v, want ErrUnknownKey", err)
 	}
 }
@@ -350,7 +350,7 @@ func TestDisabled(t *testing.T) {
 		if _, err := e.m.Encrypting(bg); !errors.Is(err, ErrDisabled) {
 			t.Errorf("timeout %v: Encrypting = %v, want ErrDisabled", timeout, err)
 		}
-		if _, err := e.m.Decrypting([NameLen]byte{1}); !errors.Is(err, ErrDisabled) {
+		if _, err := e.m.Decrypting(bg, [NameLen]byte{1}); !errors.Is(err, ErrDisabled) {
 			t.Errorf("timeout %v: Decrypting = %v, want ErrDisabled", timeout, err)
 		}
 		if len(st.saved()) != 0 || e.rnd.reads != 0 {
@@ -567,7 +567,7 @@ func TestConcurrentUse(t *testing.T) {
 				}
 				// A key may leave the ring if two rotations happen in
 				// between; anything but ErrUnknownKey is wrong.
-				if got, err := e.m.Decrypting(k.Name); err == nil && got != k {
+				if got, err := e.m.Decrypting(bg, k.Name); err == nil && got != k {
 					t.Errorf("Decrypting returned another key")
 				} else if err != nil && !errors.Is(err, ErrUnknownKey) {
 					t.Error(err)
@@ -590,7 +590,7 @@ func TestLoadedPreviousKeySurvivesFirstRotation(t *testing.T) {
 	if _, err := m.Encrypting(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Decrypting(prev.Name); err != nil {
+	if _, err := m.Decrypting(context.Background(), prev.Name); err != nil {
 		t.Fatalf("the loaded previous key no longer decrypts after the first rotation: %v", err)
 	}
 }
