@@ -1,0 +1,250 @@
+package redisstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/fleet/redisconn"
+	"github.com/gotlsmgr/tlsmgr/fleet/seal"
+	"github.com/gotlsmgr/tlsmgr/fleet/settings"
+	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+	"github.com/gotlsmgr/tlsmgr/scache"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+var ctx = context.Background()
+
+// Correctness tests run with a patient timeout, so that a slow CI machine
+// never turns a Redis answer into a fallback; the outage tests use the
+// default 10 ms, which is what they measure.
+const (
+	patient = time.Second
+	timeout = settings.DefaultTimeout
+	// slack is what latency assertions allow past the deadline on a loaded
+	// 2-core machine under the race detector; the real figures are logged.
+	slack = 20 * time.Millisecond
+)
+
+var roomy = scache.Limits{MaxEntries: 1000, MaxBytes: 1 << 24}
+
+// Seal keys of the tests: fixed, so failures reproduce.
+var (
+	k1 = sha256.Sum256([]byte("redisstore test seal key 1"))
+	k2 = sha256.Sum256([]byte("redisstore test seal key 2"))
+	k3 = sha256.Sum256([]byte("redisstore test seal key 3"))
+)
+
+type logLine struct{ level, text string }
+
+type recLog struct {
+	mu    sync.Mutex
+	lines []logLine
+}
+
+func (l *recLog) Info(f string, a ...any) { l.add("info", f, a...) }
+func (l *recLog) Warn(f string, a ...any) { l.add("warn", f, a...) }
+func (l *recLog) add(level, f string, a ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, logLine{level, fmt.Sprintf(f, a...)})
+}
+
+func (l *recLog) get() []logLine {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.lines)
+}
+
+// want checks the lines logged so far: the levels in order, each
+// containing every one of its fragments.
+func (l *recLog) want(t *testing.T, want ...[]string) {
+	t.Helper()
+	got := l.get()
+	if len(got) != len(want) {
+		t.Fatalf("logged %d lines, want %d: %q", len(got), len(want), got)
+	}
+	for i, w := range want {
+		if got[i].level != w[0] {
+			t.Errorf("line %d is %s, want %s: %q", i, got[i].level, w[0], got[i].text)
+		}
+		for _, frag := range w[1:] {
+			if !strings.Contains(got[i].text, frag) {
+				t.Errorf("line %d lacks %q: %q", i, frag, got[i].text)
+			}
+		}
+	}
+}
+
+// conf describes one member's view of the fleet.
+type conf struct {
+	addrs   []string
+	cluster bool
+	timeout time.Duration // patient if 0
+	prefix  string        // settings.DefaultKeyPrefix if ""
+	cache   string        // "smtpd" if ""
+	keys    [][32]byte    // {k1} if nil
+	lim     scache.Limits // roomy if zero
+}
+
+// member is one daemon's store, with the client and logs behind it.
+type member struct {
+	*Store
+	client    *redisconn.Client
+	log       *recLog // the store's
+	clientLog *recLog // the client's: breaker transitions
+}
+
+func newMember(t testing.TB, c conf) *member {
+	t.Helper()
+	if c.timeout == 0 {
+		c.timeout = patient
+	}
+	if c.prefix == "" {
+		c.prefix = settings.DefaultKeyPrefix
+	}
+	if c.cache == "" {
+		c.cache = "smtpd"
+	}
+	if c.keys == nil {
+		c.keys = [][32]byte{k1}
+	}
+	if c.lim == (scache.Limits{}) {
+		c.lim = roomy
+	}
+	s := &settings.Settings{
+		Path:      "/etc/postfix/tlsmgr-redis.cf",
+		Servers:   c.addrs,
+		Cluster:   c.cluster,
+		Timeout:   c.timeout,
+		KeyPrefix: c.prefix,
+		SealKeys:  c.keys,
+	}
+	m := &member{log: &recLog{}, clientLog: &recLog{}}
+	client, err := redisconn.New(s, m.clientLog, c.cache)
+	if err != nil {
+		t.Fatalf("redisconn.New: %v", err)
+	}
+	sealer, err := seal.New(c.keys)
+	if err != nil {
+		t.Fatalf("seal.New: %v", err)
+	}
+	st, err := New(client, sealer, c.prefix, c.cache, c.lim, m.log)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	m.Store, m.client = st, client
+	// Closed in the order the daemon would: store, client, sealer.
+	t.Cleanup(func() {
+		sealer.Close()
+		client.Close()
+	})
+	return m
+}
+
+// admin is a plain, patient client that sees Redis as an operator (or an
+// attacker with access to it) would.
+func admin(t testing.TB, addr string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{
+		Addr: addr, MaxRetries: -1, DisableIdentity: true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func put(t testing.TB, s scache.Store, id string, written time.Time, session []byte) {
+	t.Helper()
+	e := scache.Entry{Written: written, Expires: time.Now().Add(time.Hour), Session: session}
+	if err := s.Put(ctx, id, e); err != nil {
+		t.Fatalf("Put(%q): %v", id, err)
+	}
+}
+
+func wantEntry(t testing.TB, s scache.Store, id string, written time.Time, session []byte) {
+	t.Helper()
+	e, err := s.Get(ctx, id)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", id, err)
+	}
+	if !e.Written.Equal(written) {
+		t.Errorf("Get(%q).Written = %v, want %v", id, e.Written, written)
+	}
+	if !bytes.Equal(e.Session, session) {
+		t.Errorf("Get(%q).Session = %q, want %q", id, e.Session, session)
+	}
+}
+
+func wantMiss(t testing.TB, s scache.Store, id string) {
+	t.Helper()
+	e, err := s.Get(ctx, id)
+	if !errors.Is(err, scache.ErrNotFound) {
+		t.Errorf("Get(%q) = %v, %v; want scache.ErrNotFound", id, e, err)
+	}
+}
+
+// wantRedisOnly checks that every lookup and change of m reached Redis:
+// tests of the shared path must not pass by falling back.
+func (m *member) wantRedisOnly(t testing.TB) {
+	t.Helper()
+	st := m.FleetStats()
+	if st.FallbackHits+st.FallbackMisses+st.UpdatesUnshared+st.DeletesUnshared != 0 || st.Backend.Errors != 0 {
+		t.Errorf("Redis did not answer everything: %+v", st)
+	}
+}
+
+func (m *member) localHas(id string) bool {
+	_, err := m.local.Get(ctx, id)
+	return err == nil
+}
+
+// latencies gathers call durations for the log and the assertions.
+type latencies []time.Duration
+
+func (l latencies) max() time.Duration { return slices.Max(l) }
+func (l latencies) quantile(q float64) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[int(q*float64(len(s)-1))]
+}
+func (l latencies) String() string {
+	return fmt.Sprintf("n=%d p50=%v p99=%v max=%v", len(l), l.quantile(0.5), l.quantile(0.99), l.max())
+}
+
+func timed(f func()) time.Duration {
+	start := time.Now()
+	f()
+	return time.Since(start)
+}
+
+// deadServer returns the address of a Redis that was started and then
+// killed: connections to it are refused.
+func deadServer(t testing.TB) string {
+	srv := redistest.Single(t)
+	srv.Stop()
+	return srv.Addr
+}
+
+// allKeys returns every key in the server's database.
+func allKeys(t testing.TB, c *redis.Client) []string {
+	t.Helper()
+	var keys []string
+	iter := c.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("SCAN: %v", err)
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
