@@ -206,6 +206,11 @@ func (c *Config) Params() (*Params, error) {
 			if !a.Enabled || !b.Enabled {
 				continue
 			}
+			// A redis: database names a settings file, not the data:
+			// every cache keeps its entries apart under its own name.
+			if a.DBType == "redis" && b.DBType == "redis" {
+				continue
+			}
 			if a.Database == b.Database {
 				return nil, &ValueError{Param: b.Name + "_tls_session_cache_database", Value: b.Database,
 					Reason: fmt.Sprintf("do not use the same TLS cache file %s for %s and %s", b.Database, a.Name, b.Name)}

@@ -337,3 +337,17 @@ func TestTicketKeyDatabase(t *testing.T) {
 		t.Fatalf("a shared ring with persistence: %v", err)
 	}
 }
+
+// One Redis settings file may serve every cache: entries are kept apart by
+// cache name there, unlike two caches in one file.
+func TestSharedRedisSettings(t *testing.T) {
+	c := mustLoad(t, "", "smtpd_tls_session_cache_database=redis:/etc/postfix/r.cf",
+		"smtp_tls_session_cache_database=redis:/etc/postfix/r.cf")
+	p, err := c.Params()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Warnings) != 0 {
+		t.Errorf("warnings: %q", p.Warnings)
+	}
+}

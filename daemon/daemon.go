@@ -54,17 +54,21 @@ type daemon struct {
 	stderr   io.Writer
 	pid      int
 
-	uid, gid  int // the mail owner's, or ours when not root
-	asOwner   func(func() error) error
-	pool      *prng.Manager
-	caches    []server.CacheType
-	keys      *tktkey.Manager
-	keyStore  io.Closer
-	listeners []net.Listener
-	stdio     net.Conn
-	status    *master.Status
-	created   []string // files start-up created, removed if it fails
-	srv       *server.Server
+	uid, gid int // the mail owner's, or ours when not root
+	asOwner  func(func() error) error
+	pool     *prng.Manager
+	caches   []server.CacheType
+	keys     *tktkey.Manager
+	keyStore io.Closer
+	backends []*backend // Redis clients of the fleet's stores
+	// storeTimeout is the longest of the remote stores' timeouts: the
+	// server's deadline for store calls, 0 when every store is local.
+	storeTimeout time.Duration
+	listeners    []net.Listener
+	stdio        net.Conn
+	status       *master.Status
+	created      []string // files start-up created, removed if it fails
+	srv          *server.Server
 }
 
 // fatal reports a start-up or run-time failure as one line, through the
@@ -417,6 +421,9 @@ func (d *daemon) serve() error {
 		MaxClients: p.ClientLimit,
 		BlockingIO: true,
 		Stats:      d.stats,
+		// A request may make a store call for its cache and, for a
+		// ticket name the ring lacks, one for the key.
+		StoreTimeout: d.storeTimeout,
 	}
 	if d.status != nil {
 		cfg.OnAvail = func(avail bool) {
@@ -438,6 +445,8 @@ func (d *daemon) serve() error {
 			go func() { defer bg.Done(); ct.Cache.RunSweeper(ctx) }()
 		}
 	}
+	bg.Add(1)
+	go func() { defer bg.Done(); d.keys.Run(ctx) }() // returns at once unless the ring is the fleet's
 
 	stop := make(chan string, 1+len(d.listeners))
 	signals := make(chan os.Signal, 1)
@@ -493,6 +502,8 @@ func (d *daemon) stats(add func(name, value string)) {
 	add("pid", strconv.Itoa(d.pid))
 	add("log_warnings_suppressed", strconv.FormatUint(d.log.Suppressed(), 10))
 	add("log_records_dropped", strconv.FormatUint(d.log.Dropped(), 10))
+	d.keyStats(add)
+	d.backendStats(add)
 	st := d.pool.Stats()
 	add("prng_bytes_served", strconv.FormatUint(st.BytesServed, 10))
 	add("prng_reads", strconv.FormatUint(st.Reads, 10))

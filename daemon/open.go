@@ -89,13 +89,16 @@ var (
 
 var storeTypes = map[string]storeType{
 	"memory": memoryType,
-	"btree":  fileType, "hash": fileType, "lmdb": fileType, "sdbm": fileType, "dbm": fileType, "cdb": fileType,
+	// Shared by a fleet; Redis expires entries itself, the sweep keeps
+	// the bounded local copy.
+	"redis": {open: openRedisStore, sweepBatch: 100},
+	"btree": fileType, "hash": fileType, "lmdb": fileType, "sdbm": fileType, "dbm": fileType, "cdb": fileType,
 }
 
 func (d *daemon) openStore(cp config.CacheParams) (scache.Store, int, error) {
 	typ, ok := storeTypes[cp.DBType]
 	if !ok {
-		return nil, 0, fmt.Errorf("unsupported database type %q (use memory: or a file type such as btree:)", cp.DBType)
+		return nil, 0, fmt.Errorf("unsupported database type %q (use memory:, redis: or a file type such as btree:)", cp.DBType)
 	}
 	st, err := typ.open(d, cp, scache.Limits{MaxEntries: cp.MaxEntries, MaxBytes: cp.MaxBytes})
 	return st, typ.sweepBatch, err
@@ -131,7 +134,12 @@ func (d *daemon) openKeys() error {
 		Rand:    d.pool.Pool(),
 		Log:     d.log,
 	}
-	if d.params.TicketKeyPersistence {
+	switch {
+	case d.params.TicketKeyDatabase != "":
+		if err := d.fleetKeys(&opts); err != nil {
+			return err
+		}
+	case d.params.TicketKeyPersistence:
 		path := filepath.Join(d.params.DataDirectory, ticketKeyFile)
 		d.noteNew(path)
 		err := d.asOwner(func() error {
@@ -144,7 +152,8 @@ func (d *daemon) openKeys() error {
 		if err != nil {
 			return fmt.Errorf("session ticket key file: %w", err)
 		}
-	} else {
+	}
+	if !d.params.TicketKeyPersistence {
 		path := filepath.Join(d.params.DataDirectory, ticketKeyFile)
 		if err := d.asOwner(func() error { return d.wipeFile(path) }); err != nil {
 			d.log.Warn("remove old session ticket key file: %v", err)
@@ -223,6 +232,7 @@ func (d *daemon) closeAll() {
 			}
 		}
 	}
+	d.closeBackends()
 	if d.pool != nil {
 		if err := d.pool.Close(); err != nil {
 			d.log.Warn("save PRNG state: %v", err)

@@ -15,6 +15,11 @@ type counters struct {
 	seedBytes                                          atomic.Uint64
 }
 
+// RingKeyStat is the stats name under which the daemon describes each key
+// of its ticket-key ring, one attribute per key, never its secrets
+// (tlsmgrctl keys lists them).
+const RingKeyStat = "tktkey_ring_key"
+
 // StatsFunc adds name/value pairs to a stats reply; the daemon uses it for
 // parts the server does not own (the PRNG, the process).
 type StatsFunc func(add func(name, value string))

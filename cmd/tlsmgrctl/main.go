@@ -19,6 +19,7 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/client"
 	"github.com/gotlsmgr/tlsmgr/loadgen"
+	"github.com/gotlsmgr/tlsmgr/server"
 )
 
 const usage = `usage: tlsmgrctl [-s SOCKET] [-timeout DURATION] COMMAND [ARGS]
@@ -31,6 +32,8 @@ commands:
   delete TYPE ID            remove the entry under ID
   tktkey [NAME_HEX]         show the current ticket key, or the one named (secrets hidden unless -show-secrets)
   stats                     show the daemon's counters (our tlsmgr only)
+  keys                      list the ticket-key ring: epoch, name, expiry,
+                            fleet or local (never the secrets); our tlsmgr only
   bench [FLAGS]             load test; "tlsmgrctl bench -h" lists its flags
 
 The socket defaults to $TLSMGR_SOCKET, else /var/spool/postfix/private/tlsmgr.
@@ -177,6 +180,22 @@ func command(ctx context.Context, c *client.Client, cmd string, args []string, s
 		}
 		for _, p := range pairs {
 			fmt.Fprintf(stdout, "%s = %s\n", p[0], p[1])
+		}
+	case "keys":
+		if err := nargs(cmd, args, 0, 0); err != nil {
+			return err
+		}
+		pairs, err := c.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range pairs {
+			switch p[0] {
+			case server.RingKeyStat:
+				fmt.Fprintln(stdout, p[1])
+			case "tktkey_mode", "tktkey_ring_digest":
+				fmt.Fprintf(stdout, "# %s = %s\n", p[0], p[1])
+			}
 		}
 	default:
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)

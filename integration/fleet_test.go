@@ -1,0 +1,297 @@
+package integration
+
+// A fleet: several real daemons sharing one real redis-server.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+)
+
+// redisAdmin is a plain client that sees what Redis holds.
+func redisAdmin(t *testing.T, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// fleetSettings writes a Redis settings file and its seal key file (both
+// 0600, as start-up demands) and returns the settings file's path.
+func fleetSettings(t *testing.T, servers []string, extra ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	key := make([]byte, 32)
+	rand.Read(key)
+	keyFile := filepath.Join(dir, "seal.key")
+	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	text := fmt.Sprintf("servers = %s\nseal_key_file = %s\ntimeout = 20ms\n", strings.Join(servers, ", "), keyFile)
+	for _, e := range extra {
+		text += e + "\n"
+	}
+	path := filepath.Join(dir, "tlsmgr-redis.cf")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// stat is one value of a stats reply.
+func (s *standalone) stat(t *testing.T, name string) string {
+	t.Helper()
+	v, ok := s.stats(t)[name]
+	if !ok {
+		t.Fatalf("stats lack %s", name)
+	}
+	return v
+}
+
+// waitStat waits until the daemon's stat name has the value want.
+func (s *standalone) waitStat(t *testing.T, name, want string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		got := s.stats(t)[name]
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %q after %v, want %q", name, got, limit, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFleetTicketKeys: three daemons on one Redis hand out the same
+// ticket key, each answers the others' key by name, and a fourth started
+// later adopts the ring: every member shows the same ring digest.
+func TestFleetTicketKeys(t *testing.T) {
+	srv := redistest.Single(t)
+	cf := fleetSettings(t, []string{srv.Addr})
+	var members []*standalone
+	for range 3 {
+		m := newStandalone(t, "tlsmgr_ticket_key_database=redis:"+cf)
+		m.start(t)
+		members = append(members, m)
+	}
+	ctx := context.Background()
+	a := members[0].client()
+	defer a.Close()
+	k, err := a.TicketKey(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := members[0].stat(t, "tktkey_ring_digest")
+	if digest == "" {
+		t.Fatal("no ring digest")
+	}
+	for i, m := range members {
+		c := m.client()
+		got, err := c.TicketKey(ctx, k.Name[:])
+		c.Close()
+		if err != nil || got != k {
+			t.Fatalf("member %d does not return member 0's key by name: %v", i, err)
+		}
+		if d := m.stat(t, "tktkey_ring_digest"); d != digest {
+			t.Errorf("member %d ring digest %s, member 0 %s", i, d, digest)
+		}
+		if mode := m.stat(t, "tktkey_mode"); mode != "fleet" {
+			t.Errorf("member %d tktkey_mode = %s", i, mode)
+		}
+	}
+	late := newStandalone(t, "tlsmgr_ticket_key_database=redis:"+cf)
+	late.start(t)
+	if d := late.stat(t, "tktkey_ring_digest"); d != digest {
+		t.Errorf("a member started later has digest %s, the fleet %s", d, digest)
+	}
+	c := late.client()
+	defer c.Close()
+	if got, err := c.TicketKey(ctx, nil); err != nil || got != k {
+		t.Errorf("the late member encrypts with another key (%v)", err)
+	}
+	out := ctlOut(t, late.Sock, "keys")
+	if !strings.Contains(out, fmt.Sprintf("name=%x", k.Name)) || !strings.Contains(out, "source=fleet") {
+		t.Errorf("tlsmgrctl keys:\n%s", out)
+	}
+	for _, secret := range [][]byte{k.AES[:], k.HMAC[:]} {
+		if strings.Contains(out, hex.EncodeToString(secret)[:16]) {
+			t.Fatal("tlsmgrctl keys shows key secrets")
+		}
+	}
+}
+
+// ctlOut runs tlsmgrctl against sock and returns its standard output.
+func ctlOut(t *testing.T, sock string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(tlsmgrctlBin, append([]string{"-s", sock, "-timeout", "5s"}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("tlsmgrctl %v: %v", args, err)
+	}
+	return string(out)
+}
+
+// TestFleetSharedCaches: an entry updated through A is returned by B and
+// C, a delete through C is seen by A, and Redis holds none of it in the
+// clear.
+func TestFleetSharedCaches(t *testing.T) {
+	srv := redistest.Single(t)
+	cf := fleetSettings(t, []string{srv.Addr})
+	var members []*standalone
+	for range 3 {
+		m := newStandalone(t, "smtpd_tls_session_cache_database=redis:"+cf, "smtp_tls_session_cache_database=redis:"+cf)
+		m.start(t)
+		members = append(members, m)
+	}
+	ctx := context.Background()
+	a, b, c := members[0].client(), members[1].client(), members[2].client()
+	defer a.Close()
+	defer b.Close()
+	defer c.Close()
+	id := "smtp&mx.example.org&192.0.2.7&25&secret-destination"
+	session := []byte("session bytes that are a secret")
+	if err := a.Update(ctx, "smtp", id, session); err != nil {
+		t.Fatal(err)
+	}
+	for i, cl := range []interface {
+		Lookup(context.Context, string, string) ([]byte, error)
+	}{b, c} {
+		got, err := cl.Lookup(ctx, "smtp", id)
+		if err != nil || string(got) != string(session) {
+			t.Fatalf("member %d: lookup of A's entry: %q, %v", i+1, got, err)
+		}
+	}
+	if _, err := b.Lookup(ctx, "smtpd", id); err == nil {
+		t.Fatal("the smtp entry is visible in the smtpd cache")
+	}
+	if err := c.Delete(ctx, "smtp", id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Lookup(ctx, "smtp", id); err == nil {
+		t.Fatal("a delete through C is not seen by A")
+	}
+	if err := a.Update(ctx, "smtp", id, session); err != nil {
+		t.Fatal(err)
+	}
+	admin := redisAdmin(t, srv.Addr)
+	for _, k := range admin.Keys(ctx, "*").Val() {
+		v, _ := admin.Get(ctx, k).Bytes()
+		for _, secret := range []string{id, "mx.example.org", "secret-destination", string(session), "session bytes"} {
+			if strings.Contains(k, secret) || strings.Contains(string(v), secret) {
+				t.Fatalf("Redis holds %q in the clear under %s", secret, k)
+			}
+		}
+	}
+	if st := members[1].stat(t, "smtp_cache_redis_state"); st != "up" {
+		t.Errorf("smtp_cache_redis_state = %s", st)
+	}
+}
+
+// TestFleetRedisOutage: Redis stopped with SIGSTOP under load. Every
+// request to every member is answered within the timeout plus a margin,
+// seeds and lookups keep working, and once Redis continues the members
+// rejoin by themselves; a ticket key made during the outage is still
+// accepted by the member that issued it.
+func TestFleetRedisOutage(t *testing.T) {
+	srv := redistest.Single(t)
+	cf := fleetSettings(t, []string{srv.Addr})
+	var members []*standalone
+	for range 2 {
+		m := newStandalone(t, "smtpd_tls_session_cache_database=redis:"+cf, "tlsmgr_ticket_key_database=redis:"+cf)
+		m.start(t)
+		members = append(members, m)
+	}
+	ctx := context.Background()
+	before := []byte("written before the outage")
+	a := members[0].client()
+	defer a.Close()
+	if err := a.Update(ctx, "smtpd", "before", before); err != nil {
+		t.Fatal(err)
+	}
+	key, err := a.TicketKey(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Pause()
+	paused := true
+	defer func() {
+		if paused {
+			srv.Resume()
+		}
+	}()
+	// The timeout is 20ms; on a shared 2-core VM under -race the margin
+	// is wider than the 5ms the design aims at, which the benchmark
+	// measures.
+	const bound = 20*time.Millisecond + 80*time.Millisecond
+	var worst time.Duration
+	for _, m := range members {
+		cl := m.client()
+		for i := range 100 {
+			start := time.Now()
+			id := fmt.Sprintf("outage-%d", i)
+			if err := cl.Update(ctx, "smtpd", id, []byte("during")); err != nil {
+				t.Fatalf("update during the outage: %v", err)
+			}
+			if _, err := cl.Lookup(ctx, "smtpd", id); err != nil {
+				t.Fatalf("lookup of an entry written during the outage: %v", err)
+			}
+			if _, err := cl.Seed(ctx, 32); err != nil {
+				t.Fatalf("seed during the outage: %v", err)
+			}
+			if _, err := cl.TicketKey(ctx, nil); err != nil {
+				t.Fatalf("tktkey during the outage: %v", err)
+			}
+			var bogus [16]byte
+			rand.Read(bogus[:])
+			cl.TicketKey(ctx, bogus[:]) // a miss, answered in time
+			worst = max(worst, time.Since(start))
+		}
+		cl.Close()
+	}
+	t.Logf("slowest group of five requests during the outage: %v", worst)
+	if worst > 5*bound {
+		t.Errorf("five requests took %v with Redis stopped", worst)
+	}
+	if got, err := a.Lookup(ctx, "smtpd", "before"); err != nil || string(got) != string(before) {
+		t.Errorf("an entry written before the outage, from the local cache: %q, %v", got, err)
+	}
+	if got, err := a.TicketKey(ctx, key.Name[:]); err != nil || got != key {
+		t.Errorf("the ring loaded before the outage: %v", err)
+	}
+	members[0].waitStat(t, "smtpd_cache_redis_state", "down", 10*time.Second)
+
+	srv.Resume()
+	paused = false
+	// The breaker probes Redis with the traffic that comes: keep some.
+	for _, m := range members {
+		cl := m.client()
+		deadline := time.Now().Add(30 * time.Second)
+		for m.stats(t)["smtpd_cache_redis_state"] != "up" {
+			if time.Now().After(deadline) {
+				t.Fatalf("member still cut off from Redis 30 s after it came back")
+			}
+			cl.Lookup(ctx, "smtpd", "probe")
+			time.Sleep(20 * time.Millisecond)
+		}
+		cl.Close()
+	}
+	b := members[1].client()
+	defer b.Close()
+	if err := b.Update(ctx, "smtpd", "after", []byte("shared again")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Lookup(ctx, "smtpd", "after"); err != nil || string(got) != "shared again" {
+		t.Errorf("after the outage A does not see B's update: %q, %v", got, err)
+	}
+}
