@@ -374,9 +374,11 @@ func TestPausedServerDeadline(t *testing.T) {
 	}
 	// In a burst every goroutine wakes at the deadline at once and closes
 	// its connection: on two cores under the race detector that queues
-	// some for the CPU. The tail is bounded more loosely, still enough to
-	// catch any real wait (a dial timeout is 100 ms).
-	if conc.quantile(0.99) > timeout+slack || conc.max() > timeout+3*slack {
+	// some for the CPU, more so when other tests share the cores (CI runs
+	// packages in parallel). The burst is bounded below a dial timeout
+	// (100 ms), enough to catch a caller waiting for a dial or a retry;
+	// the sequential calls above hold the tight bound.
+	if conc.quantile(0.99) > timeout+3*slack || conc.max() > 90*time.Millisecond {
 		t.Errorf("burst: %v with a %v timeout", conc, timeout)
 	}
 	st := c.Stats()

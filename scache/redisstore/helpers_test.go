@@ -31,7 +31,7 @@ const (
 	timeout = settings.DefaultTimeout
 	// slack is what latency assertions allow past the deadline on a loaded
 	// 2-core machine under the race detector; the real figures are logged.
-	slack = 20 * time.Millisecond
+	slack = 40 * time.Millisecond
 )
 
 var roomy = scache.Limits{MaxEntries: 1000, MaxBytes: 1 << 24}
