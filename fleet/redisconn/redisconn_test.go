@@ -593,9 +593,13 @@ func TestClusterNodePaused(t *testing.T) {
 	check := func(c *Client, what string) {
 		t.Helper()
 		var lat latencies
+		// A client without a slot map asks a random node for one, within
+		// the caller's deadline: when it picks the paused node, that call
+		// fails, and so may calls for healthy keys until a map is loaded.
+		// Once one healthy call succeeded, it has a map: no more failures.
+		hasMap, mapless := c != cold, 0
 		for i := 0; i < 200 || c.breaker(down.Addr).stateName() == StateUp; i++ {
 			for n, k := range keys {
-				mapless := c.breaker(down.Addr).opens.Load() == 0
 				v, d, err := get(c, k)
 				lat = append(lat, d)
 				if n == down {
@@ -603,11 +607,14 @@ func TestClusterNodePaused(t *testing.T) {
 						t.Fatalf("%s: GET on the paused node succeeded", what)
 					}
 				} else if err != nil || v != n.Addr {
-					// Until the paused node's breaker opens, a client without
-					// a slot map may ask that node for one, and fail.
-					if c != cold || !mapless {
+					if hasMap {
 						t.Fatalf("%s: GET %s on %s: %q, %v", what, k, n.Addr, v, err)
 					}
+					if mapless++; mapless > 50 {
+						t.Fatalf("%s: %d calls for healthy nodes failed without a slot map: %v", what, mapless, err)
+					}
+				} else {
+					hasMap = true
 				}
 			}
 			if i > 10000 {
@@ -642,5 +649,63 @@ func TestClusterNodePaused(t *testing.T) {
 		l.want(t,
 			[]string{"warn", "node " + down.Addr + " unavailable"},
 			[]string{"info", "node " + down.Addr + " available again"})
+	}
+}
+
+// go-redis's ClusterClient retries a call after a timeout or a failed
+// dial. Its node's breaker must still see one failure per call (it opens
+// at the third, as for a single server), and the call must end with its
+// own error, counted as a timeout, not with the refusal of a breaker that
+// its own retry opened.
+func TestClusterCallNotRetried(t *testing.T) {
+	cl := redistest.Cluster(t)
+	s := single(cl.Addrs...)
+	s.Cluster = true
+	down := cl.Nodes[1]
+	key := ""
+	for i := 0; cl.NodeFor(key) != down; i++ {
+		key = fmt.Sprintf("tlsmgr:%d", i)
+	}
+	isPaused := false
+	// Resuming a stopped server fails the test: only a paused one.
+	t.Cleanup(func() {
+		if isPaused {
+			down.Resume()
+		}
+	})
+	for _, how := range []string{"paused", "stopped"} {
+		if how == "stopped" {
+			down.Resume()
+			isPaused = false
+			cl.WaitOK()
+		}
+		c, _ := dial(t, s, nil)
+		set(t, c, key, "v")
+		wantGet(t, c, key, "v")
+		if how == "paused" {
+			down.Pause()
+			isPaused = true
+		} else {
+			down.Stop()
+		}
+		var before latencies
+		for c.Stats().State == StateUp {
+			_, d, err := get(c, key)
+			if err == nil || errors.Is(err, ErrUnavailable) {
+				t.Fatalf("%s: call %d to the node: %v, want its own failure", how, len(before)+1, err)
+			}
+			before = append(before, d)
+			if len(before) > 10 {
+				t.Fatalf("%s: breaker still closed after %d calls", how, len(before))
+			}
+		}
+		st := c.Stats()
+		t.Logf("%s node: %v; %+v", how, before, st)
+		if len(before) != 3 || st.Errors != 3 || st.Refused != 0 || st.BreakerOpens != 1 {
+			t.Errorf("%s: breaker opened after %d calls (want 3); stats %+v", how, len(before), st)
+		}
+		if how == "paused" && (st.Timeouts != 3 || before.max() > timeout+slack) {
+			t.Errorf("paused: %d of the 3 calls counted as timeouts; slowest %v", st.Timeouts, before.max())
+		}
 	}
 }
