@@ -376,6 +376,11 @@ func (m *Manager) refresh(ctx context.Context) error {
 			offer.Expiry = m.expiryOf(e)
 		}
 		until := time.Unix(offer.Expiry+m.half, 0)
+		if !until.After(m.now()) {
+			// A slow refresh: the epoch went by meanwhile.
+			offer.Wipe()
+			continue
+		}
 		// The call owns its copy: it may outlive this refresh.
 		mine := offer
 		offer.Wipe()

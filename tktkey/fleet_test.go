@@ -123,6 +123,7 @@ type faultStore struct {
 	release chan struct{}
 	calls   map[string]int
 	events  chan string // each call's method, dropped when full
+	during  func(method string)
 }
 
 func (f *faultStore) set(m storeMode) {
@@ -164,8 +165,11 @@ func (f *faultStore) count(method string) int {
 func (f *faultStore) enter(ctx context.Context, method string) error {
 	f.mu.Lock()
 	f.calls[method]++
-	mode, rel := f.mode, f.release
+	mode, rel, during := f.mode, f.release, f.during
 	f.mu.Unlock()
+	if during != nil {
+		during(method)
+	}
 	select {
 	case f.events <- method:
 	default:
@@ -1272,6 +1276,33 @@ func TestFleetStoreLosesOrReplacesKey(t *testing.T) {
 	}
 }
 
+// A refresh that takes so long that an epoch passes during it does not
+// put back a key that no longer decrypts (seen with a fast clock: keys
+// republished with an expiry already past).
+func TestFleetSlowRefreshSkipsPassedEpoch(t *testing.T) {
+	f := newTestFleet(t, 120*time.Second)
+	a := f.join("a")
+	e := f.baseEpoch()
+	f.store.forget(e) // the store lost the current key, which a holds
+	creates := a.st.count("Create")
+	a.st.during = func(method string) {
+		if method == "Epochs" {
+			f.clk.mu.Lock()
+			f.clk.now = f.until(e) // key e stops decrypting meanwhile
+			f.clk.mu.Unlock()
+		}
+	}
+	if err := a.m.Refresh(bg); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.st.count("Create") - creates; n != 0 {
+		t.Errorf("%d creates after the epoch passed, want none", n)
+	}
+	if _, ok := a.fleetKeys()[e]; ok {
+		t.Error("a key that no longer decrypts is still held")
+	}
+}
+
 // A stored key whose expiry does not fit its epoch (a member with another
 // session timeout) is refused, and mail goes on with a local key.
 func TestFleetRefusesMisfitKey(t *testing.T) {
@@ -1490,9 +1521,13 @@ func TestFleetConcurrent(t *testing.T) {
 	}
 	clockWG.Wait()
 	wg.Wait()
-	for _, mb := range ms {
-		if err := mb.m.Refresh(bg); err != nil {
-			t.Fatal(err)
+	// Two rounds: a key one member offers back in the first (a local key
+	// of the previous epoch, say) reaches the others in the second.
+	for range 2 {
+		for _, mb := range ms {
+			if err := mb.m.Refresh(bg); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	for _, mb := range ms[1:] {
