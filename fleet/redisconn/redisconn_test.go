@@ -705,6 +705,13 @@ func TestClusterCallNotRetried(t *testing.T) {
 			}
 		}
 		st := c.Stats()
+		if len(before) == 0 {
+			// go-redis reloaded the slot map in the background just then
+			// and those calls opened the breaker before any of ours ran:
+			// nothing of ours to judge this round.
+			t.Logf("%s node: breaker opened by background calls; %+v", how, st)
+			continue
+		}
 		t.Logf("%s node: %v; %+v", how, before, st)
 		if len(before) > 3 || st.Errors < uint64(len(before)) || st.BreakerOpens != 1 {
 			t.Errorf("%s: breaker opened after %d calls (want 3); stats %+v", how, len(before), st)
