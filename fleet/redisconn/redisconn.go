@@ -230,8 +230,9 @@ func newClient(s *settings.Settings, log Logger, name string, tune func(*breaker
 		}
 		rdb := redis.NewClusterClient(co)
 		// Counted once per call at the top, however many nodes or
-		// redirections it takes.
-		rdb.AddHook(&hook{c: c, count: true})
+		// redirections it takes; the top also keeps the call from being
+		// retried on a node that failed it (see clusterCall).
+		rdb.AddHook(&hook{c: c, count: true, cluster: true})
 		c.rdb = rdb
 	default:
 		rdb := redis.NewClient(uo.Simple())
@@ -436,14 +437,58 @@ func isTimeout(err error) bool {
 
 // hook applies a breaker (br) and counts calls (count) once per call:
 // calls nested in one (a new connection's HELLO) pass straight through.
+// cluster marks the hook at the top of a cluster client, above the nodes'.
 type hook struct {
-	c     *Client
-	br    *breaker
-	count bool
+	c       *Client
+	br      *breaker
+	count   bool
+	cluster bool
 }
 
 // hookKey marks a context as inside a call through one hook.
 type hookKey struct{ h *hook }
+
+// clusterCall is one call through a cluster client. go-redis's
+// ClusterClient retries a command after a timeout, a failed dial or a
+// broken connection (up to MaxRedirects more attempts, on the same node
+// first), whatever MaxRetries says. Each attempt would reach the node's
+// breaker as one more failure, so one call could open it, and the call
+// then ended with the breaker's refusal instead of its own timeout, which
+// Stats counted as refused. A node that failed a call fails its retries
+// at once with the same error, without I/O or its breaker; redirections
+// (MOVED, ASK) and retries on other nodes (after READONLY) go on.
+type clusterCall struct {
+	mu     sync.Mutex
+	failed map[*hook]error
+}
+
+type clusterCallKey struct{}
+
+// failedBefore returns the error with which the node of h failed this
+// call before, if it did.
+func (h *hook) failedBefore(ctx context.Context) error {
+	cc, _ := ctx.Value(clusterCallKey{}).(*clusterCall)
+	if cc == nil || h.br == nil || ctx.Value(hookKey{h}) != nil {
+		return nil
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.failed[h]
+}
+
+// noteFailure records that the node of h failed this call.
+func (h *hook) noteFailure(ctx context.Context, err error) {
+	cc, _ := ctx.Value(clusterCallKey{}).(*clusterCall)
+	if cc == nil || h.br == nil || classify(err) != failure {
+		return
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.failed == nil {
+		cc.failed = map[*hook]error{}
+	}
+	cc.failed[h] = err
+}
 
 func (h *hook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -452,6 +497,9 @@ func (h *hook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *hook) begin(ctx context.Context) (context.Context, bool, error) {
 	if ctx.Value(hookKey{h}) != nil {
 		return ctx, false, nil
+	}
+	if h.cluster {
+		ctx = context.WithValue(ctx, clusterCallKey{}, &clusterCall{})
 	}
 	if h.br != nil {
 		if err := h.br.Allow(); err != nil {
@@ -464,9 +512,10 @@ func (h *hook) begin(ctx context.Context) (context.Context, bool, error) {
 	return context.WithValue(ctx, hookKey{h}, true), true, nil
 }
 
-func (h *hook) end(err error) {
+func (h *hook) end(ctx context.Context, err error) {
 	if h.br != nil {
 		h.br.ReportResult(err)
+		h.noteFailure(ctx, err)
 	}
 	if h.count {
 		h.c.count(err)
@@ -475,13 +524,17 @@ func (h *hook) end(err error) {
 
 func (h *hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if err := h.failedBefore(ctx); err != nil {
+			cmd.SetErr(err)
+			return err
+		}
 		ctx, outer, err := h.begin(ctx)
 		if err != nil {
 			return err
 		}
 		err = next(ctx, cmd)
 		if outer {
-			h.end(err)
+			h.end(ctx, err)
 		}
 		return err
 	}
@@ -489,17 +542,21 @@ func (h *hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		ctx, outer, err := h.begin(ctx)
-		if err != nil {
-			// Exec returns this error, but callers read the commands.
-			for _, cmd := range cmds {
-				cmd.SetErr(err)
+		err := h.failedBefore(ctx)
+		if err == nil {
+			ctx, outer, berr := h.begin(ctx)
+			if berr == nil {
+				err = next(ctx, cmds)
+				if outer {
+					h.end(ctx, err)
+				}
+				return err
 			}
-			return err
+			err = berr
 		}
-		err = next(ctx, cmds)
-		if outer {
-			h.end(err)
+		// Exec returns this error, but callers read the commands.
+		for _, cmd := range cmds {
+			cmd.SetErr(err)
 		}
 		return err
 	}
