@@ -14,14 +14,15 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/proto"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
 )
 
 // Status codes of tlsmgr replies.
 const (
-	StatusOK   = 0
-	StatusErr  = -1
-	StatusFail = -2
+	StatusOK   = proto.StatusOK
+	StatusErr  = proto.StatusErr
+	StatusFail = proto.StatusFail
 )
 
 // ErrNotFound is returned for a reply with status -1: a cache miss, an
@@ -128,7 +129,7 @@ func (c *Client) connect(ctx context.Context) error {
 		c.drop()
 		return fmt.Errorf("tlsmgr %s: read protocol announcement: %w", c.path, err)
 	}
-	if v, ok := l.Get("protocol"); !ok || string(v) != "tlsmgr_protocol" || len(l) != 1 {
+	if v, ok := l.Get(proto.AttrProtocol); !ok || string(v) != proto.ProtocolName || len(l) != 1 {
 		c.drop()
 		return &ProtocolError{Request: "connect", Why: "server did not announce tlsmgr_protocol"}
 	}
@@ -189,10 +190,10 @@ func isTimeout(err error) bool {
 // reply checks a reply's status and returns the values of the named
 // attributes, which must follow it in that order.
 func reply(request string, l attr.List, names ...string) (int32, [][]byte, error) {
-	if len(l) < 1 || string(l[0].Name) != "status" {
+	if len(l) < 1 || string(l[0].Name) != proto.AttrStatus {
 		return 0, nil, &ProtocolError{request, "reply has no status"}
 	}
-	status, err := attr.ParseInt("status", l[0].Value)
+	status, err := attr.ParseInt(proto.AttrStatus, l[0].Value)
 	if err != nil {
 		return 0, nil, &ProtocolError{request, err.Error()}
 	}
@@ -225,19 +226,19 @@ func (c *Client) Seed(ctx context.Context, n int) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, err := c.call(ctx, func(w *attr.Writer) {
-		w.Str("request", "seed")
-		w.Int("size", int32(n))
+		w.Str(proto.AttrRequest, proto.RequestSeed)
+		w.Int(proto.AttrSize, int32(n))
 	})
 	if err != nil {
 		return nil, err
 	}
-	status, v, err := reply("seed", l, "seed")
+	status, v, err := reply(proto.RequestSeed, l, proto.AttrSeed)
 	if err != nil || status != StatusOK {
-		return nil, errors.Join(err, statusErr("seed", status))
+		return nil, errors.Join(err, statusErr(proto.RequestSeed, status))
 	}
-	b, err := attr.ParseData("seed", v[0])
+	b, err := attr.ParseData(proto.AttrSeed, v[0])
 	if err != nil {
-		return nil, &ProtocolError{"seed", err.Error()}
+		return nil, &ProtocolError{proto.RequestSeed, err.Error()}
 	}
 	return b, nil
 }
@@ -253,20 +254,20 @@ func (c *Client) Policy(ctx context.Context, cacheType string) (Policy, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, err := c.call(ctx, func(w *attr.Writer) {
-		w.Str("request", "policy")
-		w.Str("cache_type", cacheType)
+		w.Str(proto.AttrRequest, proto.RequestPolicy)
+		w.Str(proto.AttrCacheType, cacheType)
 	})
 	if err != nil {
 		return Policy{}, err
 	}
-	status, v, err := reply("policy", l, "cachable", "timeout")
+	status, v, err := reply(proto.RequestPolicy, l, proto.AttrCachable, proto.AttrTimeout)
 	if err != nil || status != StatusOK {
-		return Policy{}, errors.Join(err, statusErr("policy", status))
+		return Policy{}, errors.Join(err, statusErr(proto.RequestPolicy, status))
 	}
-	cachable, err1 := attr.ParseInt("cachable", v[0])
-	timeout, err2 := attr.ParseInt("timeout", v[1])
+	cachable, err1 := attr.ParseInt(proto.AttrCachable, v[0])
+	timeout, err2 := attr.ParseInt(proto.AttrTimeout, v[1])
 	if err := errors.Join(err1, err2); err != nil {
-		return Policy{}, &ProtocolError{"policy", err.Error()}
+		return Policy{}, &ProtocolError{proto.RequestPolicy, err.Error()}
 	}
 	return Policy{Cachable: cachable != 0, Timeout: time.Duration(timeout) * time.Second}, nil
 }
@@ -277,20 +278,20 @@ func (c *Client) Lookup(ctx context.Context, cacheType, id string) ([]byte, erro
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, err := c.call(ctx, func(w *attr.Writer) {
-		w.Str("request", "lookup")
-		w.Str("cache_type", cacheType)
-		w.Str("cache_id", id)
+		w.Str(proto.AttrRequest, proto.RequestLookup)
+		w.Str(proto.AttrCacheType, cacheType)
+		w.Str(proto.AttrCacheID, id)
 	})
 	if err != nil {
 		return nil, err
 	}
-	status, v, err := reply("lookup", l, "session")
+	status, v, err := reply(proto.RequestLookup, l, proto.AttrSession)
 	if err != nil || status != StatusOK {
-		return nil, errors.Join(err, statusErr("lookup", status))
+		return nil, errors.Join(err, statusErr(proto.RequestLookup, status))
 	}
-	b, err := attr.ParseData("session", v[0])
+	b, err := attr.ParseData(proto.AttrSession, v[0])
 	if err != nil {
-		return nil, &ProtocolError{"lookup", err.Error()}
+		return nil, &ProtocolError{proto.RequestLookup, err.Error()}
 	}
 	return b, nil
 }
@@ -300,16 +301,16 @@ func (c *Client) Update(ctx context.Context, cacheType, id string, session []byt
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, err := c.call(ctx, func(w *attr.Writer) {
-		w.Str("request", "update")
-		w.Str("cache_type", cacheType)
-		w.Str("cache_id", id)
-		w.Data("session", session)
+		w.Str(proto.AttrRequest, proto.RequestUpdate)
+		w.Str(proto.AttrCacheType, cacheType)
+		w.Str(proto.AttrCacheID, id)
+		w.Data(proto.AttrSession, session)
 	})
 	if err != nil {
 		return err
 	}
-	status, _, err := reply("update", l)
-	return errors.Join(err, statusErr("update", status))
+	status, _, err := reply(proto.RequestUpdate, l)
+	return errors.Join(err, statusErr(proto.RequestUpdate, status))
 }
 
 // Delete removes the entry under id; an error matching ErrNotFound means
@@ -318,15 +319,15 @@ func (c *Client) Delete(ctx context.Context, cacheType, id string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, err := c.call(ctx, func(w *attr.Writer) {
-		w.Str("request", "delete")
-		w.Str("cache_type", cacheType)
-		w.Str("cache_id", id)
+		w.Str(proto.AttrRequest, proto.RequestDelete)
+		w.Str(proto.AttrCacheType, cacheType)
+		w.Str(proto.AttrCacheID, id)
 	})
 	if err != nil {
 		return err
 	}
-	status, _, err := reply("delete", l)
-	return errors.Join(err, statusErr("delete", status))
+	status, _, err := reply(proto.RequestDelete, l)
+	return errors.Join(err, statusErr(proto.RequestDelete, status))
 }
 
 // TicketKey asks for the current ticket encryption key (name nil) or for
@@ -335,24 +336,24 @@ func (c *Client) TicketKey(ctx context.Context, name []byte) (tktkey.Key, error)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, err := c.call(ctx, func(w *attr.Writer) {
-		w.Str("request", "tktkey")
-		w.Data("keyname", name)
+		w.Str(proto.AttrRequest, proto.RequestTktKey)
+		w.Data(proto.AttrKeyName, name)
 	})
 	if err != nil {
 		return tktkey.Key{}, err
 	}
-	status, v, err := reply("tktkey", l, "keybuf")
+	status, v, err := reply(proto.RequestTktKey, l, proto.AttrKeyBuf)
 	if err != nil || status != StatusOK {
-		return tktkey.Key{}, errors.Join(err, statusErr("tktkey", status))
+		return tktkey.Key{}, errors.Join(err, statusErr(proto.RequestTktKey, status))
 	}
-	rec, err := attr.ParseData("keybuf", v[0])
+	rec, err := attr.ParseData(proto.AttrKeyBuf, v[0])
 	if err != nil {
-		return tktkey.Key{}, &ProtocolError{"tktkey", err.Error()}
+		return tktkey.Key{}, &ProtocolError{proto.RequestTktKey, err.Error()}
 	}
 	k, err := tktkey.Unmarshal(rec)
 	clear(rec)
 	if err != nil {
-		return tktkey.Key{}, &ProtocolError{"tktkey", err.Error()}
+		return tktkey.Key{}, &ProtocolError{proto.RequestTktKey, err.Error()}
 	}
 	return k, nil
 }
@@ -362,19 +363,19 @@ func (c *Client) TicketKey(ctx context.Context, name []byte) (tktkey.Key, error)
 func (c *Client) Stats(ctx context.Context) ([][2]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	l, err := c.call(ctx, func(w *attr.Writer) { w.Str("request", "stats") })
+	l, err := c.call(ctx, func(w *attr.Writer) { w.Str(proto.AttrRequest, proto.RequestStats) })
 	if err != nil {
 		return nil, err
 	}
-	if len(l) == 0 || string(l[0].Name) != "status" {
-		return nil, &ProtocolError{"stats", "reply has no status"}
+	if len(l) == 0 || string(l[0].Name) != proto.AttrStatus {
+		return nil, &ProtocolError{proto.RequestStats, "reply has no status"}
 	}
-	status, err := attr.ParseInt("status", l[0].Value)
+	status, err := attr.ParseInt(proto.AttrStatus, l[0].Value)
 	if err != nil {
-		return nil, &ProtocolError{"stats", err.Error()}
+		return nil, &ProtocolError{proto.RequestStats, err.Error()}
 	}
 	if status != StatusOK {
-		return nil, statusErr("stats", status)
+		return nil, statusErr(proto.RequestStats, status)
 	}
 	out := make([][2]string, 0, len(l)-1)
 	for _, a := range l[1:] {

@@ -10,9 +10,9 @@ import (
 	"github.com/gotlsmgr/tlsmgr/fleet/redisconn"
 	"github.com/gotlsmgr/tlsmgr/fleet/seal"
 	"github.com/gotlsmgr/tlsmgr/fleet/settings"
+	"github.com/gotlsmgr/tlsmgr/proto"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/gotlsmgr/tlsmgr/scache/redisstore"
-	"github.com/gotlsmgr/tlsmgr/server"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
 	"github.com/gotlsmgr/tlsmgr/tktkey/redisring"
 )
@@ -127,7 +127,7 @@ func (d *daemon) keyStats(add func(name, value string)) {
 		case k.Spare:
 			source = "spare"
 		}
-		add(server.RingKeyStat, fmt.Sprintf("epoch=%d name=%x expiry=%s source=%s",
+		add(proto.RingKeyStat, fmt.Sprintf("epoch=%d name=%x expiry=%s source=%s",
 			k.Epoch, k.Name, time.Unix(k.Expiry, 0).UTC().Format(time.RFC3339), source))
 	}
 	if st.Mode != "fleet" {

@@ -13,35 +13,34 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/proto"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
 )
 
 // Status codes of tlsmgr replies.
 const (
-	StatusOK   int32 = 0  // success
-	StatusErr  int32 = -1 // not found, or refused
-	StatusFail int32 = -2 // protocol or usage error
+	StatusOK   = proto.StatusOK
+	StatusErr  = proto.StatusErr
+	StatusFail = proto.StatusFail
 )
 
-// Request and attribute names of the protocol.
+// Attribute names, short for this file.
 const (
-	attrRequest   = "request"
-	attrStatus    = "status"
-	attrCacheType = "cache_type"
-	attrCacheID   = "cache_id"
-	attrSession   = "session"
-	attrSize      = "size"
-	attrSeed      = "seed"
-	attrCachable  = "cachable"
-	attrTimeout   = "timeout"
-	attrKeyName   = "keyname"
-	attrKeyBuf    = "keybuf"
+	attrRequest   = proto.AttrRequest
+	attrStatus    = proto.AttrStatus
+	attrCacheType = proto.AttrCacheType
+	attrCacheID   = proto.AttrCacheID
+	attrSession   = proto.AttrSession
+	attrSize      = proto.AttrSize
+	attrSeed      = proto.AttrSeed
+	attrCachable  = proto.AttrCachable
+	attrTimeout   = proto.AttrTimeout
+	attrKeyName   = proto.AttrKeyName
+	attrKeyBuf    = proto.AttrKeyBuf
 )
 
-// announcement is what the server says first on every connection;
-// Postfix 3.6+ clients refuse a server that does not.
-const announcement = "protocol\x00tlsmgr_protocol\x00\x00"
+const announcement = proto.Announcement
 
 type conn struct {
 	srv       *Server
@@ -246,25 +245,25 @@ func (c *conn) dispatch(req attr.List) bool {
 	}
 	name, args := string(req[0].Value), req[1:]
 	switch name {
-	case "seed":
+	case proto.RequestSeed:
 		c.srv.counters.seed.Add(1)
 		return c.seed(args)
-	case "policy":
+	case proto.RequestPolicy:
 		c.srv.counters.policy.Add(1)
 		return c.policy(args)
-	case "lookup":
+	case proto.RequestLookup:
 		c.srv.counters.lookup.Add(1)
 		return c.lookup(args)
-	case "update":
+	case proto.RequestUpdate:
 		c.srv.counters.update.Add(1)
 		return c.update(args)
-	case "delete":
+	case proto.RequestDelete:
 		c.srv.counters.delete.Add(1)
 		return c.delete(args)
-	case "tktkey":
+	case proto.RequestTktKey:
 		c.srv.counters.tktkey.Add(1)
 		return c.tktkey(args)
-	case "stats":
+	case proto.RequestStats:
 		return c.stats(args)
 	}
 	c.srv.counters.malformed.Add(1)
@@ -316,13 +315,13 @@ func (c *conn) badRequest(request, format string, args ...any) {
 func (c *conn) seed(args attr.List) bool {
 	status, out := StatusFail, []byte(nil)
 	var buf [255]byte
-	if v, ok := c.args("seed", args, attrSize); ok {
+	if v, ok := c.args(proto.RequestSeed, args, attrSize); ok {
 		n, err := attr.ParseInt(attrSize, v[0])
 		switch {
 		case err != nil:
-			c.badRequest("seed", "%v", err)
+			c.badRequest(proto.RequestSeed, "%v", err)
 		case n <= 0 || n > 255:
-			c.badRequest("seed", "bogus seed length \"%d\"", n)
+			c.badRequest(proto.RequestSeed, "bogus seed length \"%d\"", n)
 		default:
 			if _, err := io.ReadFull(c.srv.cfg.Pool, buf[:n]); err != nil {
 				c.srv.cfg.Log.Warn("PRNG: %v", err)
@@ -354,8 +353,8 @@ func (c *conn) cacheType(request string, name []byte) (*CacheType, bool) {
 
 func (c *conn) policy(args attr.List) bool {
 	status, cachable, timeout := StatusFail, int32(0), int32(0)
-	if v, ok := c.args("policy", args, attrCacheType); ok {
-		if ct, ok := c.cacheType("policy", v[0]); ok {
+	if v, ok := c.args(proto.RequestPolicy, args, attrCacheType); ok {
+		if ct, ok := c.cacheType(proto.RequestPolicy, v[0]); ok {
 			status, timeout = StatusOK, int32(ct.Timeout/time.Second)
 			if ct.Cache != nil {
 				cachable = 1
@@ -393,8 +392,8 @@ func (c *conn) storeContext() (context.Context, context.CancelFunc) {
 
 func (c *conn) lookup(args attr.List) bool {
 	status, session := StatusFail, []byte(nil)
-	if v, ok := c.args("lookup", args, attrCacheType, attrCacheID); ok {
-		if cache := c.enabledCache("lookup", v[0]); cache != nil {
+	if v, ok := c.args(proto.RequestLookup, args, attrCacheType, attrCacheID); ok {
+		if cache := c.enabledCache(proto.RequestLookup, v[0]); cache != nil {
 			ctx, cancel := c.storeContext()
 			s, err := cache.Lookup(ctx, string(v[1]))
 			cancel()
@@ -419,11 +418,11 @@ func (c *conn) lookup(args attr.List) bool {
 
 func (c *conn) update(args attr.List) bool {
 	status := StatusFail
-	if v, ok := c.args("update", args, attrCacheType, attrCacheID, attrSession); ok {
+	if v, ok := c.args(proto.RequestUpdate, args, attrCacheType, attrCacheID, attrSession); ok {
 		session, err := attr.ParseData(attrSession, v[2])
 		if err != nil {
-			c.badRequest("update", "%v", errShort(err))
-		} else if cache := c.enabledCache("update", v[0]); cache != nil {
+			c.badRequest(proto.RequestUpdate, "%v", errShort(err))
+		} else if cache := c.enabledCache(proto.RequestUpdate, v[0]); cache != nil {
 			ctx, cancel := c.storeContext()
 			err := cache.Update(ctx, string(v[1]), session)
 			cancel()
@@ -449,8 +448,8 @@ func (c *conn) update(args attr.List) bool {
 
 func (c *conn) delete(args attr.List) bool {
 	status := StatusFail
-	if v, ok := c.args("delete", args, attrCacheType, attrCacheID); ok {
-		if cache := c.enabledCache("delete", v[0]); cache != nil {
+	if v, ok := c.args(proto.RequestDelete, args, attrCacheType, attrCacheID); ok {
+		if cache := c.enabledCache(proto.RequestDelete, v[0]); cache != nil {
 			ctx, cancel := c.storeContext()
 			found, err := cache.Delete(ctx, string(v[1]))
 			cancel()
@@ -474,13 +473,13 @@ func (c *conn) tktkey(args attr.List) bool {
 	status := StatusFail
 	var rec [tktkey.RecordLen]byte
 	var out []byte
-	if v, ok := c.args("tktkey", args, attrKeyName); ok {
+	if v, ok := c.args(proto.RequestTktKey, args, attrKeyName); ok {
 		name, err := attr.ParseData(attrKeyName, v[0])
 		switch {
 		case err != nil:
-			c.badRequest("tktkey", "%v", errShort(err))
+			c.badRequest(proto.RequestTktKey, "%v", errShort(err))
 		case len(name) != 0 && len(name) != tktkey.NameLen:
-			c.badRequest("tktkey", "invalid session ticket key name length: %d", len(name))
+			c.badRequest(proto.RequestTktKey, "invalid session ticket key name length: %d", len(name))
 		case c.srv.cfg.Keys == nil:
 			status = StatusErr
 		default:

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 type counters struct {
@@ -14,11 +15,6 @@ type counters struct {
 	seed, policy, lookup, update, delete, tktkey, stat atomic.Uint64
 	seedBytes                                          atomic.Uint64
 }
-
-// RingKeyStat is the stats name under which the daemon describes each key
-// of its ticket-key ring, one attribute per key, never its secrets
-// (tlsmgrctl keys lists them).
-const RingKeyStat = "tktkey_ring_key"
 
 // StatsFunc adds name/value pairs to a stats reply; the daemon uses it for
 // parts the server does not own (the PRNG, the process).
@@ -88,7 +84,7 @@ func (s *Server) Stats(ctx context.Context) [][2]string {
 // status, then one string attribute per counter.
 func (c *conn) stats(args attr.List) bool {
 	c.srv.counters.stat.Add(1)
-	if _, ok := c.args("stats", args); !ok {
+	if _, ok := c.args(proto.RequestStats, args); !ok {
 		return c.reply(func() { c.w.Int(attrStatus, StatusFail) })
 	}
 	ctx, cancel := c.storeContext()

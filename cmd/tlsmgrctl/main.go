@@ -19,7 +19,7 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/client"
 	"github.com/gotlsmgr/tlsmgr/loadgen"
-	"github.com/gotlsmgr/tlsmgr/server"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 const usage = `usage: tlsmgrctl [-s SOCKET] [-timeout DURATION] COMMAND [ARGS]
@@ -191,7 +191,7 @@ func command(ctx context.Context, c *client.Client, cmd string, args []string, s
 		}
 		for _, p := range pairs {
 			switch p[0] {
-			case server.RingKeyStat:
+			case proto.RingKeyStat:
 				fmt.Fprintln(stdout, p[1])
 			case "tktkey_mode", "tktkey_ring_digest":
 				fmt.Fprintf(stdout, "# %s = %s\n", p[0], p[1])

@@ -1,0 +1,52 @@
+// Package proto names the tlsmgr protocol: the requests, attributes and
+// statuses that Postfix's tls_mgr.c client and tlsmgr(8) exchange, plus
+// our stats extension. The server and the client library both speak
+// from this one definition.
+package proto
+
+// Announcement is what the server says first on every connection (an
+// attribute list holding protocol=tlsmgr_protocol); Postfix 3.6+ clients
+// refuse a server that does not.
+const (
+	AttrProtocol = "protocol"
+	ProtocolName = "tlsmgr_protocol"
+	Announcement = AttrProtocol + "\x00" + ProtocolName + "\x00\x00"
+)
+
+// Requests, the value of the "request" attribute.
+const (
+	RequestSeed   = "seed"
+	RequestPolicy = "policy"
+	RequestLookup = "lookup"
+	RequestUpdate = "update"
+	RequestDelete = "delete"
+	RequestTktKey = "tktkey"
+	RequestStats  = "stats" // ours: the daemon's counters
+)
+
+// Attribute names.
+const (
+	AttrRequest   = "request"
+	AttrStatus    = "status"
+	AttrCacheType = "cache_type"
+	AttrCacheID   = "cache_id"
+	AttrSession   = "session"
+	AttrSize      = "size"
+	AttrSeed      = "seed"
+	AttrCachable  = "cachable"
+	AttrTimeout   = "timeout"
+	AttrKeyName   = "keyname"
+	AttrKeyBuf    = "keybuf"
+)
+
+// Reply statuses.
+const (
+	StatusOK   int32 = 0  // success
+	StatusErr  int32 = -1 // not found, or refused
+	StatusFail int32 = -2 // protocol or usage error
+)
+
+// RingKeyStat is the stats name under which the daemon describes each key
+// of its ticket-key ring, one attribute per key, never its secrets
+// (tlsmgrctl keys lists them).
+const RingKeyStat = "tktkey_ring_key"
