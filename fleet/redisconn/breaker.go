@@ -93,6 +93,11 @@ func newBreaker(cfg breakerConfig, onDown func(error), onUp func(time.Duration))
 	}
 }
 
+// refusing reports, with two atomic loads, that Allow would refuse now.
+func (b *breaker) refusing() bool {
+	return b.state.Load() != closed && b.now() < time.Duration(b.until.Load())
+}
+
 // Allow implements redis.Limiter.
 func (b *breaker) Allow() error {
 	switch b.state.Load() {

@@ -94,7 +94,8 @@ type Client struct {
 	ops, errs, timeouts, refused atomic.Uint64
 
 	mu       sync.Mutex
-	breakers map[string]*breaker // by node address for a cluster; one entry "" otherwise
+	breakers map[string]*breaker     // by node address for a cluster; one entry "" otherwise
+	whole    atomic.Pointer[breaker] // breakers[""], for Refusing
 	dialErrs map[string]dialFailure
 }
 
@@ -373,7 +374,24 @@ func (c *Client) breaker(node string) *breaker {
 			c.log.Info("Redis %s (%s): %savailable again after %v", c.name, c.desc, what, outage.Round(time.Millisecond))
 		})
 	c.breakers[node] = b
+	if node == "" {
+		c.whole.Store(b)
+	}
 	return b
+}
+
+// Refusing reports, without I/O or locks, that a call made now would be
+// refused by the open breaker; it then counts as one refused call. A
+// caller that checks first can skip building the call at all: hashing
+// the key, the command, its context. Always false for a cluster, whose
+// nodes' breakers decide per key.
+func (c *Client) Refusing() bool {
+	b := c.whole.Load()
+	if b == nil || !b.refusing() {
+		return false
+	}
+	c.refused.Add(1)
+	return true
 }
 
 // Redis returns the client for commands; give every call a context from

@@ -713,3 +713,37 @@ func TestClusterCallNotRetried(t *testing.T) {
 		}
 	}
 }
+
+// Refusing says, without I/O, what the open breaker would do with a call,
+// and counts it; a cluster's per-node breakers never make it say yes.
+func TestRefusing(t *testing.T) {
+	srv := redistest.Single(t)
+	c, _ := dial(t, single(srv.Addr), nil)
+	set(t, c, "k", "v")
+	if c.Refusing() {
+		t.Fatal("Refusing with Redis up")
+	}
+	paused(t, srv)
+	for c.Stats().State == StateUp {
+		get(c, "k")
+	}
+	before := c.Stats().Refused
+	if !c.Refusing() {
+		t.Fatal("not Refusing with the breaker open")
+	}
+	if got := c.Stats().Refused; got != before+1 {
+		t.Errorf("Refused %d after Refusing, want %d", got, before+1)
+	}
+	srv.Resume()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Refusing() {
+		if time.Now().After(deadline) {
+			t.Fatal("still Refusing 10 s after Redis came back and a probe was due")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	wantGet(t, c, "k", "v") // the probe closes the breaker
+	if c.Refusing() {
+		t.Fatal("Refusing after the probe succeeded")
+	}
+}

@@ -189,7 +189,13 @@ func (s *Store) writeKey(id string) string { return s.keyPrefix + s.sealer.Name(
 // Get returns the entry from Redis, or from the local cache when Redis
 // fails. It fails only with scache.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (scache.Entry, error) {
-	e, err := s.getRedis(ctx, s.keys(id))
+	var e scache.Entry
+	err := errNotUsed
+	// With the breaker open, straight to the local cache: no hashing,
+	// no command to build.
+	if !s.c.Refusing() {
+		e, err = s.getRedis(ctx, s.keys(id))
+	}
 	switch {
 	case err == nil:
 		s.hits.Add(1)
@@ -292,6 +298,10 @@ func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 	if err := s.local.Put(ctx, id, e); err != nil {
 		return err
 	}
+	if s.c.Refusing() {
+		s.updatesUnshared.Add(1)
+		return nil
+	}
 	ttl, ok := redisTTL(e.Expires, time.Now())
 	if !ok || e.Written.Before(minWritten) || e.Written.After(maxWritten) {
 		// Nothing valid to share; an older version in Redis must not
@@ -343,6 +353,10 @@ func redisTTL(expires, now time.Time) (time.Duration, bool) {
 // what the local cache had when it does not, and never fails.
 func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
 	local, _ := s.local.Delete(ctx, id)
+	if s.c.Refusing() {
+		s.deletesUnshared.Add(1)
+		return local, nil
+	}
 	n, err := s.delRedis(ctx, opDelete, s.keys(id))
 	if err != nil {
 		s.deletesUnshared.Add(1)
