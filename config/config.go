@@ -88,7 +88,7 @@ func Load(dir string, extraDefaults map[string]string, overrides []string) (*Con
 		}
 	}
 	for _, o := range overrides {
-		name, value, reason := splitNameValue(o)
+		name, value, reason := SplitNameValue(o)
 		if reason != "" {
 			return nil, fmt.Errorf("invalid -o option %q: %s", o, reason)
 		}

@@ -39,10 +39,11 @@ func trimSpace(s string) string {
 	return s[i:j]
 }
 
-// splitNameValue splits "name = value" as Postfix does for main.cf lines
+// SplitNameValue splits "name = value" as Postfix does for main.cf lines
 // and -o options: the name ends at white space or '=', the value is
-// trimmed and may be empty. The result is a reason on failure.
-func splitNameValue(line string) (name, value, reason string) {
+// trimmed and may be empty. The result is a reason on failure. Other
+// files in main.cf syntax (the fleet's Redis settings) use it too.
+func SplitNameValue(line string) (name, value, reason string) {
 	i := 0
 	for i < len(line) && isSpace(line[i]) {
 		i++
@@ -64,27 +65,35 @@ func splitNameValue(line string) (name, value, reason string) {
 	return name, trimSpace(line[j+1:]), ""
 }
 
-// logicalLine is one "name = value" text joined from its physical lines.
-type logicalLine struct {
-	text string
-	line int
+// LogicalLine is one "name = value" text joined from its physical lines,
+// numbered by its first.
+type LogicalLine struct {
+	Text string
+	Line int
 }
 
-// splitLogicalLines groups physical lines as Postfix's readllines() does.
+// LogicalLines groups physical lines as Postfix's readllines() does.
 // Lines that are empty, all white space, or whose first non-space byte
 // is '#' are dropped without ending the logical line in progress; a line
 // starting with white space is appended verbatim (leading white space
 // included, no separator). A logical line that itself starts with white
-// space has no line to continue: Postfix warns and skips it, so do we.
-func splitLogicalLines(data []byte, file string) (lines []logicalLine, warnings []string) {
+// space has no line to continue: it is returned in orphans (its first
+// physical line; what would continue it is skipped), for the caller to
+// warn about or refuse.
+func LogicalLines(data []byte) (lines, orphans []LogicalLine) {
 	var cur strings.Builder
 	curLine := 0
-	orphan := false // inside a skipped logical line that began with white space
+	orphan := false // inside a logical line that began with white space
+	first := ""     // its first physical line
 	flush := func() {
-		if cur.Len() > 0 {
-			lines = append(lines, logicalLine{text: cur.String(), line: curLine})
-			cur.Reset()
+		switch {
+		case orphan:
+			orphans = append(orphans, LogicalLine{Text: first, Line: curLine})
+		case cur.Len() > 0:
+			lines = append(lines, LogicalLine{Text: cur.String(), Line: curLine})
 		}
+		cur.Reset()
+		orphan = false
 	}
 	lineno := 0
 	for len(data) > 0 {
@@ -105,30 +114,31 @@ func splitLogicalLines(data []byte, file string) (lines []logicalLine, warnings 
 		if k == len(phys) || phys[k] == '#' {
 			continue
 		}
-		if k > 0 {
-			if orphan {
-				continue
-			}
-			if cur.Len() == 0 {
-				orphan = true
-				text := string(phys)
-				if len(text) > 30 {
-					text = text[:30] + "..."
-				}
-				warnings = append(warnings, fmt.Sprintf(
-					"%s, line %d: logical line must not start with white space: %q",
-					file, lineno, text))
-				continue
-			}
+		if k > 0 && (cur.Len() > 0 || orphan) {
 			cur.Write(phys)
 			continue
 		}
 		flush()
-		orphan = false
+		orphan, first = k > 0, string(phys)
 		curLine = lineno
 		cur.Write(phys)
 	}
 	flush()
+	return lines, orphans
+}
+
+// splitLogicalLines is LogicalLines with Postfix's warning for each
+// orphan, which is then skipped.
+func splitLogicalLines(data []byte, file string) ([]LogicalLine, []string) {
+	lines, orphans := LogicalLines(data)
+	var warnings []string
+	for _, o := range orphans {
+		text := o.Text
+		if len(text) > 30 {
+			text = text[:30] + "..."
+		}
+		warnings = append(warnings, fmt.Sprintf("%s, line %d: logical line must not start with white space: %q", file, o.Line, text))
+	}
 	return lines, warnings
 }
 
@@ -137,13 +147,13 @@ func splitLogicalLines(data []byte, file string) (lines []logicalLine, warnings 
 func parseMainCF(data []byte, file string, values map[string]string) (warnings []string, err error) {
 	lines, warnings := splitLogicalLines(data, file)
 	for _, l := range lines {
-		name, value, reason := splitNameValue(l.text)
+		name, value, reason := SplitNameValue(l.Text)
 		if reason != "" {
-			return warnings, &SyntaxError{File: file, Line: l.line, Reason: reason, Text: l.text}
+			return warnings, &SyntaxError{File: file, Line: l.Line, Reason: reason, Text: l.Text}
 		}
 		if old, ok := values[name]; ok && old != value {
 			warnings = append(warnings, fmt.Sprintf("%s, line %d: overriding earlier entry: %s=%s",
-				file, l.line, name, old))
+				file, l.Line, name, old))
 		}
 		values[name] = value
 	}

@@ -54,9 +54,9 @@ func TestSplitNameValue(t *testing.T) {
 		{in: "a b = c", reason: "missing '=' after attribute name"},
 	}
 	for _, tt := range tests {
-		name, value, reason := splitNameValue(tt.in)
+		name, value, reason := SplitNameValue(tt.in)
 		if name != tt.name || value != tt.value || reason != tt.reason {
-			t.Errorf("splitNameValue(%q) = %q, %q, %q; want %q, %q, %q",
+			t.Errorf("SplitNameValue(%q) = %q, %q, %q; want %q, %q, %q",
 				tt.in, name, value, reason, tt.name, tt.value, tt.reason)
 		}
 	}

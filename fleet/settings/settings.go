@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotlsmgr/tlsmgr/config"
 )
 
 // Settings is one parsed settings file.
@@ -166,16 +168,18 @@ var settingNames = []string{
 }
 
 func (p *parser) parse(data []byte, mailOwnerUID int) (*Settings, error) {
-	lines, err := p.logicalLines(data)
-	if err != nil {
-		return nil, err
+	// Where Postfix warns and skips a continuation line with nothing to
+	// continue, this is an error: a setting could be lost unseen.
+	lines, orphans := config.LogicalLines(data)
+	if len(orphans) > 0 {
+		return nil, &Error{File: p.file, Line: orphans[0].Line, Msg: "starts with white space, so it continues the previous setting, but there is none"}
 	}
 	for _, l := range lines {
-		name, value, ok := splitNameValue(l.text)
-		if !ok {
-			return nil, &Error{File: p.file, Line: l.line, Msg: `not a "name = value" line`}
+		name, value, reason := config.SplitNameValue(l.Text)
+		if reason != "" {
+			return nil, &Error{File: p.file, Line: l.Line, Msg: `not a "name = value" line`}
 		}
-		e := &entry{name: name, value: value, line: l.line}
+		e := &entry{name: name, value: value, line: l.Line}
 		switch {
 		case !isSetting(name):
 			if !isToken(name) {
@@ -368,79 +372,6 @@ func (p *parser) crossCheck(s *Settings) error {
 	return nil
 }
 
-// logicalLine is one "name = value" text joined from its physical lines.
-type logicalLine struct {
-	text string
-	line int // its first physical line
-}
-
-// logicalLines groups physical lines as Postfix's readllines() does for
-// main.cf. Where Postfix warns and skips a continuation line with nothing
-// to continue, this is an error: a setting could be lost unseen.
-func (p *parser) logicalLines(data []byte) ([]logicalLine, error) {
-	var lines []logicalLine
-	var cur strings.Builder
-	curLine := 0
-	flush := func() {
-		if cur.Len() > 0 {
-			lines = append(lines, logicalLine{text: cur.String(), line: curLine})
-			cur.Reset()
-		}
-	}
-	for lineno := 1; len(data) > 0; lineno++ {
-		var phys []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			phys, data = data[:i], data[i+1:]
-		} else {
-			phys, data = data, nil
-		}
-		phys = bytes.TrimSuffix(phys, []byte{'\r'})
-		k := 0
-		for k < len(phys) && isSpace(phys[k]) {
-			k++
-		}
-		if k == len(phys) || phys[k] == '#' {
-			continue
-		}
-		if k > 0 {
-			if cur.Len() == 0 {
-				return nil, &Error{File: p.file, Line: lineno, Msg: "starts with white space, so it continues the previous setting, but there is none"}
-			}
-			cur.Write(phys)
-			continue
-		}
-		flush()
-		curLine = lineno
-		cur.Write(phys)
-	}
-	flush()
-	return lines, nil
-}
-
-// splitNameValue splits "name = value" as Postfix does for main.cf: the
-// name ends at white space or '=', the value is trimmed.
-func splitNameValue(line string) (name, value string, ok bool) {
-	i := 0
-	for i < len(line) && isSpace(line[i]) {
-		i++
-	}
-	j := i
-	for j < len(line) && !isSpace(line[j]) && line[j] != '=' {
-		j++
-	}
-	if j == i {
-		return "", "", false
-	}
-	name = line[i:j]
-	for j < len(line) && isSpace(line[j]) {
-		j++
-	}
-	if j == len(line) || line[j] != '=' {
-		return "", "", false
-	}
-	return name, trimSpace(line[j+1:]), true
-}
-
 // isSpace is C's isspace() in the C locale, as Postfix's parser uses.
 func isSpace(c byte) bool {
 	switch c {
@@ -448,17 +379,6 @@ func isSpace(c byte) bool {
 		return true
 	}
 	return false
-}
-
-func trimSpace(s string) string {
-	i, j := 0, len(s)
-	for i < j && isSpace(s[i]) {
-		i++
-	}
-	for j > i && isSpace(s[j-1]) {
-		j--
-	}
-	return s[i:j]
 }
 
 // isToken accepts printable ASCII without white space or commas: what a
