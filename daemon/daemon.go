@@ -54,21 +54,18 @@ type daemon struct {
 	stderr   io.Writer
 	pid      int
 
-	uid, gid int // the mail owner's, or ours when not root
-	asOwner  func(func() error) error
-	pool     *prng.Manager
-	caches   []server.CacheType
-	keys     *tktkey.Manager
-	keyStore io.Closer
-	backends []*backend // Redis clients of the fleet's stores
-	// storeTimeout is the longest of the remote stores' timeouts: the
-	// server's deadline for store calls, 0 when every store is local.
-	storeTimeout time.Duration
-	listeners    []net.Listener
-	stdio        net.Conn
-	status       *master.Status
-	created      []string // files start-up created, removed if it fails
-	srv          *server.Server
+	uid, gid  int // the mail owner's, or ours when not root
+	asOwner   func(func() error) error
+	pool      *prng.Manager
+	caches    []server.CacheType
+	keys      *tktkey.Manager
+	keyStore  io.Closer
+	backends  []*backend // Redis clients of the fleet's stores
+	listeners []net.Listener
+	stdio     net.Conn
+	status    *master.Status
+	created   []string // files start-up created, removed if it fails
+	srv       *server.Server
 }
 
 // fatal reports a start-up or run-time failure as one line, through the
@@ -423,7 +420,7 @@ func (d *daemon) serve() error {
 		Stats:      d.stats,
 		// A request may make a store call for its cache and, for a
 		// ticket name the ring lacks, one for the key.
-		StoreTimeout: d.storeTimeout,
+		StoreTimeout: d.storeTimeout(),
 	}
 	if d.status != nil {
 		cfg.OnAvail = func(avail bool) {

@@ -47,8 +47,17 @@ func (d *daemon) openBackend(name, path string) (*backend, error) {
 	}
 	b := &backend{name: name, settings: s, client: client, sealer: sealer}
 	d.backends = append(d.backends, b)
-	d.storeTimeout = max(d.storeTimeout, s.Timeout)
 	return b, nil
+}
+
+// storeTimeout is the longest of the remote stores' timeouts: the
+// server's deadline for store calls, 0 when every store is local.
+func (d *daemon) storeTimeout() time.Duration {
+	var t time.Duration
+	for _, b := range d.backends {
+		t = max(t, b.settings.Timeout)
+	}
+	return t
 }
 
 // openRedisStore opens a cache shared through Redis: redis:/path/to/settings.cf.
@@ -115,7 +124,7 @@ func (d *daemon) backendStats(add func(name, value string)) {
 // never their secrets: members that agree on the ring show the same one.
 func (d *daemon) keyStats(add func(name, value string)) {
 	st := d.keys.Stats()
-	add("tktkey_mode", st.Mode)
+	add(proto.KeyModeStat, st.Mode)
 	add("tktkey_keys", strconv.Itoa(st.Keys))
 	// One line per key for tlsmgrctl keys: never the secret parts (the
 	// name is in every ticket issued with the key anyway).
@@ -133,7 +142,7 @@ func (d *daemon) keyStats(add func(name, value string)) {
 	if st.Mode != "fleet" {
 		return
 	}
-	add("tktkey_ring_digest", st.Digest)
+	add(proto.RingDigestStat, st.Digest)
 	add("tktkey_fleet_up", boolString(st.FleetUp))
 	add("tktkey_last_refresh", timeString(st.LastRefresh))
 	for _, c := range []struct {

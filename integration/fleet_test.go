@@ -14,17 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
 )
-
-// redisAdmin is a plain client that sees what Redis holds.
-func redisAdmin(t *testing.T, addr string) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { c.Close() })
-	return c
-}
 
 // fleetSettings writes a Redis settings file and its seal key file (both
 // 0600, as start-up demands) and returns the settings file's path.
@@ -184,7 +175,7 @@ func TestFleetSharedCaches(t *testing.T) {
 	if err := a.Update(ctx, "smtp", id, session); err != nil {
 		t.Fatal(err)
 	}
-	admin := redisAdmin(t, srv.Addr)
+	admin := srv.Client(t)
 	for _, k := range admin.Keys(ctx, "*").Val() {
 		v, _ := admin.Get(ctx, k).Bytes()
 		for _, secret := range []string{id, "mx.example.org", "secret-destination", string(session), "session bytes"} {

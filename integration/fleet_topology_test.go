@@ -216,7 +216,7 @@ func TestFleetCluster(t *testing.T) {
 		perNode[nodeOf(ids[i])]++
 	}
 	for _, node := range cl.Nodes {
-		admin := redisAdmin(t, node.Addr)
+		admin := node.Client(t)
 		keys, err := admin.DBSize(ctx).Result()
 		if err != nil {
 			t.Fatal(err)

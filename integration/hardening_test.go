@@ -139,7 +139,7 @@ func TestClientTableAtItsMaximum(t *testing.T) {
 	const clients = 12000
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur < clients+500 {
-		t.Skipf("needs %d open files (RLIMIT_NOFILE %d)", clients+500, rl.Cur)
+		testenv.Missing(t, fmt.Sprintf("RLIMIT_NOFILE of %d (it is %d)", clients+500, rl.Cur))
 	}
 	s := newStandalone(t)
 	p := s.start(t, fmt.Sprintf("tlsmgr_client_limit=%d", clients))

@@ -291,15 +291,7 @@ func TestDevSourceMissing(t *testing.T) {
 // TestDevSourceBlockingTimesOut uses a FIFO with a writer that writes
 // nothing: a read would block forever.
 func TestDevSourceBlockingTimesOut(t *testing.T) {
-	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	writer, err := os.OpenFile(fifo, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer writer.Close()
+	fifo, writer := fifoSource(t)
 	log := &testLogger{}
 	start := time.Now()
 	m, err := Open(Options{Source: "dev:" + fifo, Logger: log, ReadTimeout: 100 * time.Millisecond, RetryMin: 20 * time.Millisecond})
@@ -489,15 +481,7 @@ func TestDeadSourceZeroFile(t *testing.T) {
 // TestDeadSourceRepeatingFIFO: a device that replays one random 255-byte
 // block. The first read cannot know and is credited; the second is caught.
 func TestDeadSourceRepeatingFIFO(t *testing.T) {
-	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	writer, err := os.OpenFile(fifo, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer writer.Close()
+	fifo, writer := fifoSource(t)
 	// 3 managers x 11 reads x 255 bytes, within the pipe's 64 KiB.
 	if _, err := writer.Write(bytes.Repeat(randomBytes(255), 40)); err != nil {
 		t.Fatal(err)
@@ -663,4 +647,20 @@ func TestOSEntropyFailure(t *testing.T) {
 		poolBytes(t, m.Pool(), 32)
 		m.Close()
 	}
+}
+
+// fifoSource makes a FIFO with a writer end held open (closed when the
+// test ends), so that a source reading it waits rather than seeing EOF.
+func fifoSource(t *testing.T) (string, *os.File) {
+	t.Helper()
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writer, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { writer.Close() })
+	return fifo, writer
 }

@@ -50,3 +50,10 @@ const (
 // of its ticket-key ring, one attribute per key, never its secrets
 // (tlsmgrctl keys lists them).
 const RingKeyStat = "tktkey_ring_key"
+
+// Stats names tlsmgrctl keys shows with the ring: how the daemon keeps
+// its keys, and the ring's digest (members that agree show the same).
+const (
+	KeyModeStat    = "tktkey_mode"
+	RingDigestStat = "tktkey_ring_digest"
+)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/gotlsmgr/tlsmgr/scache/memstore"
 )
@@ -267,7 +268,7 @@ func threads(t *testing.T) int {
 	t.Helper()
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "/proc/self/status")
 	}
 	for line := range strings.Lines(string(b)) {
 		if v, found := strings.CutPrefix(line, "Threads:"); found {
@@ -295,7 +296,7 @@ func TestThreadsBoundedWithManyClients(t *testing.T) {
 	// Two descriptors a client, both ends being ours.
 	n = min(n, int(rl.Cur-200)/2)
 	if n < 4*DefaultMaxBlocking {
-		t.Skipf("RLIMIT_NOFILE %d is too low for this test", rl.Cur)
+		testenv.Missing(t, fmt.Sprintf("RLIMIT_NOFILE of %d or more (it is %d)", 8*DefaultMaxBlocking+200, rl.Cur))
 	}
 	f := newFixture(t, func(c *Config, _ map[string]scache.Store) { c.MaxClients = n })
 	// Threads are never given back, so count those this test adds.

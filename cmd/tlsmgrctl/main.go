@@ -170,7 +170,7 @@ func command(ctx context.Context, c *client.Client, cmd string, args []string, s
 			fmt.Fprintf(stdout, "aes=%x hmac=%x\n", k.AES, k.HMAC)
 		}
 		k.Wipe()
-	case "stats":
+	case "stats", "keys":
 		if err := nargs(cmd, args, 0, 0); err != nil {
 			return err
 		}
@@ -179,21 +179,12 @@ func command(ctx context.Context, c *client.Client, cmd string, args []string, s
 			return err
 		}
 		for _, p := range pairs {
-			fmt.Fprintf(stdout, "%s = %s\n", p[0], p[1])
-		}
-	case "keys":
-		if err := nargs(cmd, args, 0, 0); err != nil {
-			return err
-		}
-		pairs, err := c.Stats(ctx)
-		if err != nil {
-			return err
-		}
-		for _, p := range pairs {
-			switch p[0] {
-			case proto.RingKeyStat:
+			switch {
+			case cmd == "stats":
+				fmt.Fprintf(stdout, "%s = %s\n", p[0], p[1])
+			case p[0] == proto.RingKeyStat: // keys: the ring, from the stats
 				fmt.Fprintln(stdout, p[1])
-			case "tktkey_mode", "tktkey_ring_digest":
+			case p[0] == proto.KeyModeStat, p[0] == proto.RingDigestStat:
 				fmt.Fprintf(stdout, "# %s = %s\n", p[0], p[1])
 			}
 		}

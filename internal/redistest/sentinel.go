@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // MasterName is the name the sentinels of Sentinel monitor.
@@ -128,15 +127,7 @@ func (st *SentinelSetup) startSentinels() {
 }
 
 func sentinelClient(addr string) *redis.SentinelClient {
-	return redis.NewSentinelClient(&redis.Options{
-		Addr:                     addr,
-		DialTimeout:              5 * time.Second,
-		ReadTimeout:              5 * time.Second,
-		MaxRetries:               -1,
-		PoolSize:                 2,
-		DisableIdentity:          true,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	})
+	return redis.NewSentinelClient(adminOptions(addr, nil))
 }
 
 func (st *SentinelSetup) waitSentinelsReady() {

@@ -286,8 +286,18 @@ func (s *Server) admin() *redis.Client {
 	return adminClient(s.Addr, s.TLS)
 }
 
-func adminClient(addr string, tlsConf *tls.Config) *redis.Client {
-	return redis.NewClient(&redis.Options{
+// Client is a plain client of s, closed when the test ends: how a test
+// looks at what Redis holds, past the code under test.
+func (s *Server) Client(t testing.TB) *redis.Client {
+	c := s.admin()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// adminOptions are patient and make no extra round trips: the harness's
+// own calls are set-up, not what is measured.
+func adminOptions(addr string, tlsConf *tls.Config) *redis.Options {
+	return &redis.Options{
 		Addr:                     addr,
 		TLSConfig:                tlsConf,
 		DialTimeout:              5 * time.Second,
@@ -296,7 +306,11 @@ func adminClient(addr string, tlsConf *tls.Config) *redis.Client {
 		PoolSize:                 2,
 		DisableIdentity:          true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	})
+	}
+}
+
+func adminClient(addr string, tlsConf *tls.Config) *redis.Client {
+	return redis.NewClient(adminOptions(addr, tlsConf))
 }
 
 func (s *Server) pid() int {

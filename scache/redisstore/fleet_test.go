@@ -118,7 +118,7 @@ func TestSealedAtRest(t *testing.T) {
 		}
 	}
 
-	r := admin(t, srv.Addr)
+	r := srv.Client(t)
 	keys := allKeys(t, r)
 	shape := regexp.MustCompile(`^tlsmgr:c:(smtpd|smtp):[A-Za-z0-9_-]{43}$`)
 	var haystack [][]byte
@@ -210,7 +210,7 @@ func TestValueMovedOrDamaged(t *testing.T) {
 	srv := redistest.Single(t)
 	a := newMember(t, conf{addrs: []string{srv.Addr}})
 	smtp := newMember(t, conf{addrs: []string{srv.Addr}, cache: "smtp"})
-	r := admin(t, srv.Addr)
+	r := srv.Client(t)
 	now := time.Now()
 	for _, id := range []string{"x", "y", "z", "w"} {
 		put(t, a, id, now, []byte("session of "+id))
@@ -342,7 +342,7 @@ func TestExpiry(t *testing.T) {
 	srv := redistest.Single(t)
 	a := newMember(t, conf{addrs: []string{srv.Addr}})
 	b := newMember(t, conf{addrs: []string{srv.Addr}})
-	r := admin(t, srv.Addr)
+	r := srv.Client(t)
 
 	const ttl = time.Hour
 	start := time.Now()
@@ -603,7 +603,7 @@ func TestErrorReplies(t *testing.T) {
 	srv := redistest.Single(t)
 	m := newMember(t, conf{addrs: []string{srv.Addr}})
 	other := newMember(t, conf{addrs: []string{srv.Addr}})
-	r := admin(t, srv.Addr)
+	r := srv.Client(t)
 	now := time.Now()
 	put(t, m, "before", now, []byte("s"))
 	if err := r.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
@@ -647,7 +647,7 @@ func TestCluster(t *testing.T) {
 	}
 	var dbsize int64
 	for _, node := range cl.Nodes {
-		k := admin(t, node.Addr).DBSize(ctx).Val()
+		k := node.Client(t).DBSize(ctx).Val()
 		if k == 0 || int64(perNode[node.Addr]) == 0 {
 			t.Errorf("node %s holds %d keys", node.Addr, k)
 		}

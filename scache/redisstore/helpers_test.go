@@ -18,7 +18,6 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 var ctx = context.Background()
@@ -148,18 +147,6 @@ func newMember(t testing.TB, c conf) *member {
 		client.Close()
 	})
 	return m
-}
-
-// admin is a plain, patient client that sees Redis as an operator (or an
-// attacker with access to it) would.
-func admin(t testing.TB, addr string) *redis.Client {
-	t.Helper()
-	c := redis.NewClient(&redis.Options{
-		Addr: addr, MaxRetries: -1, DisableIdentity: true,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	})
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 func put(t testing.TB, s scache.Store, id string, written time.Time, session []byte) {

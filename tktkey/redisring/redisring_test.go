@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/gotlsmgr/tlsmgr/fleet/redisconn"
 	"github.com/gotlsmgr/tlsmgr/fleet/seal"
 	"github.com/gotlsmgr/tlsmgr/fleet/settings"
@@ -88,7 +86,7 @@ func TestOneKeyPerEpoch(t *testing.T) {
 		t.Fatalf("the losing key is known by name: %v", err)
 	}
 	// Redis forgets a key when it stops decrypting.
-	ttl := admin(t, srv).PTTL(bg, a.epochKey(epoch)).Val()
+	ttl := srv.Client(t).PTTL(bg, a.epochKey(epoch)).Val()
 	if want := time.Until(until(ka)); ttl < want-5*time.Second || ttl > want+time.Second {
 		t.Errorf("epoch key expires in %v, want %v", ttl, want)
 	}
@@ -108,7 +106,7 @@ func TestSealedAtRest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	admin := admin(t, srv)
+	admin := srv.Client(t)
 	all := admin.Keys(bg, "*").Val()
 	if len(all) != 6 {
 		t.Fatalf("%d Redis keys, want 6: %q", len(all), all)
@@ -223,11 +221,4 @@ func TestCluster(t *testing.T) {
 	if err != nil || len(ring) != len(want) {
 		t.Fatalf("Epochs across slots: %d keys, %v", len(ring), err)
 	}
-}
-
-// admin is a plain client that sees what Redis holds.
-func admin(t *testing.T, srv *redistest.Server) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { c.Close() })
-	return c
 }
