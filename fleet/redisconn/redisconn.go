@@ -93,6 +93,11 @@ type Client struct {
 
 	ops, errs, timeouts, refused atomic.Uint64
 
+	// opts and sentinel build the tracker's client (Track); nil for a
+	// cluster.
+	opts     *redis.UniversalOptions
+	sentinel bool
+
 	mu       sync.Mutex
 	breakers map[string]*breaker     // by node address for a cluster; one entry "" otherwise
 	whole    atomic.Pointer[breaker] // breakers[""], for Refusing
@@ -212,7 +217,7 @@ func newClient(s *settings.Settings, log Logger, name string, tune func(*breaker
 	case s.SentinelMaster != "":
 		rdb := redis.NewFailoverClient(uo.Failover())
 		rdb.AddHook(&hook{c: c, br: c.breaker(""), count: true})
-		c.rdb = rdb
+		c.rdb, c.opts, c.sentinel = rdb, uo, true
 	case s.Cluster:
 		co := uo.Cluster()
 		// With routing policies on, every call first needs the COMMAND
@@ -238,7 +243,7 @@ func newClient(s *settings.Settings, log Logger, name string, tune func(*breaker
 	default:
 		rdb := redis.NewClient(uo.Simple())
 		rdb.AddHook(&hook{c: c, br: c.breaker(""), count: true})
-		c.rdb = rdb
+		c.rdb, c.opts = rdb, uo
 	}
 	return c, nil
 }
@@ -392,6 +397,13 @@ func (c *Client) Refusing() bool {
 	}
 	c.refused.Add(1)
 	return true
+}
+
+// down reports that the breaker of a single server or Sentinel set-up is
+// open, without counting anything.
+func (c *Client) down() bool {
+	b := c.whole.Load()
+	return b != nil && b.stateName() == StateDown
 }
 
 // Redis returns the client for commands; give every call a context from

@@ -149,16 +149,33 @@ func newMember(t testing.TB, c conf) *member {
 	return m
 }
 
+// put stores an entry and, for a member, waits until Redis has it.
 func put(t testing.TB, s scache.Store, id string, written time.Time, session []byte) {
 	t.Helper()
 	e := scache.Entry{Written: written, Expires: time.Now().Add(time.Hour), Session: session}
 	if err := s.Put(ctx, id, e); err != nil {
 		t.Fatalf("Put(%q): %v", id, err)
 	}
+	settle(t, s)
+}
+
+// settle waits until a member's writes have reached Redis and the
+// invalidations Redis sent it have been applied: after settle(a) and
+// settle(b), b sees what a did before. Other stores need nothing.
+func settle(t testing.TB, s scache.Store) {
+	t.Helper()
+	if m, ok := s.(interface{ Sync(context.Context) error }); ok {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := m.Sync(sctx); err != nil {
+			t.Fatalf("Sync: %v", err)
+		}
+	}
 }
 
 func wantEntry(t testing.TB, s scache.Store, id string, written time.Time, session []byte) {
 	t.Helper()
+	settle(t, s)
 	e, err := s.Get(ctx, id)
 	if err != nil {
 		t.Fatalf("Get(%q): %v", id, err)
@@ -173,6 +190,7 @@ func wantEntry(t testing.TB, s scache.Store, id string, written time.Time, sessi
 
 func wantMiss(t testing.TB, s scache.Store, id string) {
 	t.Helper()
+	settle(t, s)
 	e, err := s.Get(ctx, id)
 	if !errors.Is(err, scache.ErrNotFound) {
 		t.Errorf("Get(%q) = %v, %v; want scache.ErrNotFound", id, e, err)

@@ -34,12 +34,35 @@
 //
 // Every update also goes to a bounded in-memory cache (memstore, with the
 // configured *_max_entries and *_max_bytes), and every delete to both.
-// Lookups ask Redis first, so that a delete through another member is
-// seen, and only when Redis fails (an error, the deadline, the circuit
-// breaker open) the local cache. While Redis is away updates go to the
-// local cache only and are acknowledged; when it is back, traffic goes to
-// Redis again and the outage's updates are not replayed (they may be stale
-// by then, and a replay storm is what a recovering Redis needs least).
+// While Redis is away (an error, the deadline, the circuit breaker open)
+// lookups are answered from it; updates go to it only and are
+// acknowledged; when Redis is back, traffic goes to Redis again and the
+// outage's updates are not replayed (they may be stale by then, and a
+// replay storm is what a recovering Redis needs least).
+//
+// While Redis is up, a lookup is answered locally only if Redis has said
+// the entry is unchanged since this member read it: the store tracks its
+// keys (redisconn.Track, CLIENT TRACKING in broadcasting mode), and Redis
+// reports every change to any of them, by any member, an expiry or an
+// eviction included. A lookup that Redis answers while tracking is on
+// leaves a copy here, trusted until Redis reports a change to its key or
+// tracking is lost; any other lookup asks Redis. So a delete or update
+// through another member is seen here as soon as its invalidation arrives
+// (well under a millisecond on a LAN), and at worst, if the connections
+// are cut without an error, when the tracker's heartbeat fails (half a
+// second). A cluster has no tracker: there every lookup asks Redis.
+//
+// # Writes behind
+//
+// Updates and deletes reach Redis through one queue, in order, sent in
+// pipelines by one writer goroutine under redisconn's deadline: an update
+// is acknowledged once it is in the local cache and the queue, so smtpd
+// never waits on Redis for an update, and a burst becomes a few round
+// trips. Another member sees it when its pipeline has been sent, well
+// under a millisecond later on a LAN. A delete waits for its turn, within
+// the request's deadline, so that it can say whether Redis had the entry.
+// The queue is bounded; an update that finds it full, or that Redis
+// refuses, is counted as unshared (and logged), never silently lost.
 //
 // The local cache does not expire by itself, so Store implements
 // scache.Expirer for it: the cache's sweeper removes expired local entries
@@ -57,6 +80,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -105,13 +129,62 @@ type Store struct {
 	local     *memstore.Store
 	log       Logger
 
+	tracker *redisconn.Tracker // nil for a cluster
+	tmu     sync.Mutex
+	trusted map[string]trustMark // by Redis key: local copies equal to Redis's
+	// stripes count the changes seen per hash of the key, so that a
+	// lookup whose key changed while Redis answered does not trust the
+	// answer.
+	stripes [trustStripes]uint64
+	// pending counts the queued writes by the id's first Redis key: while
+	// one is on its way, lookups of the id are answered locally, so that
+	// a member always reads its own writes.
+	pending map[string]int
+
+	wmu     sync.RWMutex // held to send to writes, and to close it
+	closed  bool
+	writes  chan write
+	written chan struct{} // closed when the writer is done
+
 	hits, misses, unopenable         atomic.Uint64
+	localHits, localMisses           atomic.Uint64
 	fallbackHits, fallbackMisses     atomic.Uint64
 	updatesUnshared, deletesUnshared atomic.Uint64
+	queueFull                        atomic.Bool
 	// replyFailing is set, per kind of call, while Redis refuses it with
 	// an error reply (OOM at maxmemory, an ACL): the breaker does not
 	// count those as outages, so the store logs their transitions itself.
 	replyFailing [nOps]atomic.Bool
+}
+
+// trustMark says that the local copy of id was equal to Redis's value in
+// tracker generation gen.
+type trustMark struct {
+	id  string
+	gen uint64
+}
+
+const trustStripes = 64
+
+// The write queue: its bound, and the most writes one pipeline carries.
+const (
+	writeQueue = 1024
+	writeBatch = 64
+)
+
+// write is one update (val set) or delete (keys) on its way to Redis.
+// done, if set, receives whether the delete found anything, or the error.
+type write struct {
+	key  string
+	val  []byte
+	ttl  time.Duration
+	keys []string
+	done chan deleted
+}
+
+type deleted struct {
+	found bool
+	err   error
 }
 
 // Kinds of calls, for the log: under OOM lookups and deletes still work
@@ -152,7 +225,7 @@ func New(client *redisconn.Client, sealer *seal.Sealer, prefix, cacheName string
 	if log == nil {
 		log = discard{}
 	}
-	return &Store{
+	s := &Store{
 		c:         client,
 		rdb:       client.Redis(),
 		sealer:    sealer,
@@ -161,7 +234,14 @@ func New(client *redisconn.Client, sealer *seal.Sealer, prefix, cacheName string
 		lim:       lim,
 		local:     memstore.New(lim),
 		log:       log,
-	}, nil
+		trusted:   make(map[string]trustMark),
+		pending:   make(map[string]int),
+		writes:    make(chan write, writeQueue),
+		written:   make(chan struct{}),
+	}
+	s.tracker = client.Track(s.keyPrefix, s.invalidated)
+	go s.writer()
+	return s, nil
 }
 
 // isToken accepts printable ASCII without white space, commas or colons:
@@ -186,15 +266,31 @@ func (s *Store) keys(id string) []string {
 
 func (s *Store) writeKey(id string) string { return s.keyPrefix + s.sealer.Name(id) }
 
-// Get returns the entry from Redis, or from the local cache when Redis
-// fails. It fails only with scache.ErrNotFound.
+// Get returns the entry from the trusted local copy, from Redis, or from
+// the local cache when Redis fails. It fails only with scache.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (scache.Entry, error) {
 	var e scache.Entry
 	err := errNotUsed
 	// With the breaker open, straight to the local cache: no hashing,
 	// no command to build.
 	if !s.c.Refusing() {
-		e, err = s.getRedis(ctx, s.keys(id))
+		keys := s.keys(id)
+		if e, ok, err := s.localAnswer(ctx, keys[0], id); ok {
+			if err != nil {
+				s.misses.Add(1)
+				s.localMisses.Add(1)
+				return scache.Entry{}, err
+			}
+			s.hits.Add(1)
+			s.localHits.Add(1)
+			return e, nil
+		}
+		mark := s.beforeRead(keys[0])
+		var first bool
+		e, first, err = s.getRedis(ctx, keys)
+		if err == nil && first {
+			s.trust(ctx, keys[0], id, mark, e)
+		}
 	}
 	switch {
 	case err == nil:
@@ -213,24 +309,124 @@ func (s *Store) Get(ctx context.Context, id string) (scache.Entry, error) {
 	return e, err
 }
 
-// getRedis returns the first entry under keys that opens, ErrNotFound
-// when Redis has none (or none that opens), or the Redis failure.
-func (s *Store) getRedis(ctx context.Context, keys []string) (scache.Entry, error) {
+// localAnswer answers a lookup of id locally (ok) while a write of it is
+// on its way to Redis, with the entry or a miss; or with the local copy if
+// Redis has reported no change to key since it was read, with tracking on
+// all along.
+func (s *Store) localAnswer(ctx context.Context, key, id string) (e scache.Entry, ok bool, err error) {
+	gen, on := s.tracker.State()
+	s.tmu.Lock()
+	pending := s.pending[key] > 0
+	m, trusted := s.trusted[key]
+	s.tmu.Unlock()
+	if pending {
+		e, err = s.local.Get(ctx, id)
+		return e, true, err
+	}
+	if !on || !trusted || m.id != id || m.gen != gen {
+		return scache.Entry{}, false, nil
+	}
+	e, err = s.local.Get(ctx, id)
+	if err != nil {
+		// Evicted from the bounded local cache.
+		s.changed([]string{key})
+		return scache.Entry{}, false, nil
+	}
+	return e, true, nil
+}
+
+// readMark is what trust compares after Redis has answered.
+type readMark struct {
+	gen uint64
+	on  bool
+	seq uint64
+}
+
+func (s *Store) beforeRead(key string) readMark {
+	gen, on := s.tracker.State()
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	return readMark{gen: gen, on: on, seq: s.stripes[stripe(key)]}
+}
+
+// trust keeps e, which Redis returned under key for id, as a trusted local
+// copy, unless tracking changed or a change to a key of the same stripe
+// arrived while Redis answered: the answer might be older than that.
+func (s *Store) trust(ctx context.Context, key, id string, m readMark, e scache.Entry) {
+	if !m.on {
+		return
+	}
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	if gen, on := s.tracker.State(); gen != m.gen || !on || s.stripes[stripe(key)] != m.seq {
+		return
+	}
+	if s.local.Put(ctx, id, e) != nil {
+		return
+	}
+	if len(s.trusted) >= s.lim.MaxEntries {
+		for k := range s.trusted {
+			delete(s.trusted, k)
+			break
+		}
+	}
+	s.trusted[key] = trustMark{id: id, gen: m.gen}
+}
+
+// invalidated is the tracker's report: keys changed in Redis, or (nil)
+// every copy must go.
+func (s *Store) invalidated(keys []string) {
+	if keys == nil {
+		s.tmu.Lock()
+		clear(s.trusted)
+		for i := range s.stripes {
+			s.stripes[i]++
+		}
+		s.tmu.Unlock()
+		return
+	}
+	s.changed(keys)
+}
+
+// changed forgets the trusted copies of keys, and makes lookups of them
+// under way distrust their answers.
+func (s *Store) changed(keys []string) {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	for _, k := range keys {
+		s.stripes[stripe(k)]++
+		delete(s.trusted, k)
+	}
+}
+
+// stripe is FNV-1a of key, folded.
+func stripe(key string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return int(h % trustStripes)
+}
+
+// getRedis returns the first entry under keys that opens, and whether it
+// was under the first key; ErrNotFound when Redis has none (or none that
+// opens), or the Redis failure.
+func (s *Store) getRedis(ctx context.Context, keys []string) (scache.Entry, bool, error) {
 	if ctx.Err() != nil {
-		return scache.Entry{}, errNotUsed
+		return scache.Entry{}, false, errNotUsed
 	}
 	rctx, cancel := s.c.WithTimeout(ctx)
 	defer cancel()
 	if len(keys) == 1 {
 		v, err := s.rdb.Get(rctx, keys[0]).Bytes()
 		if err != nil {
-			return scache.Entry{}, s.redisErr(opLookup, err)
+			return scache.Entry{}, false, s.redisErr(opLookup, err)
 		}
 		s.replyOK(opLookup)
 		if e, ok := s.open(keys[0], v); ok {
-			return e, nil
+			return e, true, nil
 		}
-		return scache.Entry{}, scache.ErrNotFound
+		return scache.Entry{}, false, scache.ErrNotFound
 	}
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, len(keys))
@@ -246,15 +442,15 @@ func (s *Store) getRedis(ctx context.Context, keys []string) (scache.Entry, erro
 			if errors.Is(err, redis.Nil) {
 				continue
 			}
-			return scache.Entry{}, s.redisErr(opLookup, err)
+			return scache.Entry{}, false, s.redisErr(opLookup, err)
 		}
 		if e, ok := s.open(keys[i], v); ok {
 			s.replyOK(opLookup)
-			return e, nil
+			return e, i == 0, nil
 		}
 	}
 	s.replyOK(opLookup)
-	return scache.Entry{}, scache.ErrNotFound
+	return scache.Entry{}, false, scache.ErrNotFound
 }
 
 // redisErr passes a miss on as ErrNotFound and notes error replies.
@@ -289,16 +485,20 @@ func (s *Store) open(key string, v []byte) (scache.Entry, bool) {
 	}, true
 }
 
-// Put stores the entry in the local cache and in Redis until e.Expires.
-// It fails only with scache.ErrTooLarge, and then stores nothing.
+// Put stores the entry in the local cache and queues it for Redis, to
+// expire at e.Expires. It fails only with scache.ErrTooLarge, and then
+// stores nothing.
 func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 	if scache.Size(id, e.Session) > s.lim.MaxBytes {
 		return scache.ErrTooLarge
 	}
+	keys := s.keys(id)
+	s.changed(keys[:1])
 	if err := s.local.Put(ctx, id, e); err != nil {
 		return err
 	}
-	if s.c.Refusing() {
+	// A request out of time does not even queue its write.
+	if ctx.Err() != nil || s.c.Refusing() {
 		s.updatesUnshared.Add(1)
 		return nil
 	}
@@ -306,34 +506,206 @@ func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 	if !ok || e.Written.Before(minWritten) || e.Written.After(maxWritten) {
 		// Nothing valid to share; an older version in Redis must not
 		// outlive the replacement.
-		if _, err := s.delRedis(ctx, opUpdate, s.keys(id)); err != nil {
+		s.changed(keys)
+		if !s.enqueue(write{keys: keys}) {
 			s.updatesUnshared.Add(1)
 		}
 		return nil
 	}
-	if err := s.setRedis(ctx, s.writeKey(id), e, ttl); err != nil {
+	p := make([]byte, writtenLen+len(e.Session))
+	binary.BigEndian.PutUint64(p, uint64(e.Written.UnixNano()))
+	copy(p[writtenLen:], e.Session)
+	v := s.sealer.Seal([]byte(keys[0]), p)
+	clear(p)
+	if !s.enqueue(write{key: keys[0], val: v, ttl: ttl}) {
 		s.updatesUnshared.Add(1)
 	}
 	return nil
 }
 
-func (s *Store) setRedis(ctx context.Context, key string, e scache.Entry, ttl time.Duration) error {
-	if ctx.Err() != nil {
-		return errNotUsed
+// enqueue hands w to the writer, or reports that the queue is full (or
+// closed): the write is then not shared, which the caller counts.
+func (s *Store) enqueue(w write) bool {
+	s.wmu.RLock()
+	defer s.wmu.RUnlock()
+	if s.closed {
+		return false
 	}
-	p := make([]byte, writtenLen+len(e.Session))
-	binary.BigEndian.PutUint64(p, uint64(e.Written.UnixNano()))
-	copy(p[writtenLen:], e.Session)
-	v := s.sealer.Seal([]byte(key), p)
-	clear(p)
-	rctx, cancel := s.c.WithTimeout(ctx)
+	s.addPending(w, 1)
+	select {
+	case s.writes <- w:
+		if s.queueFull.Load() && s.queueFull.CompareAndSwap(true, false) {
+			s.log.Info("Redis %s session cache: the write queue has room again", s.cacheName)
+		}
+		return true
+	default:
+		s.addPending(w, -1)
+		if s.queueFull.CompareAndSwap(false, true) {
+			s.log.Warn("Redis %s session cache: %d writes are waiting for Redis; further updates are kept in the local cache only", s.cacheName, writeQueue)
+		}
+		return false
+	}
+}
+
+// writer sends the queued writes in order, in pipelines of what has
+// accumulated while the previous one was out.
+func (s *Store) writer() {
+	defer close(s.written)
+	batch := make([]write, 0, writeBatch)
+	for w := range s.writes {
+		batch = append(batch[:0], w)
+	more:
+		for len(batch) < writeBatch {
+			select {
+			case w, ok := <-s.writes:
+				if !ok {
+					break more
+				}
+				batch = append(batch, w)
+			default:
+				break more
+			}
+		}
+		s.send(batch)
+		for _, w := range batch {
+			s.addPending(w, -1)
+		}
+		clear(batch)
+	}
+}
+
+// send writes batch to Redis in one round trip under one deadline.
+func (s *Store) send(batch []write) {
+	ctx, cancel := s.c.WithTimeout(context.Background())
 	defer cancel()
-	if err := s.rdb.Set(rctx, key, v, ttl).Err(); err != nil {
+	if len(batch) == 1 && batch[0].val != nil {
+		w := batch[0]
+		err := s.rdb.Set(ctx, w.key, w.val, w.ttl).Err()
+		s.setDone(w, err)
+		return
+	}
+	pipe := s.rdb.Pipeline()
+	sets := make([]*redis.StatusCmd, len(batch))
+	dels := make([][]*redis.IntCmd, len(batch))
+	for i, w := range batch {
+		if w.val != nil {
+			sets[i] = pipe.Set(ctx, w.key, w.val, w.ttl)
+			continue
+		}
+		// Several names go as single-key DELs: in a Cluster the names
+		// of one id are in different slots, where a multi-key DEL fails
+		// with CROSSSLOT.
+		for _, k := range w.keys {
+			dels[i] = append(dels[i], pipe.Del(ctx, k))
+		}
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own result
+	for i, w := range batch {
+		if w.val != nil {
+			s.setDone(w, sets[i].Err())
+			continue
+		}
+		var d deleted
+		for _, cmd := range dels[i] {
+			n, err := cmd.Result()
+			if err != nil {
+				// Some names may be gone, others not: the delete
+				// did not reach the fleet.
+				d = deleted{err: err}
+				break
+			}
+			d.found = d.found || n > 0
+		}
+		s.delDone(w, d)
+	}
+}
+
+func (s *Store) setDone(w write, err error) {
+	if err != nil {
 		s.noteReply(opUpdate, err)
-		return err
+		s.updatesUnshared.Add(1)
+		return
 	}
 	s.replyOK(opUpdate)
-	return nil
+}
+
+func (s *Store) delDone(w write, d deleted) {
+	o := opDelete
+	if w.done == nil {
+		o = opUpdate // the delete of an update that had nothing to share
+	}
+	if d.err != nil {
+		s.noteReply(o, d.err)
+		if o == opDelete {
+			s.deletesUnshared.Add(1)
+		} else {
+			s.updatesUnshared.Add(1)
+		}
+	} else {
+		s.replyOK(o)
+	}
+	if w.done != nil {
+		w.done <- d
+	}
+}
+
+// Sync waits until every write queued before the call has been sent to
+// Redis (or failed), and every invalidation Redis sent this member before
+// then has been applied; or until ctx is done. After a.Sync and b.Sync,
+// b sees what a did before.
+func (s *Store) Sync(ctx context.Context) error {
+	done := make(chan deleted, 1)
+	if !s.enqueueWait(ctx, write{done: done}) {
+		return errors.Join(errors.New("redisstore: closed or timed out"), ctx.Err())
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.tracker.Sync(ctx)
+}
+
+// enqueueWait queues w, waiting for room until ctx is done: for deletes
+// and Sync, whose callers wait for the answer anyway.
+func (s *Store) enqueueWait(ctx context.Context, w write) bool {
+	s.wmu.RLock()
+	defer s.wmu.RUnlock()
+	if s.closed {
+		return false
+	}
+	s.addPending(w, 1)
+	select {
+	case s.writes <- w:
+		return true
+	case <-ctx.Done():
+		s.addPending(w, -1)
+		return false
+	}
+}
+
+// pendingKey is the key by which w counts in pending: the id's first
+// Redis key, which lookups check; "" for a Sync.
+func (w write) pendingKey() string {
+	if w.val != nil {
+		return w.key
+	}
+	if len(w.keys) > 0 {
+		return w.keys[0]
+	}
+	return ""
+}
+
+func (s *Store) addPending(w write, n int) {
+	k := w.pendingKey()
+	if k == "" {
+		return
+	}
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	if s.pending[k] += n; s.pending[k] <= 0 {
+		delete(s.pending, k)
+	}
 }
 
 // redisTTL is the lifetime to give Redis for an entry that expires at
@@ -349,59 +721,34 @@ func redisTTL(expires, now time.Time) (time.Duration, bool) {
 }
 
 // Delete removes the entry from Redis (under every seal key's name) and
-// from the local cache. It reports what Redis had while Redis answers,
-// what the local cache had when it does not, and never fails.
+// from the local cache. It reports what Redis had while Redis answers
+// within the request's deadline, what the local cache had when it does
+// not, and never fails.
 func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
+	keys := s.keys(id)
+	s.changed(keys)
 	local, _ := s.local.Delete(ctx, id)
 	if s.c.Refusing() {
 		s.deletesUnshared.Add(1)
 		return local, nil
 	}
-	n, err := s.delRedis(ctx, opDelete, s.keys(id))
-	if err != nil {
+	// Behind the updates queued before it: an older update must not
+	// bring the entry back after the delete.
+	done := make(chan deleted, 1)
+	if !s.enqueueWait(ctx, write{keys: keys, done: done}) {
 		s.deletesUnshared.Add(1)
 		return local, nil
 	}
-	return n > 0, nil
-}
-
-// delRedis deletes keys and returns how many existed. Several keys go in
-// one pipeline of single-key DELs: in a Cluster the names of one id are
-// in different slots, where a multi-key DEL fails with CROSSSLOT.
-func (s *Store) delRedis(ctx context.Context, o op, keys []string) (int64, error) {
-	if ctx.Err() != nil {
-		return 0, errNotUsed
-	}
-	rctx, cancel := s.c.WithTimeout(ctx)
-	defer cancel()
-	if len(keys) == 1 {
-		n, err := s.rdb.Del(rctx, keys[0]).Result()
-		if err != nil {
-			s.noteReply(o, err)
-			return 0, err
+	select {
+	case d := <-done:
+		if d.err != nil {
+			return local, nil
 		}
-		s.replyOK(o)
-		return n, nil
+		return d.found, nil
+	case <-ctx.Done():
+		// The delete still goes out, in its turn.
+		return local, nil
 	}
-	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, len(keys))
-	for i, k := range keys {
-		cmds[i] = pipe.Del(rctx, k)
-	}
-	_, _ = pipe.Exec(rctx)
-	var total int64
-	for _, cmd := range cmds {
-		n, err := cmd.Result()
-		if err != nil {
-			// Some names may be gone, others not: the delete did not
-			// reach the fleet.
-			s.noteReply(o, err)
-			return 0, err
-		}
-		total += n
-	}
-	s.replyOK(o)
-	return total, nil
 }
 
 // noteReply logs the first of a run of error replies (OOM, WRONGTYPE):
@@ -433,16 +780,30 @@ func (s *Store) Stats(ctx context.Context) (scache.StoreStats, error) {
 	return s.local.Stats(ctx)
 }
 
-// Close wipes the local cache. The client and the sealer are the
+// Close sends what is queued (each pipeline within the deadline), stops
+// tracking and wipes the local cache. The client and the sealer are the
 // caller's.
-func (s *Store) Close() error { return s.local.Close() }
+func (s *Store) Close() error {
+	s.wmu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.writes)
+	}
+	s.wmu.Unlock()
+	<-s.written
+	s.tracker.Close()
+	return s.local.Close()
+}
 
 // FleetStats are the counters of the shared part. Every lookup counts in
 // exactly one of Hits, Misses (Redis answered), FallbackHits and
 // FallbackMisses (Redis failed; the local cache answered).
 type FleetStats struct {
-	Hits           uint64 // lookups Redis answered with an entry
-	Misses         uint64 // lookups Redis answered without one (Unopenable included)
+	Hits           uint64 // lookups answered with an entry while Redis is up
+	LocalHits      uint64 // ... of which answered here: a copy Redis reported unchanged, or an update on its way
+	LocalMisses    uint64 // Misses answered here: a delete on its way
+	Tracking       string // "on", "off", or "none" (a cluster)
+	Misses         uint64 // ... without one (Unopenable included)
 	FallbackHits   uint64 // lookups answered from the local cache because Redis failed
 	FallbackMisses uint64 // ... that the local cache could not answer either
 	Unopenable     uint64 // values in Redis that failed to open: tampered, moved, damaged
@@ -460,6 +821,9 @@ type FleetStats struct {
 func (s *Store) FleetStats() FleetStats {
 	return FleetStats{
 		Hits:            s.hits.Load(),
+		LocalHits:       s.localHits.Load(),
+		LocalMisses:     s.localMisses.Load(),
+		Tracking:        s.trackingState(),
 		Misses:          s.misses.Load(),
 		FallbackHits:    s.fallbackHits.Load(),
 		FallbackMisses:  s.fallbackMisses.Load(),
@@ -470,6 +834,16 @@ func (s *Store) FleetStats() FleetStats {
 	}
 }
 
+func (s *Store) trackingState() string {
+	switch _, on := s.tracker.State(); {
+	case s.tracker == nil:
+		return "none"
+	case on:
+		return "on"
+	}
+	return "off"
+}
+
 // AddStats adds the counters as name/value pairs for a stats reply, in
 // the server's StatsFunc form; the caller prefixes the names (e.g. with
 // "smtpd_cache_").
@@ -477,6 +851,9 @@ func (st FleetStats) AddStats(add func(name, value string)) {
 	u := func(name string, v uint64) { add(name, strconv.FormatUint(v, 10)) }
 	add("redis_state", st.Backend.State)
 	u("redis_hits", st.Hits)
+	u("redis_local_hits", st.LocalHits)
+	u("redis_local_misses", st.LocalMisses)
+	add("redis_tracking", st.Tracking)
 	u("redis_misses", st.Misses)
 	u("redis_unopenable", st.Unopenable)
 	u("fallback_hits", st.FallbackHits)
