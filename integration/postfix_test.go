@@ -51,7 +51,13 @@ func repoRoot(t *testing.T) string {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return freePortAt(t, "127.0.0.1")
+}
+
+// freePortAt is a TCP port free on addr ("0.0.0.0": on every address).
+func freePortAt(t *testing.T, addr string) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,30 +69,59 @@ func freePort(t *testing.T) int {
 type instance struct {
 	t                    *testing.T
 	dir                  string
+	addr                 string // where both smtpd services listen
 	smtpdPort, relayPort int
 	env                  []string
 }
 
+// instanceOptions changes how newInstanceWith makes an instance; the zero
+// value makes newInstance's.
+type instanceOptions struct {
+	addr      string   // listening address (LISTEN_ADDR); "" is 127.0.0.1
+	smtpdPort int      // 0: a free port
+	portNames bool     // master.cf names the smtpd services by port alone (SERVICE_NAMES=port)
+	settings  []string // main.cf settings made before the first start
+}
+
 func newInstance(t *testing.T, tlsmgr string) *instance {
 	t.Helper()
-	in := &instance{t: t, dir: filepath.Join(t.TempDir(), "pfx"), smtpdPort: freePort(t), relayPort: freePort(t)}
-	in.env = append(os.Environ(), fmt.Sprintf("SMTPD_PORT=%d", in.smtpdPort), fmt.Sprintf("RELAY_PORT=%d", in.relayPort))
+	return newInstanceWith(t, tlsmgr, instanceOptions{})
+}
+
+func newInstanceWith(t *testing.T, tlsmgr string, o instanceOptions) *instance {
+	t.Helper()
+	if o.addr == "" {
+		o.addr = "127.0.0.1"
+	}
+	if o.smtpdPort == 0 {
+		o.smtpdPort = freePortAt(t, o.addr)
+	}
+	in := &instance{t: t, dir: filepath.Join(t.TempDir(), "pfx"), addr: o.addr, smtpdPort: o.smtpdPort, relayPort: freePortAt(t, o.addr)}
+	in.env = append(os.Environ(), fmt.Sprintf("SMTPD_PORT=%d", in.smtpdPort), fmt.Sprintf("RELAY_PORT=%d", in.relayPort), "LISTEN_ADDR="+in.addr)
+	if o.portNames {
+		in.env = append(in.env, "SERVICE_NAMES=port")
+	}
 	in.script("create", tlsmgr)
 	// Log every cache transaction, so the test can see them.
-	in.postconf("smtpd_tls_loglevel=2", "smtp_tls_loglevel=2")
+	in.postconf(append([]string{"smtpd_tls_loglevel=2", "smtp_tls_loglevel=2"}, o.settings...)...)
 	in.script("start")
 	t.Cleanup(func() {
 		in.script("stop")
 		waitFor(t, 20*time.Second, "tlsmgr to exit with Postfix", func() bool { return in.tlsmgrPID() == 0 })
 	})
 	waitFor(t, 20*time.Second, "smtpd to listen", func() bool {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", in.smtpdPort))
+		c, err := net.Dial("tcp", in.smtpdAddr())
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	})
 	return in
+}
+
+// smtpdAddr is the host:port of the instance's smtpd (not the relay's).
+func (in *instance) smtpdAddr() string {
+	return net.JoinHostPort(in.addr, strconv.Itoa(in.smtpdPort))
 }
 
 func (in *instance) script(args ...string) {
@@ -144,7 +179,16 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 // session to (or resuming it from) file, and reports "New" or "Reused".
 func (in *instance) handshake(t *testing.T, tlsArgs []string, sessOut, sessIn string) string {
 	t.Helper()
-	args := append([]string{"s_client", "-starttls", "smtp", "-connect", fmt.Sprintf("127.0.0.1:%d", in.smtpdPort)}, tlsArgs...)
+	return in.handshakeWait(t, tlsArgs, sessOut, sessIn, 1500*time.Millisecond)
+}
+
+// handshakeWait is handshake keeping the connection open for wait after
+// the handshake. A TLS 1.3 ticket arrives after the handshake, so saving
+// one needs a wait; a handshake that only offers a session does not:
+// s_client reads nothing from stdin until its handshake is done.
+func (in *instance) handshakeWait(t *testing.T, tlsArgs []string, sessOut, sessIn string, wait time.Duration) string {
+	t.Helper()
+	args := append([]string{"s_client", "-starttls", "smtp", "-connect", in.smtpdAddr()}, tlsArgs...)
 	if sessOut != "" {
 		args = append(args, "-sess_out", sessOut)
 	}
@@ -161,7 +205,7 @@ func (in *instance) handshake(t *testing.T, tlsArgs []string, sessOut, sessIn st
 		t.Fatal(err)
 	}
 	pr.Close()
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(wait)
 	pw.WriteString("QUIT\r\n")
 	pw.Close()
 	done := make(chan error, 1)
@@ -193,7 +237,7 @@ func (in *instance) resumes(t *testing.T, tlsArgs ...string) {
 // sendMail injects a message in plain text; Postfix relays it over TLS.
 func (in *instance) sendMail(t *testing.T) {
 	t.Helper()
-	c, err := smtp.Dial(fmt.Sprintf("127.0.0.1:%d", in.smtpdPort))
+	c, err := smtp.Dial(in.smtpdAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
