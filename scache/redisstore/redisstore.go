@@ -507,7 +507,7 @@ func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 		// Nothing valid to share; an older version in Redis must not
 		// outlive the replacement.
 		s.changed(keys)
-		if !s.enqueue(write{keys: keys}) {
+		if !s.enqueue(ctx, write{keys: keys}, false) {
 			s.updatesUnshared.Add(1)
 		}
 		return nil
@@ -517,21 +517,32 @@ func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 	copy(p[writtenLen:], e.Session)
 	v := s.sealer.Seal([]byte(keys[0]), p)
 	clear(p)
-	if !s.enqueue(write{key: keys[0], val: v, ttl: ttl}) {
+	if !s.enqueue(ctx, write{key: keys[0], val: v, ttl: ttl}, false) {
 		s.updatesUnshared.Add(1)
 	}
 	return nil
 }
 
-// enqueue hands w to the writer, or reports that the queue is full (or
-// closed): the write is then not shared, which the caller counts.
-func (s *Store) enqueue(w write) bool {
+// enqueue hands w to the writer. With wait it waits for room until ctx
+// is done: for deletes and Sync, whose callers wait for the answer
+// anyway. Without, a full queue refuses w at once: an update, which the
+// caller then counts as unshared. A closed store refuses everything.
+func (s *Store) enqueue(ctx context.Context, w write, wait bool) bool {
 	s.wmu.RLock()
 	defer s.wmu.RUnlock()
 	if s.closed {
 		return false
 	}
 	s.addPending(w, 1)
+	if wait {
+		select {
+		case s.writes <- w:
+			return true
+		case <-ctx.Done():
+			s.addPending(w, -1)
+			return false
+		}
+	}
 	select {
 	case s.writes <- w:
 		if s.queueFull.Load() && s.queueFull.CompareAndSwap(true, false) {
@@ -655,7 +666,7 @@ func (s *Store) delDone(w write, d deleted) {
 // b sees what a did before.
 func (s *Store) Sync(ctx context.Context) error {
 	done := make(chan deleted, 1)
-	if !s.enqueueWait(ctx, write{done: done}) {
+	if !s.enqueue(ctx, write{done: done}, true) {
 		return errors.Join(errors.New("redisstore: closed or timed out"), ctx.Err())
 	}
 	select {
@@ -664,24 +675,6 @@ func (s *Store) Sync(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return s.tracker.Sync(ctx)
-}
-
-// enqueueWait queues w, waiting for room until ctx is done: for deletes
-// and Sync, whose callers wait for the answer anyway.
-func (s *Store) enqueueWait(ctx context.Context, w write) bool {
-	s.wmu.RLock()
-	defer s.wmu.RUnlock()
-	if s.closed {
-		return false
-	}
-	s.addPending(w, 1)
-	select {
-	case s.writes <- w:
-		return true
-	case <-ctx.Done():
-		s.addPending(w, -1)
-		return false
-	}
 }
 
 // pendingKey is the key by which w counts in pending: the id's first
@@ -735,7 +728,7 @@ func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
 	// Behind the updates queued before it: an older update must not
 	// bring the entry back after the delete.
 	done := make(chan deleted, 1)
-	if !s.enqueueWait(ctx, write{keys: keys, done: done}) {
+	if !s.enqueue(ctx, write{keys: keys, done: done}, true) {
 		s.deletesUnshared.Add(1)
 		return local, nil
 	}
