@@ -61,8 +61,10 @@
 // trips. Another member sees it when its pipeline has been sent, well
 // under a millisecond later on a LAN. A delete waits for its turn, within
 // the request's deadline, so that it can say whether Redis had the entry.
-// The queue is bounded; an update that finds it full, or that Redis
-// refuses, is counted as unshared (and logged), never silently lost.
+// The queue is bounded: an update that finds it full waits for room, as
+// long as the request's deadline and the Redis timeout allow; one that
+// finds none in time, or that Redis refuses, is counted as unshared (and
+// logged), never silently lost.
 //
 // The local cache does not expire by itself, so Store implements
 // scache.Expirer for it: the cache's sweeper removes expired local entries
@@ -523,10 +525,11 @@ func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 	return nil
 }
 
-// enqueue hands w to the writer. With wait it waits for room until ctx
-// is done: for deletes and Sync, whose callers wait for the answer
-// anyway. Without, a full queue refuses w at once: an update, which the
-// caller then counts as unshared. A closed store refuses everything.
+// enqueue hands w to the writer, waiting for room until ctx is done. An
+// update (!wait) waits at most the Redis timeout as well: a queue that
+// stays full that long means Redis cannot keep up, and the update is
+// then refused at once, which the caller counts as unshared. Deletes and
+// Sync wait for their answer anyway. A closed store refuses everything.
 func (s *Store) enqueue(ctx context.Context, w write, wait bool) bool {
 	s.wmu.RLock()
 	defer s.wmu.RUnlock()
@@ -534,14 +537,16 @@ func (s *Store) enqueue(ctx context.Context, w write, wait bool) bool {
 		return false
 	}
 	s.addPending(w, 1)
-	if wait {
-		select {
-		case s.writes <- w:
-			return true
-		case <-ctx.Done():
-			s.addPending(w, -1)
-			return false
-		}
+	select {
+	case s.writes <- w:
+		return true
+	default:
+	}
+	var expire <-chan time.Time
+	if !wait {
+		t := time.NewTimer(s.c.Timeout())
+		defer t.Stop()
+		expire = t.C
 	}
 	select {
 	case s.writes <- w:
@@ -549,13 +554,14 @@ func (s *Store) enqueue(ctx context.Context, w write, wait bool) bool {
 			s.log.Info("Redis %s session cache: the write queue has room again", s.cacheName)
 		}
 		return true
-	default:
-		s.addPending(w, -1)
-		if s.queueFull.CompareAndSwap(false, true) {
-			s.log.Warn("Redis %s session cache: %d writes are waiting for Redis; further updates are kept in the local cache only", s.cacheName, writeQueue)
-		}
-		return false
+	case <-ctx.Done():
+	case <-expire:
 	}
+	s.addPending(w, -1)
+	if !wait && s.queueFull.CompareAndSwap(false, true) {
+		s.log.Warn("Redis %s session cache: %d writes are waiting for Redis; updates that find no room are kept in the local cache only", s.cacheName, writeQueue)
+	}
+	return false
 }
 
 // writer sends the queued writes in order, in pipelines of what has

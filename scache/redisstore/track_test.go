@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -202,14 +203,24 @@ func TestWritesBehind(t *testing.T) {
 	a.wantRedisOnly(t)
 
 	// Redis stuck inside the deadline of a patient member: the queue
-	// fills, the rest is counted and logged once.
+	// fills, updates wait for room within their request's deadline, the
+	// rest is counted and logged once.
 	srv.Pause()
 	t.Cleanup(srv.Resume)
 	const more = writeQueue + 2*writeBatch + 100
+	var slowest time.Duration
 	for i := range more {
-		if err := a.Put(ctx, fmt.Sprint("more", i), entry(now, "m")); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+		start := time.Now()
+		if err := a.Put(rctx, fmt.Sprint("more", i), entry(now, "m")); err != nil {
 			t.Fatal(err)
 		}
+		slowest = max(slowest, time.Since(start))
+		cancel()
+	}
+	t.Logf("slowest update with the queue full: %v (request deadline 1ms)", slowest)
+	if slowest > time.Millisecond+slack {
+		t.Errorf("an update waited %v for room, past its request's deadline", slowest)
 	}
 	unshared := a.FleetStats().UpdatesUnshared
 	srv.Resume()
