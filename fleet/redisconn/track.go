@@ -18,9 +18,9 @@ package redisconn
 // __redis__:invalidate, and c, which turns tracking on with the
 // redirection to s. If either is lost Redis stops telling, silently; so
 // the tracker notices any new connection of either (go-redis reconnects
-// on its own), pings both every second, and on any doubt turns itself off
-// (consumers stop trusting their copies at once) and starts again with
-// back-off. Off is the safe state: every lookup then asks Redis.
+// on its own), pings both after a quarter of a second of silence, and on
+// any doubt turns itself off (consumers stop trusting their copies at
+// once) and starts again with back-off. Off is the safe state: every lookup then asks Redis.
 
 import (
 	"context"
@@ -45,8 +45,11 @@ const invalidateChannel = "__redis__:invalidate"
 const (
 	trackSetupTimeout = time.Second
 	trackHeartbeat    = 250 * time.Millisecond
-	trackMinBackoff   = 100 * time.Millisecond
-	trackMaxBackoff   = 5 * time.Second
+	// trackPongTimeout is how long a ping's answer may take: a loaded
+	// host must not make the tracker give up on a healthy Redis.
+	trackPongTimeout = time.Second
+	trackMinBackoff  = 100 * time.Millisecond
+	trackMaxBackoff  = 5 * time.Second
 )
 
 // Tracker keeps Redis reporting changes to the keys under one prefix.
@@ -307,7 +310,11 @@ func (t *Tracker) session(ctx context.Context) (wasOn bool, err error) {
 
 	pinged := false
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, trackHeartbeat)
+		wait := trackHeartbeat
+		if pinged {
+			wait = trackPongTimeout
+		}
+		msg, err := ps.ReceiveTimeout(ctx, wait)
 		if ids, serr := slot.take(); len(ids) != 0 || serr != nil {
 			// go-redis replaced a connection: the new one is not
 			// subscribed (or not tracking) as Redis knows it.
