@@ -383,3 +383,105 @@ func (c *Client) Stats(ctx context.Context) ([][2]string, error) {
 	}
 	return out, nil
 }
+
+// DumpEntry is one line of a dump: a short keyed hash of the id (never
+// the id), the entry's age and its session's size.
+type DumpEntry struct {
+	IDHash string
+	Age    time.Duration
+	Size   int
+}
+
+// Dump lists up to max entries of a cache of our daemon, and returns how
+// many it holds.
+func (c *Client) Dump(ctx context.Context, cacheType string, max int) (total int, entries []DumpEntry, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, err := c.call(ctx, func(w *attr.Writer) {
+		w.Str(proto.AttrRequest, proto.RequestDump)
+		w.Str(proto.AttrCacheType, cacheType)
+		w.Int(proto.AttrMax, int32(max))
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	status, rest, err := controlReply(proto.RequestDump, l)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, a := range rest {
+		switch string(a.Name) {
+		case proto.AttrTotal:
+			n, err := attr.ParseInt(proto.AttrTotal, a.Value)
+			if err != nil {
+				return 0, nil, &ProtocolError{proto.RequestDump, err.Error()}
+			}
+			total = int(n)
+		case proto.AttrEntry:
+			var e DumpEntry
+			var age int64
+			if _, err := fmt.Sscanf(string(a.Value), "%s %d %d", &e.IDHash, &age, &e.Size); err != nil {
+				return 0, nil, &ProtocolError{proto.RequestDump, fmt.Sprintf("entry %q: %v", a.Value, err)}
+			}
+			e.Age = time.Duration(age) * time.Second
+			entries = append(entries, e)
+		}
+	}
+	return total, entries, statusReason(proto.RequestDump, status, rest)
+}
+
+// Flush empties a cache of our daemon and returns how many entries it
+// removed. The daemon allows it to root and the mail owner only.
+func (c *Client) Flush(ctx context.Context, cacheType string) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, err := c.call(ctx, func(w *attr.Writer) {
+		w.Str(proto.AttrRequest, proto.RequestFlush)
+		w.Str(proto.AttrCacheType, cacheType)
+	})
+	if err != nil {
+		return 0, err
+	}
+	status, rest, err := controlReply(proto.RequestFlush, l)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, a := range rest {
+		if string(a.Name) == proto.AttrCount {
+			v, err := attr.ParseInt(proto.AttrCount, a.Value)
+			if err != nil {
+				return 0, &ProtocolError{proto.RequestFlush, err.Error()}
+			}
+			n = int(v)
+		}
+	}
+	return n, statusReason(proto.RequestFlush, status, rest)
+}
+
+// controlReply splits a reply of our own requests into its status and the
+// attributes after it.
+func controlReply(request string, l attr.List) (int32, attr.List, error) {
+	if len(l) == 0 || string(l[0].Name) != proto.AttrStatus {
+		return 0, nil, &ProtocolError{request, "reply has no status"}
+	}
+	status, err := attr.ParseInt(proto.AttrStatus, l[0].Value)
+	if err != nil {
+		return 0, nil, &ProtocolError{request, err.Error()}
+	}
+	return status, l[1:], nil
+}
+
+// statusReason is statusErr with the daemon's reason, if it gave one.
+func statusReason(request string, status int32, rest attr.List) error {
+	err := statusErr(request, status)
+	if err == nil {
+		return nil
+	}
+	for _, a := range rest {
+		if string(a.Name) == proto.AttrReason {
+			return fmt.Errorf("%w: %s", err, a.Value)
+		}
+	}
+	return err
+}

@@ -58,6 +58,7 @@ var builtinDefaults = func() map[string]string {
 		"tlsmgr_client_limit":           "1000",
 		"tlsmgr_ticket_key_persistence": "no",
 		"tlsmgr_ticket_key_database":    "",
+		"tlsmgr_metrics_address":        "",
 	}
 	for _, t := range CacheTypes {
 		d[t+"_tls_session_cache_database"] = ""

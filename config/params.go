@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"net"
 	"strings"
 	"time"
 )
@@ -63,6 +64,9 @@ type Params struct {
 	// TicketKeyDatabase shares the ticket-key ring with every daemon on
 	// the same store: "" (keys of this host only) or "redis:/path/to/settings.cf".
 	TicketKeyDatabase string
+	// MetricsAddress is where /metrics is served (host:port), "" for
+	// nowhere. The listener is opened before the chroot.
+	MetricsAddress string
 
 	// Warnings are problems Postfix logs but runs with, e.g. an unknown
 	// *_tls_loglevel keyword (which turns that logging off).
@@ -256,6 +260,13 @@ func (c *Config) Params() (*Params, error) {
 	p.ClientLimit = r.intIn("tlsmgr_client_limit", 1, maxInt)
 	p.TicketKeyPersistence = r.bool("tlsmgr_ticket_key_persistence")
 	p.TicketKeyDatabase = r.str("tlsmgr_ticket_key_database")
+	p.MetricsAddress = r.str("tlsmgr_metrics_address")
+	if p.MetricsAddress != "" {
+		if _, port, err := net.SplitHostPort(p.MetricsAddress); err != nil || port == "" {
+			r.fail(&ValueError{Param: "tlsmgr_metrics_address", Value: p.MetricsAddress,
+				Reason: "want host:port, e.g. 127.0.0.1:9177"})
+		}
+	}
 	if r.err == nil && p.TicketKeyDatabase != "" {
 		typ, path, _ := strings.Cut(p.TicketKeyDatabase, ":")
 		switch {

@@ -14,22 +14,28 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
 	"github.com/gotlsmgr/tlsmgr/config"
+	"github.com/gotlsmgr/tlsmgr/internal/version"
 	"github.com/gotlsmgr/tlsmgr/maillog"
 	"github.com/gotlsmgr/tlsmgr/master"
+	"github.com/gotlsmgr/tlsmgr/metrics"
 	"github.com/gotlsmgr/tlsmgr/prng"
+	"github.com/gotlsmgr/tlsmgr/proto"
 	"github.com/gotlsmgr/tlsmgr/server"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
+	"github.com/gotlsmgr/tlsmgr/watchdog"
 )
 
 // ProcessName is Postfix's name for this program, used in the log tag.
@@ -38,7 +44,10 @@ const ProcessName = "tlsmgr"
 // Main runs the daemon with the command-line arguments args (without the
 // program name) and returns the exit status.
 func Main(args []string) int {
-	d := &daemon{stderr: os.Stderr, pid: os.Getpid()}
+	if printRequest(args, os.Stdout) { // -h, --help, --version
+		return 0
+	}
+	d := &daemon{stderr: os.Stderr, pid: os.Getpid(), metrics: metrics.New()}
 	if err := d.run(args); err != nil {
 		d.fatal(err)
 		return 1
@@ -66,6 +75,19 @@ type daemon struct {
 	status    *master.Status
 	created   []string // files start-up created, removed if it fails
 	srv       *server.Server
+	wd        *watchdog.Watchdog
+	serving   atomic.Pointer[server.Server]
+	metrics   *metrics.Registry // every part's figures: stats replies, /metrics
+
+	metricsListener net.Listener // tlsmgr_metrics_address; nil if unset
+	metricsHTTP     *http.Server // serving metricsListener
+
+	// Where the configuration came from, for a reload (reload.go): the
+	// main.cf directory ("" for none) and the built-in defaults.
+	cfgDir   string
+	cfgExtra map[string]string
+	conf     *config.Config // as last read: the values d.params came from
+	hup      chan os.Signal // SIGHUP, standalone; nil under master(8)
 }
 
 // fatal reports a start-up or run-time failure as one line, through the
@@ -87,6 +109,13 @@ func (d *daemon) run(args []string) error {
 	}
 	d.opts = opts
 	standalone := opts.Listen != ""
+	// SIGHUP reloads, standalone: taken from the start, so that one sent
+	// during start-up does not end the daemon (see reload.go).
+	d.hup = d.reloadSignals()
+	defer stopSignals(d.hup)
+	if !standalone && !opts.Stdin && opts.Transport == "" && !underMaster() {
+		return errNoMaster // run by hand: say how to run it standalone
+	}
 	if !standalone && !opts.Stdin && !opts.SingleProcess {
 		// tlsmgr keeps state in memory: one process only, as in Postfix.
 		return errors.New("service tlsmgr requires a process limit of 1")
@@ -117,6 +146,13 @@ func (d *daemon) run(args []string) error {
 	if err := d.owner(); err != nil {
 		return err
 	}
+	// daemon_timeout: from here on, work that wedges (a store on a dead
+	// disk or network file system) ends the process; see watchdogFired.
+	// Start-up is one task; stopping is another, watched until
+	// everything is closed.
+	d.wd = watchdog.New(d.params.DaemonTimeout, d.watchdogFired)
+	defer d.wd.Stop()
+	startedUp := d.wd.Start("start-up")
 	// A start-up that fails leaves no file behind that it created.
 	keepFiles := false
 	defer func() {
@@ -150,7 +186,34 @@ func (d *daemon) run(args []string) error {
 		}
 	}
 	keepFiles = true
+	startedUp()
 	return d.serve()
+}
+
+// watchdogFired is the verdict of the daemon_timeout watchdog: a request
+// or a background task has been running for longer than daemon_timeout,
+// wedged on a store (a dead disk or network file system, a server that
+// accepts and never answers). A wedged goroutine cannot be stopped, so,
+// as Postfix's daemons do, the process logs a fatal error and exits at
+// once, for master(8) (or systemd, standalone) to start a fresh one.
+// No file is closed on the way out, since that could wedge too: the
+// cache files are left as a kill would leave them, which they survive.
+func (d *daemon) watchdogFired(e *watchdog.Error) {
+	// Should logging itself hang (a blocked stderr), exit all the same.
+	time.AfterFunc(5*time.Second, func() { os.Exit(1) })
+	d.fatal(fmt.Errorf("watchdog timeout: %s still not done after %v (daemon_timeout = %v): exiting",
+		e.What, e.Running.Round(time.Millisecond), e.Timeout))
+	// A thread asleep in the kernel, uninterruptibly (a frozen file
+	// system), keeps the process from finishing its exit, and with it
+	// the sockets open. Clients should not wait for that: the listening
+	// socket is closed (standalone, removed) and every client sees end
+	// of file now. Shutdown with a context already done never waits.
+	if srv := d.serving.Load(); srv != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		srv.Shutdown(ctx)
+	}
+	os.Exit(1)
 }
 
 func (d *daemon) loadConfig(standalone bool) error {
@@ -168,21 +231,12 @@ func (d *daemon) loadConfig(standalone bool) error {
 			dir = "/etc/postfix"
 		}
 	}
-	cfg, err := config.Load(dir, extra, d.opts.Overrides)
-	if err != nil {
+	// A reload (SIGHUP, standalone) reads the same again: see reload.go.
+	d.cfgDir, d.cfgExtra = dir, extra
+	var err error
+	if d.conf, d.params, d.hostname, err = d.readConfig(); err != nil {
 		return err
 	}
-	service := d.opts.ServiceName
-	if service == "" {
-		service = ProcessName
-	}
-	cfg.Set("process_name", ProcessName)
-	cfg.Set("process_id", strconv.Itoa(d.pid))
-	cfg.Set("service_name", service)
-	if d.params, err = cfg.Params(); err != nil {
-		return err
-	}
-	d.hostname, _ = cfg.String("myhostname")
 	if extra != nil && d.params.DataDirectory == extra["data_directory"] {
 		// Only the built-in state directory is ours to create.
 		return makeStateDir(d.params.DataDirectory, d.params.MailOwner)
@@ -330,7 +384,7 @@ func (d *daemon) openSockets() error {
 		}
 		d.listeners = []net.Listener{l}
 	}
-	return nil
+	return d.openMetrics()
 }
 
 // inheritSockets takes the listening sockets and the status channel from
@@ -417,10 +471,16 @@ func (d *daemon) serve() error {
 		IPCTimeout: p.IPCTimeout,
 		MaxClients: p.ClientLimit,
 		BlockingIO: true,
-		Stats:      d.stats,
+		Metrics:    d.metrics,
+		// Root, and the mail owner (whom the daemon runs as once
+		// started): the accounts that own the caches anyway.
+		MayControl: func(uid uint32) bool {
+			return uid == 0 || int(uid) == d.uid || int(uid) == os.Geteuid()
+		},
 		// A request may make a store call for its cache and, for a
 		// ticket name the ring lacks, one for the key.
 		StoreTimeout: d.storeTimeout(),
+		Watchdog:     d.wd,
 	}
 	if d.status != nil {
 		cfg.OnAvail = func(avail bool) {
@@ -430,6 +490,10 @@ func (d *daemon) serve() error {
 		}
 	}
 	d.srv = server.New(cfg)
+	d.serving.Store(d.srv)
+	// After the server's: stats replies list its figures first.
+	d.metrics.Register(d.collect)
+	defer d.serveMetrics()()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var bg sync.WaitGroup
@@ -463,6 +527,7 @@ func (d *daemon) serve() error {
 			stop <- "master(8) went away"
 		}()
 	}
+	d.log.Info("tlsmgr version %s starting", version.String())
 	for _, l := range d.listeners {
 		go func() {
 			if err := d.srv.Serve(l); err != nil && !errors.Is(err, server.ErrServerClosed) {
@@ -482,8 +547,10 @@ func (d *daemon) serve() error {
 	if d.opts.Listen != "" {
 		d.log.Info("listening on %s", d.opts.Listen)
 	}
-	why := <-stop
+	why := d.awaitStop(stop, d.hup) // reloading main.cf on SIGHUP meanwhile
 	d.log.Debug(1, "stopping: %s", why)
+	// Watched until the end of run, when the watchdog stops.
+	d.wd.Start("shutdown (" + why + ")")
 	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
 	defer done()
 	if err := d.srv.Shutdown(shutdownCtx); err != nil {
@@ -494,37 +561,25 @@ func (d *daemon) serve() error {
 	return nil
 }
 
-// stats adds the daemon's own figures to stats replies.
-func (d *daemon) stats(add func(name, value string)) {
-	add("pid", strconv.Itoa(d.pid))
-	add("log_warnings_suppressed", strconv.FormatUint(d.log.Suppressed(), 10))
-	add("log_records_dropped", strconv.FormatUint(d.log.Dropped(), 10))
-	d.keyStats(add)
-	d.backendStats(add)
-	st := d.pool.Stats()
-	add("prng_bytes_served", strconv.FormatUint(st.BytesServed, 10))
-	add("prng_reads", strconv.FormatUint(st.Reads, 10))
-	add("prng_source", st.Source)
-	add("prng_source_ok", boolString(st.SourceOK))
-	add("prng_last_reseed", timeString(st.LastReseed))
-	add("prng_reseed_failures", strconv.FormatUint(st.ReseedFailures, 10))
-	add("prng_source_health_failures", strconv.FormatUint(st.HealthFailures, 10))
-	add("prng_os_entropy_failures", strconv.FormatUint(st.OSEntropyFailures, 10))
-	add("prng_exchange_file", st.ExchangeFile)
-	add("prng_last_exchange_update", timeString(st.LastExchangeUpdate))
-	add("prng_exchange_failures", strconv.FormatUint(st.ExchangeFailures, 10))
-}
+var (
+	descPID        = metrics.Desc{Name: "pid", Help: "The daemon's process id (stats only).", StatOnly: true}
+	descVersion    = metrics.Desc{Name: "build_info", Stat: proto.VersionStat, Help: "The daemon's version (tlsmgrctl version)."}
+	descSuppressed = metrics.Desc{Name: "log_warnings_suppressed", Help: "Warnings not logged by the rate limit."}
+	descDropped    = metrics.Desc{Name: "log_records_dropped", Help: "Log records dropped: the log could not take them."}
+)
 
-func boolString(b bool) string {
-	if b {
-		return "yes"
+// collect emits the daemon's own figures and those of the parts the
+// server does not own: the ticket-key ring, its backend, the PRNG.
+func (d *daemon) collect(ctx context.Context, emit metrics.Emit) {
+	emit.Info(descVersion, version.String())
+	emit.Info(descPID, strconv.Itoa(d.pid))
+	emit.Counter(descSuppressed, d.log.Suppressed())
+	emit.Counter(descDropped, d.log.Dropped())
+	d.keys.Collect(ctx, emit)
+	for _, b := range d.backends {
+		if b.cache == nil {
+			b.client.Collect(emit, "redis_"+b.name+"_")
+		}
 	}
-	return "no"
-}
-
-func timeString(t time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	return t.UTC().Format(time.RFC3339)
+	d.pool.Collect(ctx, emit)
 }

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -265,7 +266,7 @@ tls_random_exchange_name = $(data_directory)/exch.${cache_name:{empty}}
 		}
 	}
 	exch := filepath.Join(e.Data, "exch.")
-	if !strings.Contains(ctl(t, e.Sock, "stats"), "prng_exchange_file = "+exch+"\n") {
+	if !regexp.MustCompile(`(?m)^prng_exchange_file +` + regexp.QuoteMeta(exch) + `$`).MatchString(ctl(t, e.Sock, "stats")) {
 		t.Errorf("stats do not name %s as the exchange file", exch)
 	}
 	p.Signal(t, syscall.SIGTERM)

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -10,7 +9,6 @@ import (
 	"github.com/gotlsmgr/tlsmgr/fleet/redisconn"
 	"github.com/gotlsmgr/tlsmgr/fleet/seal"
 	"github.com/gotlsmgr/tlsmgr/fleet/settings"
-	"github.com/gotlsmgr/tlsmgr/proto"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/gotlsmgr/tlsmgr/scache/redisstore"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
@@ -97,63 +95,4 @@ func (d *daemon) closeBackends() {
 		b.sealer.Close()
 	}
 	d.backends = nil
-}
-
-// backendStats adds each backend's state and counters to stats replies:
-// a cache's under its cache prefix, the key ring's under redis_tktkey_.
-func (d *daemon) backendStats(add func(name, value string)) {
-	for _, b := range d.backends {
-		if b.cache != nil {
-			p := b.name + "_cache_"
-			b.cache.FleetStats().AddStats(func(name, value string) { add(p+name, value) })
-			continue
-		}
-		st := b.client.Stats()
-		p := "redis_" + b.name + "_"
-		add(p+"state", st.State)
-		add(p+"ops", strconv.FormatUint(st.Ops, 10))
-		add(p+"errors", strconv.FormatUint(st.Errors, 10))
-		add(p+"timeouts", strconv.FormatUint(st.Timeouts, 10))
-		add(p+"refused", strconv.FormatUint(st.Refused, 10))
-		add(p+"breaker_opens", strconv.FormatUint(st.BreakerOpens, 10))
-	}
-}
-
-// keyStats adds the ticket-key ring's figures to stats replies. The
-// digest covers the epochs, names and expiries of the fleet keys held,
-// never their secrets: members that agree on the ring show the same one.
-func (d *daemon) keyStats(add func(name, value string)) {
-	st := d.keys.Stats()
-	add(proto.KeyModeStat, st.Mode)
-	add("tktkey_keys", strconv.Itoa(st.Keys))
-	// One line per key for tlsmgrctl keys: never the secret parts (the
-	// name is in every ticket issued with the key anyway).
-	for _, k := range d.keys.Keys() {
-		source := "fleet"
-		switch {
-		case k.Local:
-			source = "local"
-		case k.Spare:
-			source = "spare"
-		}
-		add(proto.RingKeyStat, fmt.Sprintf("epoch=%d name=%x expiry=%s source=%s",
-			k.Epoch, k.Name, time.Unix(k.Expiry, 0).UTC().Format(time.RFC3339), source))
-	}
-	if st.Mode != "fleet" {
-		return
-	}
-	add(proto.RingDigestStat, st.Digest)
-	add("tktkey_fleet_up", boolString(st.FleetUp))
-	add("tktkey_last_refresh", timeString(st.LastRefresh))
-	for _, c := range []struct {
-		name string
-		v    uint64
-	}{
-		{"refreshes", st.Refreshes}, {"refresh_failures", st.RefreshFailures},
-		{"store_calls", st.StoreCalls}, {"store_errors", st.StoreErrors}, {"store_timeouts", st.StoreTimeouts},
-		{"name_lookups", st.NameLookups}, {"name_hits", st.NameHits}, {"negative_hits", st.NegativeHits},
-		{"lookups_shed", st.LookupsShed}, {"local_keys", st.LocalKeys}, {"displaced", st.Displaced},
-	} {
-		add("tktkey_"+c.name, strconv.FormatUint(c.v, 10))
-	}
 }

@@ -41,6 +41,7 @@ func (d *daemon) openFiles() error {
 			ReseedPeriod: p.ReseedPeriod,
 			Logger:       d.log,
 			Verbose:      d.opts.Verbose > 0,
+			Watch:        d.wd.Start,
 		})
 		return err
 	})
@@ -62,6 +63,7 @@ func (d *daemon) openFiles() error {
 				SweepBatch: batch,
 				Mix:        d.pool.Pool().Mix,
 				Log:        d.log,
+				Watch:      d.wd.Start,
 			}, store)
 		}
 		d.caches = append(d.caches, ct)
@@ -219,6 +221,9 @@ func (d *daemon) warnAll(warnings []string) {
 // closeAll saves state and releases everything, in reverse order of
 // opening: the PRNG's last exchange-file update happens here.
 func (d *daemon) closeAll() {
+	if d.metricsListener != nil {
+		d.metricsListener.Close()
+	}
 	if d.keys != nil {
 		d.keys.Close()
 	}

@@ -93,8 +93,8 @@ func BenchmarkScaleMillion(b *testing.B) {
 func ctlStats(b testing.TB, ctl func(...string) string) map[string]string {
 	st := map[string]string{}
 	for _, line := range strings.Split(ctl("stats"), "\n") {
-		if k, v, ok := strings.Cut(line, " = "); ok {
-			st[k] = v
+		if k, v, ok := strings.Cut(line, " "); ok {
+			st[k] = strings.TrimSpace(v)
 		}
 	}
 	return st

@@ -64,6 +64,13 @@ type Options struct {
 	RetryMin    time.Duration // first delay before reopening a failed source (default 1s)
 	RetryMax    time.Duration // longest such delay; it doubles up to this (default 1h)
 
+	// Watch, if set, is told when each reseed and exchange-file update
+	// that Run makes starts and (through the function it returns) ends:
+	// the daemon's watchdog (daemon_timeout). An exchange file on a dead
+	// disk or network file system wedges Run, which no request notices
+	// (the pool keeps serving), and then the final save at Close.
+	Watch func(what string) (done func())
+
 	osEntropy io.Reader // test hook replacing crypto/rand
 }
 
@@ -334,13 +341,25 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-m.closed:
 			return
 		case <-reseed:
+			done := m.watch("PRNG reseed")
 			m.reseedEvent()
+			done()
 			reseed = m.clock.After(m.nextReseedDelay())
 		case <-exchange:
+			done := m.watch("PRNG exchange file update of " + m.opts.ExchangeFile)
 			m.updateExchange()
+			done()
 			exchange = m.clock.After(m.randomInterval(m.opts.UpdatePeriod))
 		}
 	}
+}
+
+// watch is Options.Watch, or nothing.
+func (m *Manager) watch(what string) (done func()) {
+	if m.opts.Watch == nil {
+		return func() {}
+	}
+	return m.opts.Watch(what)
 }
 
 func (m *Manager) randomInterval(period time.Duration) time.Duration {

@@ -22,6 +22,8 @@ const (
 	RequestDelete = "delete"
 	RequestTktKey = "tktkey"
 	RequestStats  = "stats" // ours: the daemon's counters
+	RequestDump   = "dump"  // ours: list a cache's entries, never their secrets
+	RequestFlush  = "flush" // ours: empty a cache; root or the mail owner only
 )
 
 // Attribute names.
@@ -37,6 +39,13 @@ const (
 	AttrTimeout   = "timeout"
 	AttrKeyName   = "keyname"
 	AttrKeyBuf    = "keybuf"
+
+	// Ours, for dump and flush.
+	AttrMax    = "max"    // dump: the most entries to list
+	AttrTotal  = "total"  // dump: entries the cache holds
+	AttrEntry  = "entry"  // dump: one entry, "IDHASH AGE_SECONDS SIZE"
+	AttrCount  = "count"  // flush: entries removed
+	AttrReason = "reason" // why a request was refused
 )
 
 // Reply statuses.
@@ -57,3 +66,7 @@ const (
 	KeyModeStat    = "tktkey_mode"
 	RingDigestStat = "tktkey_ring_digest"
 )
+
+// VersionStat is the stats name of the daemon's version (tlsmgrctl
+// version prints it next to its own).
+const VersionStat = "version"

@@ -27,13 +27,24 @@ type Config struct {
 	Mix func([]byte)
 	Log Logger
 	Now func() time.Time // for tests; time.Now if nil
+	// Watch, if set, is told when each sweep batch starts and (through
+	// the function it returns) ends: the daemon's watchdog
+	// (daemon_timeout), since a store wedged on a dead disk wedges the
+	// sweep in the background, where no request would notice.
+	Watch func(what string) (done func())
 }
 
 // Cache is one enabled session cache: expiry on top of a Store.
 type Cache struct {
-	cfg   Config
+	cfg   Config // Timeout and LogCache as at New: see timeout, logCache
 	store Store
 	now   func() time.Time
+
+	// The timeout (in nanoseconds) and whether to log transactions, read
+	// by every request and changed by a reload (SetTimeout, SetLogCache).
+	timeout  atomic.Int64
+	logCache atomic.Bool
+	retimed  chan struct{} // wakes RunSweeper after SetTimeout
 
 	hits, misses, expired, updates, refused, deletes, swept, storeErrors atomic.Uint64
 }
@@ -53,25 +64,70 @@ func New(cfg Config, store Store) *Cache {
 	if cfg.LogCache && cfg.Log != nil {
 		cfg.Log.Info("open %s TLS cache %s", cfg.Name, cfg.Database)
 	}
-	return &Cache{cfg: cfg, store: store, now: now}
+	c := &Cache{cfg: cfg, store: store, now: now, retimed: make(chan struct{}, 1)}
+	c.timeout.Store(int64(cfg.Timeout))
+	c.logCache.Store(cfg.LogCache)
+	return c
 }
 
 // Name is the cache type, e.g. "smtpd".
 func (c *Cache) Name() string { return c.cfg.Name }
 
 // Timeout is the configured entry lifetime.
-func (c *Cache) Timeout() time.Duration { return c.cfg.Timeout }
+func (c *Cache) Timeout() time.Duration { return time.Duration(c.timeout.Load()) }
+
+// SetTimeout changes the entry lifetime from now on (a reload of
+// main.cf): entries are kept, and live while written + d >= now, so a
+// shorter timeout expires the older ones at once. The sweeper then runs
+// at once and every d from then on. d must be positive; a store whose
+// entries expire by themselves (Redis) keeps the lifetime it gave the
+// entries already written.
+func (c *Cache) SetTimeout(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	if time.Duration(c.timeout.Swap(int64(d))) == d {
+		return
+	}
+	select {
+	case c.retimed <- struct{}{}:
+	default: // already told
+	}
+}
+
+// SetLogCache turns the logging of every transaction on or off (a reload
+// of *_tls_loglevel). Without a Log it stays off.
+func (c *Cache) SetLogCache(on bool) { c.logCache.Store(on && c.cfg.Log != nil) }
+
+// SetLimits bounds the cache's store by lim from now on, keeping its
+// entries: a smaller bound evicts the oldest-written at once, down to it,
+// and counts them as evictions. It fails for a store that cannot change
+// its bounds (one that does not implement Resizer).
+func (c *Cache) SetLimits(ctx context.Context, lim Limits) error {
+	r, ok := c.store.(Resizer)
+	if !ok {
+		return fmt.Errorf("%s TLS cache %s: its bounds cannot change while it is open", c.cfg.Name, c.cfg.Database)
+	}
+	if lim.MaxEntries <= 0 || lim.MaxBytes <= 0 {
+		return fmt.Errorf("%s TLS cache %s: invalid bounds %+v", c.cfg.Name, c.cfg.Database, lim)
+	}
+	if err := r.SetLimits(ctx, lim); err != nil {
+		return c.storeError("set bounds", err)
+	}
+	return nil
+}
 
 // expired follows Postfix: an entry lives while written + timeout >= now.
 func (c *Cache) isExpired(written, now time.Time) bool {
-	return written.Add(c.cfg.Timeout).Before(now)
+	return written.Add(c.Timeout()).Before(now)
 }
 
 // Lookup returns the session stored under id, or ErrNotFound when there is
 // none or it expired (an expired entry is deleted on the way).
 func (c *Cache) Lookup(ctx context.Context, id string) ([]byte, error) {
-	if c.cfg.LogCache {
-		c.cfg.Log.Info("lookup %s session id=%s", c.cfg.Name, id)
+	logging := c.logCache.Load()
+	if logging {
+		c.cfg.Log.Info("lookup %s session id=%s%s", c.cfg.Name, id, clientSuffix(ctx))
 	}
 	e, err := c.store.Get(ctx, id)
 	if errors.Is(err, ErrNotFound) {
@@ -91,9 +147,9 @@ func (c *Cache) Lookup(ctx context.Context, id string) ([]byte, error) {
 		clear(e.Session) // a secret no one will read
 		return nil, ErrNotFound
 	}
-	if c.cfg.LogCache {
-		c.cfg.Log.Info("read %s TLS cache entry %s: time=%d [data %d bytes]",
-			c.cfg.Name, id, e.Written.Unix(), len(e.Session))
+	if logging {
+		c.cfg.Log.Info("read %s TLS cache entry %s: time=%d [data %d bytes]%s",
+			c.cfg.Name, id, e.Written.Unix(), len(e.Session), clientSuffix(ctx))
 	}
 	c.hits.Add(1)
 	return e.Session, nil
@@ -103,12 +159,13 @@ func (c *Cache) Lookup(ctx context.Context, id string) ([]byte, error) {
 // ErrTooLarge when the entry alone is over the cache's byte bound.
 func (c *Cache) Update(ctx context.Context, id string, session []byte) error {
 	now := c.now()
-	if c.cfg.LogCache {
-		c.cfg.Log.Info("put %s session id=%s [data %d bytes]", c.cfg.Name, id, len(session))
-		c.cfg.Log.Info("write %s TLS cache entry %s: time=%d [data %d bytes]",
-			c.cfg.Name, id, now.Unix(), len(session))
+	if c.logCache.Load() {
+		from := clientSuffix(ctx)
+		c.cfg.Log.Info("put %s session id=%s [data %d bytes]%s", c.cfg.Name, id, len(session), from)
+		c.cfg.Log.Info("write %s TLS cache entry %s: time=%d [data %d bytes]%s",
+			c.cfg.Name, id, now.Unix(), len(session), from)
 	}
-	err := c.store.Put(ctx, id, Entry{Written: now, Expires: now.Add(c.cfg.Timeout), Session: session})
+	err := c.store.Put(ctx, id, Entry{Written: now, Expires: now.Add(c.Timeout()), Session: session})
 	switch {
 	case err == nil:
 		c.updates.Add(1)
@@ -124,8 +181,8 @@ func (c *Cache) Update(ctx context.Context, id string, session []byte) error {
 
 // Delete removes the entry under id and reports whether there was one.
 func (c *Cache) Delete(ctx context.Context, id string) (bool, error) {
-	if c.cfg.LogCache {
-		c.cfg.Log.Info("delete %s session id=%s", c.cfg.Name, id)
+	if c.logCache.Load() {
+		c.cfg.Log.Info("delete %s session id=%s%s", c.cfg.Name, id, clientSuffix(ctx))
 	}
 	found, err := c.store.Delete(ctx, id)
 	if err != nil {
@@ -136,6 +193,29 @@ func (c *Cache) Delete(ctx context.Context, id string) (bool, error) {
 		c.deletes.Add(1)
 	}
 	return found, nil
+}
+
+// clientKey is the context key of WithClient.
+type clientKey struct{}
+
+// WithClient returns ctx telling the cache which client a Lookup, Update
+// or Delete is made for (e.g. "conn 7 (pid 4242, uid 107) on
+// private/tlsmgr"): transaction logging names it on each line. Callers
+// need it only when Logging reports true.
+func WithClient(ctx context.Context, client string) context.Context {
+	return context.WithValue(ctx, clientKey{}, client)
+}
+
+// Logging reports whether the cache logs every transaction (LogCache,
+// or as SetLogCache last said).
+func (c *Cache) Logging() bool { return c.logCache.Load() }
+
+// clientSuffix is " from CLIENT" for a context made by WithClient.
+func clientSuffix(ctx context.Context) string {
+	if s, ok := ctx.Value(clientKey{}).(string); ok && s != "" {
+		return " from " + s
+	}
+	return ""
 }
 
 func (c *Cache) storeError(op string, err error) error {
@@ -155,14 +235,19 @@ func (c *Cache) Sweep(ctx context.Context) (int, error) {
 	if !ok {
 		return 0, nil // its entries expire by themselves
 	}
-	if c.cfg.LogCache {
+	if c.logCache.Load() {
 		c.cfg.Log.Info("start TLS %s session cache cleanup", c.cfg.Name)
 	}
-	cutoff := c.now().Add(-c.cfg.Timeout)
+	cutoff := c.now().Add(-c.Timeout())
 	total := 0
 	for {
 		began := time.Now()
+		done := func() {}
+		if c.cfg.Watch != nil {
+			done = c.cfg.Watch("sweep of the " + c.cfg.Name + " TLS cache " + c.cfg.Database)
+		}
 		n, more, err := exp.Expire(ctx, cutoff, c.cfg.SweepBatch, c.cfg.Mix)
+		done()
 		took := time.Since(began)
 		total += n
 		c.swept.Add(uint64(n))
@@ -186,12 +271,13 @@ func (c *Cache) Sweep(ctx context.Context) (int, error) {
 
 // RunSweeper sweeps once at start, since a cache kept across a restart may
 // hold entries that expired meanwhile, then every timeout (as Postfix
-// does) until ctx is done.
+// does) until ctx is done. After SetTimeout it sweeps at once, then every
+// new timeout.
 func (c *Cache) RunSweeper(ctx context.Context) {
 	if _, ok := c.store.(Expirer); !ok {
 		return
 	}
-	t := time.NewTicker(c.cfg.Timeout)
+	t := time.NewTicker(c.Timeout())
 	defer t.Stop()
 	for {
 		if _, err := c.Sweep(ctx); err != nil && ctx.Err() == nil && c.cfg.Log != nil {
@@ -201,6 +287,8 @@ func (c *Cache) RunSweeper(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.retimed:
+			t.Reset(c.Timeout())
 		}
 	}
 }
@@ -222,7 +310,7 @@ type Stats struct {
 // Stats reports the counters; the store's part may fail (remote stores).
 func (c *Cache) Stats(ctx context.Context) (Stats, error) {
 	s := Stats{
-		Name: c.cfg.Name, Timeout: c.cfg.Timeout,
+		Name: c.cfg.Name, Timeout: c.Timeout(),
 		Hits: c.hits.Load(), Misses: c.misses.Load(), Expired: c.expired.Load(),
 		Updates: c.updates.Load(), Refused: c.refused.Load(), Deletes: c.deletes.Load(),
 		Swept: c.swept.Load(), StoreErrors: c.storeErrors.Load(),
@@ -234,7 +322,7 @@ func (c *Cache) Stats(ctx context.Context) (Stats, error) {
 
 // Close closes the store.
 func (c *Cache) Close() error {
-	if c.cfg.LogCache {
+	if c.logCache.Load() {
 		c.cfg.Log.Info("close %s TLS cache %s", c.cfg.Name, c.cfg.Database)
 	}
 	return c.store.Close()

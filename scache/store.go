@@ -79,6 +79,16 @@ type Expirer interface {
 	Expire(ctx context.Context, cutoff time.Time, max int, visit func(session []byte)) (removed int, more bool, err error)
 }
 
+// Resizer is implemented by stores whose bounds can change while they are
+// open (a reload of main.cf).
+type Resizer interface {
+	// SetLimits bounds the store by lim (both positive) from now on. A
+	// smaller bound evicts the entries closest to expiry at once, down to
+	// it, counted in StoreStats.Evictions; a larger one only lets the
+	// store grow. No other entry is lost.
+	SetLimits(ctx context.Context, lim Limits) error
+}
+
 // Flusher is implemented by stores that commit writes in the background
 // (boltstore): a write is visible to Get at once, but the bounds are
 // applied when it is committed. Flush returns when every earlier write is,

@@ -94,3 +94,12 @@ func (c *blockingConn) RemoteAddr() net.Addr { return c.local }
 func (c *blockingConn) SetDeadline(time.Time) error      { return nil }
 func (c *blockingConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *blockingConn) SetWriteDeadline(time.Time) error { return nil }
+
+// peerUID is the uid of the process that connected (SO_PEERCRED).
+func (b *blockingConn) peerUID() (uint32, bool) {
+	cred, err := unix.GetsockoptUcred(b.fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return 0, false
+	}
+	return cred.Uid, true
+}

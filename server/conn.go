@@ -60,6 +60,10 @@ type conn struct {
 	idle    atomic.Uint64
 	stopped atomic.Bool // see stop
 	evicted bool        // out of the client table; srv.mu
+	// busy times the request being answered for the watchdog; busyAt is
+	// its value without the cache. See watchdog.go.
+	busy   atomic.Uint64
+	busyAt uint64
 }
 
 // reqReader is what the attribute reader reads a connection through. It
@@ -150,6 +154,8 @@ func (c *conn) abort() {
 
 func (c *conn) serve() {
 	log := c.srv.cfg.Log
+	log.Debug(1, "connect from %s", c.peer)
+	defer log.Debug(1, "disconnect from %s", c.peer)
 	if _, err := io.WriteString(c.nc, announcement); err != nil {
 		// The master's wakeup trigger often closes before we speak.
 		log.Debug(1, "write protocol announcement to %s: %v", c.peer, err)
@@ -183,7 +189,7 @@ func (c *conn) serve() {
 			return
 		case err == io.ErrUnexpectedEOF && first && c.r.Partial() <= 2:
 			// master(8) wakes us by writing one byte and closing.
-			log.Debug(1, "received master trigger")
+			log.Debug(1, "received master trigger from %s", c.peer)
 			return
 		case err == attr.ErrOutOfSync:
 			c.srv.counters.malformed.Add(1)
@@ -204,6 +210,7 @@ func (c *conn) serve() {
 			return
 		}
 		c.now = time.Now()
+		c.arrived()
 		if pool := c.srv.cfg.Pool; pool != nil {
 			var t [8]byte
 			binary.LittleEndian.PutUint64(t[:], uint64(c.now.UnixNano()))
@@ -221,6 +228,7 @@ func (c *conn) serve() {
 // reply writes one reply list and flushes it; false means the connection
 // is broken.
 func (c *conn) reply(body func()) bool {
+	c.replying()
 	if c.bc == nil {
 		// Blocking connections have the kernel's send timeout instead.
 		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.RequestTimeout))
@@ -244,27 +252,30 @@ func (c *conn) dispatch(req attr.List) bool {
 		return c.reply(func() { c.w.Int(attrStatus, StatusFail) })
 	}
 	name, args := string(req[0].Value), req[1:]
+	c.dispatched(name)
+	if rs := c.srv.counters.requests[name]; rs != nil {
+		rs.count.Add(1)
+		defer rs.done(time.Now())
+	}
 	switch name {
 	case proto.RequestSeed:
-		c.srv.counters.seed.Add(1)
 		return c.seed(args)
 	case proto.RequestPolicy:
-		c.srv.counters.policy.Add(1)
 		return c.policy(args)
 	case proto.RequestLookup:
-		c.srv.counters.lookup.Add(1)
 		return c.lookup(args)
 	case proto.RequestUpdate:
-		c.srv.counters.update.Add(1)
 		return c.update(args)
 	case proto.RequestDelete:
-		c.srv.counters.delete.Add(1)
 		return c.delete(args)
 	case proto.RequestTktKey:
-		c.srv.counters.tktkey.Add(1)
 		return c.tktkey(args)
 	case proto.RequestStats:
 		return c.stats(args)
+	case proto.RequestDump:
+		return c.dump(args)
+	case proto.RequestFlush:
+		return c.flush(args)
 	}
 	c.srv.counters.malformed.Add(1)
 	c.srv.cfg.Log.Warn("unknown request %q from %s", printable(req[0].Value), c.peer)
@@ -324,7 +335,7 @@ func (c *conn) seed(args attr.List) bool {
 			c.badRequest(proto.RequestSeed, "bogus seed length \"%d\"", n)
 		default:
 			if _, err := io.ReadFull(c.srv.cfg.Pool, buf[:n]); err != nil {
-				c.srv.cfg.Log.Warn("PRNG: %v", err)
+				c.srv.cfg.Log.Warn("PRNG: %v (seed request from %s)", err, c.peer)
 				status = StatusErr
 			} else {
 				status, out = StatusOK, buf[:n]
@@ -344,6 +355,7 @@ func (c *conn) seed(args attr.List) bool {
 func (c *conn) cacheType(request string, name []byte) (*CacheType, bool) {
 	for i := range c.srv.cfg.Caches {
 		if ct := &c.srv.cfg.Caches[i]; ct.Name == string(name) {
+			c.cacheChosen(i)
 			return ct, true
 		}
 	}
@@ -355,7 +367,7 @@ func (c *conn) policy(args attr.List) bool {
 	status, cachable, timeout := StatusFail, int32(0), int32(0)
 	if v, ok := c.args(proto.RequestPolicy, args, attrCacheType); ok {
 		if ct, ok := c.cacheType(proto.RequestPolicy, v[0]); ok {
-			status, timeout = StatusOK, int32(ct.Timeout/time.Second)
+			status, timeout = StatusOK, int32(ct.policyTimeout()/time.Second)
 			if ct.Cache != nil {
 				cachable = 1
 			}
@@ -381,6 +393,16 @@ func (c *conn) enabledCache(request string, name []byte) *scache.Cache {
 	return ct.Cache
 }
 
+// cacheContext is storeContext for a call to cache, telling a cache that
+// logs its transactions which client it serves.
+func (c *conn) cacheContext(cache *scache.Cache) (context.Context, context.CancelFunc) {
+	ctx, cancel := c.storeContext()
+	if cache.Logging() {
+		ctx = scache.WithClient(ctx, c.peer)
+	}
+	return ctx, cancel
+}
+
 // storeContext bounds a store call by StoreTimeout from the request's
 // arrival; a Shutdown that runs out of patience cancels it.
 func (c *conn) storeContext() (context.Context, context.CancelFunc) {
@@ -394,7 +416,7 @@ func (c *conn) lookup(args attr.List) bool {
 	status, session := StatusFail, []byte(nil)
 	if v, ok := c.args(proto.RequestLookup, args, attrCacheType, attrCacheID); ok {
 		if cache := c.enabledCache(proto.RequestLookup, v[0]); cache != nil {
-			ctx, cancel := c.storeContext()
+			ctx, cancel := c.cacheContext(cache)
 			s, err := cache.Lookup(ctx, string(v[1]))
 			cancel()
 			switch {
@@ -403,7 +425,7 @@ func (c *conn) lookup(args attr.List) bool {
 			case errors.Is(err, scache.ErrNotFound):
 				status = StatusErr
 			default:
-				c.srv.cfg.Log.Warn("%v; answered as a miss", err)
+				c.srv.cfg.Log.Warn("%v; answered as a miss to %s", err, c.peer)
 				status = StatusErr
 			}
 		}
@@ -423,7 +445,7 @@ func (c *conn) update(args attr.List) bool {
 		if err != nil {
 			c.badRequest(proto.RequestUpdate, "%v", errShort(err))
 		} else if cache := c.enabledCache(proto.RequestUpdate, v[0]); cache != nil {
-			ctx, cancel := c.storeContext()
+			ctx, cancel := c.cacheContext(cache)
 			err := cache.Update(ctx, string(v[1]), session)
 			cancel()
 			switch {
@@ -437,7 +459,7 @@ func (c *conn) update(args attr.List) bool {
 				// The store reports its outage with counts itself.
 				status = StatusErr
 			default:
-				c.srv.cfg.Log.Warn("%v; update refused", err)
+				c.srv.cfg.Log.Warn("%v; update from %s refused", err, c.peer)
 				status = StatusErr
 			}
 		}
@@ -450,14 +472,14 @@ func (c *conn) delete(args attr.List) bool {
 	status := StatusFail
 	if v, ok := c.args(proto.RequestDelete, args, attrCacheType, attrCacheID); ok {
 		if cache := c.enabledCache(proto.RequestDelete, v[0]); cache != nil {
-			ctx, cancel := c.storeContext()
+			ctx, cancel := c.cacheContext(cache)
 			found, err := cache.Delete(ctx, string(v[1]))
 			cancel()
 			switch {
 			case errors.Is(err, scache.ErrStoreFailing):
 				status = StatusErr
 			case err != nil:
-				c.srv.cfg.Log.Warn("%v; delete refused", err)
+				c.srv.cfg.Log.Warn("%v; delete from %s refused", err, c.peer)
 				status = StatusErr
 			case found:
 				status = StatusOK
@@ -501,7 +523,7 @@ func (c *conn) tktkey(args attr.List) bool {
 			case errors.Is(err, tktkey.ErrDisabled), errors.Is(err, tktkey.ErrUnknownKey):
 				status = StatusErr
 			default:
-				c.srv.cfg.Log.Warn("session ticket key: %v", err)
+				c.srv.cfg.Log.Warn("session ticket key for %s: %v", c.peer, err)
 				status = StatusErr
 			}
 		}

@@ -18,14 +18,17 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/metrics"
 	"github.com/gotlsmgr/tlsmgr/prng"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
+	"github.com/gotlsmgr/tlsmgr/watchdog"
 )
 
 // Logger is what the server logs through.
@@ -40,7 +43,13 @@ type CacheType struct {
 	Name    string
 	Timeout time.Duration // sanitised configured timeout, reported by policy
 	Cache   *scache.Cache // nil when the cache is disabled
+
+	// timeout is what policy reports: Timeout, until SetCacheTimeout.
+	timeout *atomic.Int64
 }
+
+// policyTimeout is the timeout policy requests report.
+func (ct *CacheType) policyTimeout() time.Duration { return time.Duration(ct.timeout.Load()) }
 
 // Config is everything the service needs.
 type Config struct {
@@ -64,6 +73,15 @@ type Config struct {
 	// stores' configured timeouts. Zero means no deadline: local stores
 	// cannot hang, and a deadline costs a runtime timer per request.
 	StoreTimeout time.Duration
+	// Watchdog, if set, times every request from its arrival until its
+	// reply is begun, and fires (daemon_timeout) when one takes longer
+	// than its timeout: a store wedged on a dead disk or network file
+	// system, a call that ignores its deadline. A request costs three or
+	// four atomic stores for it (watchdog.go); one goroutine of the
+	// Watchdog's scans the connections. Waits for the client (reading a
+	// request, writing a reply) are not timed: RequestTimeout bounds
+	// them.
+	Watchdog *watchdog.Watchdog
 	// MaxClients caps the client table. A new connection to a full table
 	// takes the place of the connection that has waited longest for its
 	// next request, which sees end of file (Postfix's clients reconnect by
@@ -91,8 +109,14 @@ type Config struct {
 	// has one connection per smtpd or smtp process, far fewer than that.
 	// Zero means DefaultMaxBlocking; more than 4096 is cut to 4096.
 	MaxBlocking int
-	// Stats, if set, adds the daemon's own counters to stats replies.
-	Stats StatsFunc
+	// MayControl says whether a peer's uid may run the operators'
+	// destructive requests (flush): the daemon allows root and the mail
+	// owner. Nil allows nobody.
+	MayControl func(uid uint32) bool
+	// Metrics is the registry the server registers its figures in, and
+	// that stats requests read: the daemon's, with every other part's
+	// figures in it. Nil means one of the server's own.
+	Metrics *metrics.Registry
 }
 
 // Defaults of Config fields.
@@ -128,6 +152,11 @@ type Server struct {
 	reported bool       // last OnAvail value sent is "taken"
 
 	counters counters
+	lastID   atomic.Uint64 // of the last connection taken: "conn 17"
+	metrics  *metrics.Registry
+	// maxClients is Config.MaxClients until SetMaxClients; changed under
+	// mu, and read there except for log lines.
+	maxClients atomic.Int64
 }
 
 // New returns a server. Zero Config durations and limits get defaults.
@@ -145,15 +174,32 @@ func New(cfg Config) *Server {
 		cfg.MaxBlocking = DefaultMaxBlocking
 	}
 	cfg.MaxBlocking = min(cfg.MaxBlocking, blockingCap)
+	// The server's own copy: SetCacheTimeout changes what policy reports.
+	caches := make([]CacheType, len(cfg.Caches))
+	for i, ct := range cfg.Caches {
+		ct.timeout = new(atomic.Int64)
+		ct.timeout.Store(int64(ct.Timeout))
+		caches[i] = ct
+	}
+	cfg.Caches = caches
 	base, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		cfg:        cfg,
 		start:      time.Now(),
 		base:       base,
 		cancelBase: cancel,
 		listeners:  make(map[net.Listener]struct{}),
 		conns:      make(map[*conn]struct{}),
+		counters:   counters{requests: newRequestStats()},
+		metrics:    cfg.Metrics,
 	}
+	s.maxClients.Store(int64(cfg.MaxClients))
+	if s.metrics == nil {
+		s.metrics = metrics.New()
+	}
+	s.metrics.Register(s.collect)
+	cfg.Watchdog.Watch(s.oldestRequest)
+	return s
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -200,13 +246,14 @@ func isTemporary(err error) bool {
 // accepted connections and for the -S stdin/stdout client.
 func (s *Server) ServeConn(nc net.Conn) {
 	now := time.Now()
+	peer := s.describePeer(nc)
 	var bc *blockingConn
 	if uc, ok := nc.(*net.UnixConn); ok && s.cfg.BlockingIO {
 		if s.blocking.Add(1) <= int64(s.cfg.MaxBlocking) {
 			b, err := newBlockingConn(uc, s.cfg.IPCTimeout, s.cfg.RequestTimeout)
 			if err != nil {
 				s.blocking.Add(-1)
-				s.cfg.Log.Warn("client connection: %v", err)
+				s.cfg.Log.Warn("client connection %s: %v", peer, err)
 				nc.Close()
 				return
 			}
@@ -215,7 +262,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 			s.blocking.Add(-1)
 		}
 	}
-	c := &conn{srv: s, nc: nc, bc: bc, peer: peerName(nc), now: now}
+	c := &conn{srv: s, nc: nc, bc: bc, peer: peer, now: now}
 	_, c.halfClose = nc.(interface{ CloseRead() error })
 	s.mu.Lock()
 	if s.isDrained {
@@ -225,11 +272,12 @@ func (s *Server) ServeConn(nc net.Conn) {
 	}
 	var victim *conn
 	var idle time.Duration
-	if s.active >= s.cfg.MaxClients {
+	limit := int(s.maxClients.Load())
+	if s.active >= limit {
 		if victim, idle = s.evictLocked(); victim == nil {
 			s.mu.Unlock()
 			s.counters.rejected.Add(1)
-			s.cfg.Log.Warn("too many clients (limit %d), none of them idle: closing connection from %s", s.cfg.MaxClients, c.peer)
+			s.cfg.Log.Warn("too many clients (limit %d), none of them idle: closing connection from %s", limit, c.peer)
 			s.release(c)
 			s.refused()
 			return
@@ -247,7 +295,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 	if victim != nil {
 		s.counters.evicted.Add(1)
 		s.cfg.Log.Warn("too many clients (limit %d): closing the connection from %s idle for %v to make room",
-			s.cfg.MaxClients, victim.peer, idle.Round(time.Millisecond))
+			limit, victim.peer, idle.Round(time.Millisecond))
 	}
 	go func() {
 		c.serve()
@@ -312,11 +360,59 @@ func (s *Server) evictLocked() (*conn, time.Duration) {
 func (s *Server) hasRoom() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.active < s.cfg.MaxClients {
+	if s.active < int(s.maxClients.Load()) {
 		return true
 	}
 	for c := range s.conns {
 		if !c.evicted && c.idle.Load() != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// MaxClients is the client table's cap: Config.MaxClients, or what
+// SetMaxClients last set.
+func (s *Server) MaxClients() int { return int(s.maxClients.Load()) }
+
+// SetMaxClients changes the cap of the client table (a reload of
+// tlsmgr_client_limit); n must be positive. A smaller cap closes at once
+// the idle connections over it, longest idle first, as a full table does
+// to make room (Postfix's clients reconnect by themselves), counted as
+// evicted; connections in the middle of a request finish it, and the
+// table shrinks as they end. It returns how many it closed.
+func (s *Server) SetMaxClients(n int) (closed int) {
+	if n <= 0 {
+		return 0
+	}
+	s.mu.Lock()
+	s.maxClients.Store(int64(n))
+	for s.active > n {
+		if victim, _ := s.evictLocked(); victim == nil {
+			break
+		}
+		closed++
+	}
+	s.mu.Unlock()
+	s.counters.evicted.Add(uint64(closed))
+	return closed
+}
+
+// SetCacheTimeout changes the timeout of cache type name (a reload of
+// its *_tls_session_cache_timeout): what policy requests report and, for
+// an enabled cache, the lifetime of its entries (scache.Cache.SetTimeout).
+// d must not be negative (0 is for a disabled cache only); it reports
+// whether name is a cache type.
+func (s *Server) SetCacheTimeout(name string, d time.Duration) bool {
+	if d < 0 {
+		return false
+	}
+	for i := range s.cfg.Caches {
+		if ct := &s.cfg.Caches[i]; ct.Name == name {
+			ct.timeout.Store(int64(d))
+			if ct.Cache != nil {
+				ct.Cache.SetTimeout(d)
+			}
 			return true
 		}
 	}
@@ -405,11 +501,28 @@ func (s *Server) Clients() int {
 	return s.active
 }
 
-func peerName(nc net.Conn) string {
-	if a := nc.LocalAddr(); a != nil && a.String() != "" {
-		return a.String()
+// describePeer names a new connection for the log: a number of its own,
+// then, on a UNIX socket, the client's pid and uid (SO_PEERCRED, as of its
+// connect), and the socket it came in on, e.g. "conn 17 (pid 4242, uid
+// 107) on private/tlsmgr". Every line about the connection carries it.
+func (s *Server) describePeer(nc net.Conn) string {
+	b := make([]byte, 0, 64)
+	b = append(b, "conn "...)
+	b = strconv.AppendUint(b, s.lastID.Add(1), 10)
+	if uc, ok := nc.(*net.UnixConn); ok {
+		if pid, uid, ok := peerCred(uc); ok {
+			b = append(b, " (pid "...)
+			b = strconv.AppendInt(b, int64(pid), 10)
+			b = append(b, ", uid "...)
+			b = strconv.AppendUint(b, uint64(uid), 10)
+			b = append(b, ')')
+		}
 	}
-	return "client"
+	if a := nc.LocalAddr(); a != nil && a.String() != "" {
+		b = append(b, " on "...)
+		b = append(b, a.String()...)
+	}
+	return string(b)
 }
 
 // serving is the number of serving goroutines not yet done.

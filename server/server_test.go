@@ -107,6 +107,8 @@ func TestNetpollConnections(t *testing.T) {
 		{"large request", TestLargeRequestWithinLargeLimits},
 		{"threads", TestThreadsBoundedWithManyClients},
 		{"availability", TestAvailabilityReports},
+		{"watchdog", TestWatchdogNamesWedgedRequest},
+		{"connection ids", TestConnectionIDsInLog},
 	} {
 		t.Run(tc.name, tc.fn)
 	}
@@ -117,7 +119,8 @@ func newFixture(t *testing.T, opts ...fixtureOpt) *fixture {
 	f := &fixture{log: &testLog{}, clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}, pool: &cryptoPool{}}
 	lim := scache.Limits{MaxEntries: 1000, MaxBytes: 1 << 20}
 	stores := map[string]scache.Store{"smtpd": memstore.New(lim), "smtp": memstore.New(lim)}
-	cfg := Config{Pool: f.pool, Log: f.log, Limits: attr.DefaultLimits, IPCTimeout: 10 * time.Second, BlockingIO: !netpoll}
+	cfg := Config{Pool: f.pool, Log: f.log, Limits: attr.DefaultLimits, IPCTimeout: 10 * time.Second, BlockingIO: !netpoll,
+		Watchdog: fixtureWatchdog}
 	for _, o := range opts {
 		o(&cfg, stores)
 	}

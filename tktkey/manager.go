@@ -39,6 +39,7 @@ type Manager struct {
 	ring Ring
 
 	fleetState
+	counts keyCounts
 }
 
 // Options configure a Manager.
@@ -103,6 +104,14 @@ func NewManager(ctx context.Context, o Options) (*Manager, error) {
 // Encrypting returns the key for issuing a new ticket, making a new one
 // (and retiring the oldest) when the current key no longer encrypts.
 func (m *Manager) Encrypting(ctx context.Context) (Key, error) {
+	k, err := m.encrypting(ctx)
+	if err == nil {
+		m.counts.issued(k)
+	}
+	return k, err
+}
+
+func (m *Manager) encrypting(ctx context.Context) (Key, error) {
 	if m.disabled {
 		return Key{}, ErrDisabled
 	}
@@ -133,6 +142,17 @@ func (m *Manager) Encrypting(ctx context.Context) (Key, error) {
 // With a Fleet, a name not in the ring may be looked up in the store,
 // within ctx's deadline.
 func (m *Manager) Decrypting(ctx context.Context, name [NameLen]byte) (Key, error) {
+	k, err := m.decrypting(ctx, name)
+	switch {
+	case err == nil:
+		m.counts.found.Add(1)
+	case errors.Is(err, ErrUnknownKey):
+		m.counts.unknown.Add(1)
+	}
+	return k, err
+}
+
+func (m *Manager) decrypting(ctx context.Context, name [NameLen]byte) (Key, error) {
 	if m.disabled {
 		return Key{}, ErrDisabled
 	}

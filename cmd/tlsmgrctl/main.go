@@ -5,10 +5,12 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
@@ -18,11 +20,12 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/client"
+	"github.com/gotlsmgr/tlsmgr/internal/version"
 	"github.com/gotlsmgr/tlsmgr/loadgen"
 	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
-const usage = `usage: tlsmgrctl [-s SOCKET] [-timeout DURATION] COMMAND [ARGS]
+const usage = `usage: tlsmgrctl [-s SOCKET] [-timeout DURATION] [-show-secrets] COMMAND [ARGS]
 
 commands:
   seed N                    print N (1..255) random bytes from the daemon, in hex
@@ -31,13 +34,20 @@ commands:
   update TYPE ID FILE|-     store the bytes of FILE (or standard input) under ID
   delete TYPE ID            remove the entry under ID
   tktkey [NAME_HEX]         show the current ticket key, or the one named (secrets hidden unless -show-secrets)
-  stats                     show the daemon's counters (our tlsmgr only)
+  stats [-json]             show the daemon's counters as a table, or as one JSON object (our tlsmgr only)
+  dump TYPE [-n N]          list up to N (100) entries of cache TYPE: a short hash of the id,
+                            age and size, never the session (our tlsmgr only)
+  flush TYPE                remove every entry of cache TYPE (our tlsmgr only; root or the mail owner)
   keys                      list the ticket-key ring: epoch, name, expiry,
                             fleet or local (never the secrets); our tlsmgr only
   bench [FLAGS]             load test; "tlsmgrctl bench -h" lists its flags
+  version                   print tlsmgrctl's version and the daemon's (our tlsmgr only)
 
 The socket defaults to $TLSMGR_SOCKET, else /var/spool/postfix/private/tlsmgr.
 Exit status: 0 success, 1 not found or refused (status -1), 2 any other error.
+tlsmgrctl(1) has the details.
+
+flags:
 `
 
 func main() {
@@ -47,7 +57,7 @@ func main() {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tlsmgrctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	def := os.Getenv("TLSMGR_SOCKET")
 	if def == "" {
 		def = "/var/spool/postfix/private/tlsmgr"
@@ -55,7 +65,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	socket := fs.String("s", def, "daemon socket")
 	timeout := fs.Duration("timeout", 10*time.Second, "time limit for one request")
 	showSecrets := fs.Bool("show-secrets", false, "tktkey: also print the AES and HMAC keys")
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+		fs.SetOutput(stdout) // asked for: the usage is the output
+		fs.Usage()
+		return 0
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() == 0 {
@@ -170,7 +188,68 @@ func command(ctx context.Context, c *client.Client, cmd string, args []string, s
 			fmt.Fprintf(stdout, "aes=%x hmac=%x\n", k.AES, k.HMAC)
 		}
 		k.Wipe()
-	case "stats", "keys":
+	case "version":
+		if err := nargs(cmd, args, 0, 0); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "tlsmgrctl %s\n", version.String())
+		pairs, err := c.Stats(ctx)
+		if err != nil {
+			return fmt.Errorf("the daemon's version: %w", err)
+		}
+		for _, p := range pairs {
+			if p[0] == proto.VersionStat {
+				fmt.Fprintf(stdout, "tlsmgr %s\n", p[1])
+				return nil
+			}
+		}
+		return fmt.Errorf("the daemon's version: its stats reply has no %s (a tlsmgr older than the version pair): %w", proto.VersionStat, client.ErrNotFound)
+	case "stats":
+		asJSON := false
+		switch {
+		case len(args) == 1 && args[0] == "-json":
+			asJSON = true
+		case len(args) != 0:
+			return fmt.Errorf("%w: stats takes only -json", errUsage)
+		}
+		pairs, err := c.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return statsJSON(stdout, pairs)
+		}
+		statsTable(stdout, pairs)
+	case "dump":
+		max := 100
+		switch {
+		case len(args) == 3 && args[1] == "-n":
+			n, err := strconv.Atoi(args[2])
+			if err != nil || n < 0 {
+				return fmt.Errorf("%w: -n takes a number", errUsage)
+			}
+			max = n
+		case len(args) != 1:
+			return fmt.Errorf("%w: dump TYPE [-n N]", errUsage)
+		}
+		total, entries, err := c.Dump(ctx, args[0], max)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "# %s cache: %d entries, %d listed\n", args[0], total, len(entries))
+		for _, e := range entries {
+			fmt.Fprintf(stdout, "%s age=%s size=%d\n", e.IDHash, e.Age, e.Size)
+		}
+	case "flush":
+		if err := nargs(cmd, args, 1, 1); err != nil {
+			return err
+		}
+		n, err := c.Flush(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s cache: %d entries removed\n", args[0], n)
+	case "keys":
 		if err := nargs(cmd, args, 0, 0); err != nil {
 			return err
 		}
@@ -180,8 +259,6 @@ func command(ctx context.Context, c *client.Client, cmd string, args []string, s
 		}
 		for _, p := range pairs {
 			switch {
-			case cmd == "stats":
-				fmt.Fprintf(stdout, "%s = %s\n", p[0], p[1])
 			case p[0] == proto.RingKeyStat: // keys: the ring, from the stats
 				fmt.Fprintln(stdout, p[1])
 			case p[0] == proto.KeyModeStat, p[0] == proto.RingDigestStat:
@@ -192,6 +269,59 @@ func command(ctx context.Context, c *client.Client, cmd string, args []string, s
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
 	return nil
+}
+
+// statsTable prints the pairs as two aligned columns, a blank line
+// between groups (the name's first word: requests, smtpd, tktkey, prng...).
+func statsTable(w io.Writer, pairs [][2]string) {
+	width := 0
+	for _, p := range pairs {
+		width = max(width, len(p[0]))
+	}
+	group := ""
+	for i, p := range pairs {
+		g, _, _ := strings.Cut(p[0], "_")
+		if i > 0 && g != group {
+			fmt.Fprintln(w)
+		}
+		group = g
+		fmt.Fprintf(w, "%-*s  %s\n", width, p[0], p[1])
+	}
+}
+
+// statsJSON prints the pairs as one JSON object: numbers as numbers, a
+// name given more than once (the ring's keys) as an array, in order.
+func statsJSON(w io.Writer, pairs [][2]string) error {
+	values := map[string][]any{}
+	var order []string
+	for _, p := range pairs {
+		var v any = p[1]
+		if f, err := strconv.ParseFloat(p[1], 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
+			v = json.Number(p[1])
+		}
+		if _, seen := values[p[0]]; !seen {
+			order = append(order, p[0])
+		}
+		values[p[0]] = append(values[p[0]], v)
+	}
+	var b strings.Builder
+	b.WriteString("{")
+	for i, name := range order {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		k, _ := json.Marshal(name)
+		var v []byte
+		if vs := values[name]; len(vs) == 1 && name != proto.RingKeyStat {
+			v, _ = json.Marshal(vs[0])
+		} else {
+			v, _ = json.Marshal(vs)
+		}
+		fmt.Fprintf(&b, "\n  %s: %s", k, v)
+	}
+	b.WriteString("\n}\n")
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 func b2i(b bool) int {
@@ -217,6 +347,9 @@ func bench(socket string, args []string, stdout, stderr io.Writer) int {
 	procs := fs.Int("procs", 0, "OS threads running the load generator's Go code (GOMAXPROCS); 0: Go's default")
 	tsv := fs.Bool("tsv", false, "print one line: requests/s, p50, p99, p999 (microseconds), errors")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if *procs > 0 {

@@ -16,7 +16,10 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/server/servertest"
 
+	"github.com/gotlsmgr/tlsmgr/attr"
 	"github.com/gotlsmgr/tlsmgr/client"
+	"github.com/gotlsmgr/tlsmgr/internal/version"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // startServer serves tlsmgr (smtpd and smtp caches, lmtp disabled) and
@@ -159,18 +162,18 @@ func TestStats(t *testing.T) {
 	sock := startServer(t)
 	ctl(t, nil, "-s", sock, "seed", "4").want(t, 0)
 	r := ctl(t, nil, "-s", sock, "stats").want(t, 0)
-	line := regexp.MustCompile(`^[a-z0-9_]+ = \S.*$`)
+	line := regexp.MustCompile(`^([a-z0-9_]+ +\S.*)?$`) // blank lines part groups
 	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
 	if len(lines) < 10 {
 		t.Fatalf("stats printed %d lines:\n%s", len(lines), r.stdout)
 	}
 	for _, l := range lines {
 		if !line.MatchString(l) {
-			t.Errorf("stats line %q is not \"name = value\"", l)
+			t.Errorf("stats line %q is not \"name value\"", l)
 		}
 	}
-	for _, want := range []string{"requests_seed = 1", "smtpd_cache_enabled = 1", "lmtp_cache_enabled = 0", "requests_stats = 1"} {
-		if !strings.Contains(r.stdout, want+"\n") {
+	for _, want := range []string{"requests_seed +1", "smtpd_cache_enabled +1", "lmtp_cache_enabled +0", "requests_stats +1"} {
+		if !regexp.MustCompile(`(?m)^` + want + `$`).MatchString(r.stdout) {
 			t.Errorf("stats lacks %q:\n%s", want, r.stdout)
 		}
 	}
@@ -278,6 +281,136 @@ func TestBench(t *testing.T) {
 	} {
 		if r := ctl(t, nil, args...); r.code != 2 {
 			t.Errorf("%q: exit %d, want 2 (stderr %q)", args, r.code, r.stderr)
+		}
+	}
+}
+
+// -h, --help and help print the usage, with every command and flag, on
+// standard output and succeed; so does bench -h, on its flags.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"-help"}, {"help"}} {
+		r := ctl(t, nil, args...).want(t, 0)
+		for _, want := range []string{"usage: tlsmgrctl", "\n  version ", "\n  bench ", "-show-secrets", "-timeout duration", "tlsmgrctl(1)"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("%q: stdout lacks %q:\n%s", args, want, r.stdout)
+			}
+		}
+		if r.stderr != "" {
+			t.Errorf("%q: stderr %q", args, r.stderr)
+		}
+	}
+	if r := ctl(t, nil, "-s", "/nonexistent", "bench", "-h").want(t, 0); !strings.Contains(r.stdout+r.stderr, "-prefill") {
+		t.Errorf("bench -h does not list the bench flags: %q %q", r.stdout, r.stderr)
+	}
+}
+
+// fakeDaemon answers every stats request with pairs, as a daemon of
+// another version would, and returns its socket.
+func fakeDaemon(t *testing.T, pairs ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fake")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				io.WriteString(nc, proto.Announcement)
+				r := attr.NewReader(nc, attr.Limits{MaxName: 100, MaxValue: 100, MaxList: 1000})
+				w := attr.NewWriter(nc)
+				for {
+					if _, err := r.ReadList(); err != nil {
+						return
+					}
+					w.Int(proto.AttrStatus, proto.StatusOK)
+					for i := 0; i+1 < len(pairs); i += 2 {
+						w.Str(pairs[i], pairs[i+1])
+					}
+					w.End()
+					if w.Flush() != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return path
+}
+
+// version prints the tool's version (the one of internal/version) and
+// the one the daemon reports in its stats.
+func TestVersion(t *testing.T) {
+	tool := "tlsmgrctl " + version.String() + "\n"
+	sock := fakeDaemon(t, "pid", "1", proto.VersionStat, "9.8.7-fake", "requests", "3")
+	if r := ctl(t, nil, "-s", sock, "version").want(t, 0); r.stdout != tool+"tlsmgr 9.8.7-fake\n" || r.stderr != "" {
+		t.Errorf("version printed %q, stderr %q; want %q", r.stdout, r.stderr, tool+"tlsmgr 9.8.7-fake\n")
+	}
+
+	// A daemon whose stats carry no version: the tool's still, exit 1.
+	r := ctl(t, nil, "-s", fakeDaemon(t, "pid", "1"), "version").want(t, 1)
+	if r.stdout != tool || !strings.Contains(r.stderr, "no "+proto.VersionStat) {
+		t.Errorf("version against an old daemon: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+	// No daemon at all: the tool's version, then the error.
+	r = ctl(t, nil, "-s", filepath.Join(t.TempDir(), "none"), "version").want(t, 2)
+	if r.stdout != tool || !strings.Contains(r.stderr, "version") {
+		t.Errorf("version without a daemon: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+	ctl(t, nil, "-s", sock, "version", "extra").want(t, 2)
+}
+
+// tlsmgrctl(1) describes every command of the usage and every flag, the
+// global ones and bench's, each after a .TP as ".B name" or ".BI name ...".
+func TestManPage(t *testing.T) {
+	b, err := os.ReadFile("../../man/tlsmgrctl.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	documented := func(name string) bool {
+		re := regexp.MustCompile(`(?m)^\.TP\n\.BR? ` + regexp.QuoteMeta(strings.ReplaceAll(name, "-", `\-`)) + `( |$)`)
+		re2 := regexp.MustCompile(`(?m)^\.TP\n\.BI ` + regexp.QuoteMeta(strings.ReplaceAll(name, "-", `\-`)) + ` `)
+		return re.MatchString(page) || re2.MatchString(page)
+	}
+	_, cmds, ok := strings.Cut(usage, "\ncommands:\n")
+	if !ok {
+		t.Fatal("usage has no commands: section")
+	}
+	cmds, _, _ = strings.Cut(cmds, "\n\n")
+	var n int
+	for _, line := range strings.Split(cmds, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(line, "  ") && !strings.HasPrefix(line, "   ") {
+			n++
+			if !documented(f[0]) {
+				t.Errorf("man/tlsmgrctl.1 does not describe the command %s", f[0])
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("found %d commands in the usage, want every one", n)
+	}
+	flagLine := regexp.MustCompile(`(?m)^  -([a-z][a-z0-9-]*)`)
+	global := ctl(t, nil, "-h").want(t, 0)
+	bench := ctl(t, nil, "bench", "-h").want(t, 0)
+	var flags []string
+	for _, out := range []string{global.stdout, bench.stdout + bench.stderr} {
+		for _, m := range flagLine.FindAllStringSubmatch(out, -1) {
+			flags = append(flags, m[1])
+		}
+	}
+	if len(flags) < 15 {
+		t.Errorf("found %d flags in the -h outputs, want every one: %v", len(flags), flags)
+	}
+	for _, f := range flags {
+		if !documented("-" + f) {
+			t.Errorf("man/tlsmgrctl.1 does not describe the flag -%s", f)
 		}
 	}
 }

@@ -20,7 +20,8 @@ package redisconn
 // the tracker notices any new connection of either (go-redis reconnects
 // on its own), pings both after a quarter of a second of silence, and on
 // any doubt turns itself off (consumers stop trusting their copies at
-// once) and starts again with back-off. Off is the safe state: every lookup then asks Redis.
+// once) and starts again with back-off. Off is the safe state: every
+// lookup then asks Redis.
 
 import (
 	"context"

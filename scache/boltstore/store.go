@@ -89,8 +89,8 @@ var ErrUnavailable = errors.New("boltstore: cache file unavailable")
 
 // Store is a persistent scache.Store. It is safe for concurrent use.
 type Store struct {
-	path string // for messages only: the name may not resolve after chroot
-	lim  scache.Limits
+	path string                        // for messages only: the name may not resolve after chroot
+	lim  atomic.Pointer[scache.Limits] // changed by SetLimits
 	log  Logger
 	boot string // kernel boot id, read before chroot hides /proc
 
@@ -121,7 +121,8 @@ func Open(path string, lim scache.Limits, opts Options) (*Store, error) {
 	if lim.MaxEntries <= 0 || lim.MaxBytes <= 0 {
 		return nil, fmt.Errorf("boltstore: invalid limits %+v", lim)
 	}
-	s := &Store{path: path, lim: lim, log: opts.Logger, boot: bootID()}
+	s := &Store{path: path, log: opts.Logger, boot: bootID()}
+	s.lim.Store(&lim)
 	if s.log == nil {
 		s.log = discard{}
 	}
@@ -440,6 +441,24 @@ func (s *Store) markClean() error {
 	})
 }
 
+// SetLimits bounds the store by lim from now on (scache.Resizer). A
+// smaller bound evicts the oldest-written entries at once, down to it, a
+// bounded number per transaction; writes still queued are held to it when
+// they are committed.
+func (s *Store) SetLimits(ctx context.Context, lim scache.Limits) error {
+	if lim.MaxEntries <= 0 || lim.MaxBytes <= 0 {
+		return fmt.Errorf("boltstore: invalid limits %+v", lim)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.lim.Store(&lim)
+	return s.trimToLimits()
+}
+
+// Limits are the store's current bounds.
+func (s *Store) Limits() scache.Limits { return *s.lim.Load() }
+
 // trimToLimits evicts, a bounded number per transaction, what exceeds
 // limits smaller than those the file was filled under.
 func (s *Store) trimToLimits() error {
@@ -448,8 +467,9 @@ func (s *Store) trimToLimits() error {
 		err := s.run(context.Background(), func(db *bolt.DB) error {
 			return db.Update(func(tx *bolt.Tx) error {
 				w := beginWrite(tx)
+				lim := s.lim.Load()
 				for range 1000 {
-					if w.c.entries <= int64(s.lim.MaxEntries) && w.c.bytes <= s.lim.MaxBytes || !w.evictOldest() {
+					if w.c.entries <= int64(lim.MaxEntries) && w.c.bytes <= lim.MaxBytes || !w.evictOldest() {
 						done = true
 						break
 					}
@@ -709,7 +729,7 @@ func (s *Store) dropDamaged(ctx context.Context, id string) {
 // e itself) while the limits are exceeded.
 func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 	size := scache.Size(id, e.Session)
-	if size > s.lim.MaxBytes {
+	if size > s.lim.Load().MaxBytes {
 		return scache.ErrTooLarge
 	}
 	if id == "" || len(id) > maxIDLen {
@@ -743,7 +763,8 @@ func (s *Store) applyPut(w *write, k, v []byte, size int64) error {
 	}
 	w.c.entries++
 	w.c.bytes += size
-	for w.c.entries > int64(s.lim.MaxEntries) || w.c.bytes > s.lim.MaxBytes {
+	lim := s.lim.Load()
+	for w.c.entries > int64(lim.MaxEntries) || w.c.bytes > lim.MaxBytes {
 		if !w.evictOldest() {
 			break
 		}
@@ -941,6 +962,29 @@ func callVisit(visit func([]byte), session []byte) {
 		}
 	}()
 	visit(session)
+}
+
+// Each lists the entries in the file, after committing what is queued.
+// One read transaction: writers go on meanwhile (bbolt's MVCC).
+func (s *Store) Each(ctx context.Context, visit func(id string, written time.Time, size int) bool) error {
+	if err := s.Flush(ctx); err != nil && !errors.Is(err, scache.ErrStoreFailing) {
+		return err
+	}
+	return s.run(ctx, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketEntries).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				nanos, session, ok := decodeValue(k, v)
+				if !ok {
+					continue // dropped when looked up
+				}
+				if !visit(string(k), time.Unix(0, nanos), len(session)) || ctx.Err() != nil {
+					break
+				}
+			}
+			return ctx.Err()
+		})
+	})
 }
 
 // Stats reports the entry count and bytes (kept in the file), the

@@ -6,6 +6,7 @@ package memstore
 import (
 	"container/heap"
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -22,9 +23,8 @@ type item struct {
 
 // Store is a bounded in-memory scache.Store.
 type Store struct {
-	lim scache.Limits
-
 	mu        sync.Mutex
+	lim       scache.Limits // changed by SetLimits
 	items     map[string]*item
 	byAge     ageHeap
 	bytes     int64
@@ -51,12 +51,13 @@ func (s *Store) Get(_ context.Context, id string) (scache.Entry, error) {
 
 func (s *Store) Put(_ context.Context, id string, e scache.Entry) error {
 	size := scache.Size(id, e.Session)
-	if size > s.lim.MaxBytes {
-		return scache.ErrTooLarge
-	}
 	session := append([]byte(nil), e.Session...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if size > s.lim.MaxBytes {
+		clear(session)
+		return scache.ErrTooLarge
+	}
 	s.writes++
 	if it, ok := s.items[id]; ok {
 		s.bytes += size - scache.Size(id, it.session)
@@ -69,11 +70,37 @@ func (s *Store) Put(_ context.Context, id string, e scache.Entry) error {
 		heap.Push(&s.byAge, it)
 		s.bytes += size
 	}
-	for len(s.items) > s.lim.MaxEntries || s.bytes > s.lim.MaxBytes {
+	s.evictLocked()
+	return nil
+}
+
+// evictLocked removes the oldest-written entries while the bounds are
+// exceeded; s.mu is held.
+func (s *Store) evictLocked() {
+	for len(s.byAge) > 0 && (len(s.items) > s.lim.MaxEntries || s.bytes > s.lim.MaxBytes) {
 		s.remove(s.byAge[0])
 		s.evictions++
 	}
+}
+
+// SetLimits bounds the store by lim from now on; a smaller bound evicts
+// the oldest-written entries at once, down to it (scache.Resizer).
+func (s *Store) SetLimits(_ context.Context, lim scache.Limits) error {
+	if lim.MaxEntries <= 0 || lim.MaxBytes <= 0 {
+		return fmt.Errorf("memstore: invalid limits %+v", lim)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lim = lim
+	s.evictLocked()
 	return nil
+}
+
+// Limits are the store's current bounds.
+func (s *Store) Limits() scache.Limits {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lim
 }
 
 func (s *Store) Delete(_ context.Context, id string) (bool, error) {
@@ -153,4 +180,17 @@ func (h *ageHeap) Pop() any {
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
 	return it
+}
+
+// Each lists the entries, oldest first is not promised; the lock is held
+// while visit runs, so visit must be quick.
+func (s *Store) Each(ctx context.Context, visit func(id string, written time.Time, size int) bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, it := range s.items {
+		if !visit(id, it.written, len(it.session)) {
+			break
+		}
+	}
+	return ctx.Err()
 }

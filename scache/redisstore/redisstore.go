@@ -49,8 +49,8 @@
 // tracking is lost; any other lookup asks Redis. So a delete or update
 // through another member is seen here as soon as its invalidation arrives
 // (well under a millisecond on a LAN), and at worst, if the connections
-// are cut without an error, when the tracker's heartbeat fails (half a
-// second). A cluster has no tracker: there every lookup asks Redis.
+// are cut without an error, when the tracker's heartbeat fails (in about
+// a second). A cluster has no tracker: there every lookup asks Redis.
 //
 // # Writes behind
 //
@@ -81,13 +81,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/fleet/redisconn"
 	"github.com/gotlsmgr/tlsmgr/fleet/seal"
+	"github.com/gotlsmgr/tlsmgr/metrics"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/gotlsmgr/tlsmgr/scache/memstore"
 	"github.com/redis/go-redis/v9"
@@ -127,7 +127,7 @@ type Store struct {
 	sealer    *seal.Sealer
 	keyPrefix string // key_prefix + "c:" + cache name + ":"
 	cacheName string
-	lim       scache.Limits
+	lim       atomic.Pointer[scache.Limits] // of the local part; changed by SetLimits
 	local     *memstore.Store
 	log       Logger
 
@@ -206,8 +206,12 @@ var opNames = [nOps]string{"lookups", "updates", "deletes"}
 var opFallbacks = [nOps]string{"serving from the local cache", "kept in the local cache only", "done in the local cache only"}
 
 var (
-	_ scache.Store   = (*Store)(nil)
-	_ scache.Expirer = (*Store)(nil)
+	_ scache.Store            = (*Store)(nil)
+	_ scache.Expirer          = (*Store)(nil)
+	_ scache.MetricsCollector = (*Store)(nil)
+	_ scache.Lister           = (*Store)(nil)
+	_ scache.Clearer          = (*Store)(nil)
+	_ scache.Resizer          = (*Store)(nil)
 )
 
 // New returns the store of cache cacheName ("smtpd", "smtp", "lmtp") on
@@ -233,7 +237,6 @@ func New(client *redisconn.Client, sealer *seal.Sealer, prefix, cacheName string
 		sealer:    sealer,
 		keyPrefix: prefix + "c:" + cacheName + ":",
 		cacheName: cacheName,
-		lim:       lim,
 		local:     memstore.New(lim),
 		log:       log,
 		trusted:   make(map[string]trustMark),
@@ -241,9 +244,33 @@ func New(client *redisconn.Client, sealer *seal.Sealer, prefix, cacheName string
 		writes:    make(chan write, writeQueue),
 		written:   make(chan struct{}),
 	}
+	s.lim.Store(&lim)
 	s.tracker = client.Track(s.keyPrefix, s.invalidated)
 	go s.writer()
 	return s, nil
+}
+
+// SetLimits bounds the local part by lim from now on (scache.Resizer): a
+// smaller bound evicts its oldest-written entries at once, and forgets
+// trusted copies beyond it. Redis's entries are not touched: Redis
+// expires them itself.
+func (s *Store) SetLimits(ctx context.Context, lim scache.Limits) error {
+	if lim.MaxEntries <= 0 || lim.MaxBytes <= 0 {
+		return fmt.Errorf("redisstore: limits %+v must both be positive", lim)
+	}
+	s.lim.Store(&lim)
+	if err := s.local.SetLimits(ctx, lim); err != nil {
+		return err
+	}
+	s.tmu.Lock()
+	for k := range s.trusted {
+		if len(s.trusted) <= lim.MaxEntries {
+			break
+		}
+		delete(s.trusted, k)
+	}
+	s.tmu.Unlock()
+	return nil
 }
 
 // isToken accepts printable ASCII without white space, commas or colons:
@@ -366,7 +393,7 @@ func (s *Store) trust(ctx context.Context, key, id string, m readMark, e scache.
 	if s.local.Put(ctx, id, e) != nil {
 		return
 	}
-	if len(s.trusted) >= s.lim.MaxEntries {
+	if len(s.trusted) >= s.lim.Load().MaxEntries {
 		for k := range s.trusted {
 			delete(s.trusted, k)
 			break
@@ -491,7 +518,7 @@ func (s *Store) open(key string, v []byte) (scache.Entry, bool) {
 // expire at e.Expires. It fails only with scache.ErrTooLarge, and then
 // stores nothing.
 func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
-	if scache.Size(id, e.Session) > s.lim.MaxBytes {
+	if scache.Size(id, e.Session) > s.lim.Load().MaxBytes {
 		return scache.ErrTooLarge
 	}
 	keys := s.keys(id)
@@ -769,6 +796,105 @@ func (s *Store) replyOK(o op) {
 	}
 }
 
+// scanBatch is the COUNT hint of the SCANs of Each and Clear.
+const scanBatch = 500
+
+// scan calls f with each batch of keys of this cache in Redis, on every
+// master of a cluster. Each call has the deadline of redisconn, not the
+// whole scan: a large cache takes many.
+func (s *Store) scan(ctx context.Context, f func(ctx context.Context, c redis.Cmdable, keys []string) error) error {
+	one := func(ctx context.Context, c redis.Cmdable) error {
+		var cursor uint64
+		for {
+			rctx, cancel := s.c.WithTimeout(ctx)
+			keys, next, err := c.Scan(rctx, cursor, s.keyPrefix+"*", scanBatch).Result()
+			if err == nil && len(keys) > 0 {
+				err = f(rctx, c, keys)
+			}
+			cancel()
+			if err != nil {
+				return err
+			}
+			if cursor = next; cursor == 0 {
+				return nil
+			}
+		}
+	}
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return one(ctx, c) })
+	}
+	return one(ctx, s.rdb)
+}
+
+// Each lists the entries in Redis (every member's), named by their Redis
+// keys: the ids themselves are not in Redis. Values that do not open are
+// skipped.
+func (s *Store) Each(ctx context.Context, visit func(id string, written time.Time, size int) bool) error {
+	stop := errors.New("stop")
+	err := s.scan(ctx, func(rctx context.Context, c redis.Cmdable, keys []string) error {
+		pipe := c.Pipeline()
+		gets := make([]*redis.StringCmd, len(keys))
+		for i, k := range keys {
+			gets[i] = pipe.Get(rctx, k)
+		}
+		_, _ = pipe.Exec(rctx) // each command carries its own result
+		for i, k := range keys {
+			v, err := gets[i].Bytes()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			e, ok := s.open(k, v)
+			if !ok {
+				continue
+			}
+			size := len(e.Session)
+			clear(e.Session)
+			if !visit(k, e.Written, size) {
+				return stop
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, stop) {
+		return nil
+	}
+	return err
+}
+
+// Clear removes every entry of this cache from Redis, for the whole
+// fleet, and from the local cache; it returns how many Redis held.
+func (s *Store) Clear(ctx context.Context) (int, error) {
+	if err := s.Sync(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	err := s.scan(ctx, func(rctx context.Context, c redis.Cmdable, keys []string) error {
+		s.changed(keys)
+		// One DEL per key: in a cluster the keys are in different slots.
+		pipe := c.Pipeline()
+		for _, k := range keys {
+			pipe.Del(rctx, k)
+		}
+		cmds, err := pipe.Exec(rctx)
+		for _, cmd := range cmds {
+			if d, ok := cmd.(*redis.IntCmd); ok {
+				n += int(d.Val())
+			}
+		}
+		return err
+	})
+	for {
+		_, more, _ := s.local.Expire(ctx, time.Unix(1<<62, 0), 1000, nil)
+		if !more {
+			break
+		}
+	}
+	return n, err
+}
+
 // Expire expires entries of the local cache only: Redis expires its own.
 func (s *Store) Expire(ctx context.Context, cutoff time.Time, max int, visit func(session []byte)) (int, bool, error) {
 	return s.local.Expire(ctx, cutoff, max, visit)
@@ -843,25 +969,21 @@ func (s *Store) trackingState() string {
 	return "off"
 }
 
-// AddStats adds the counters as name/value pairs for a stats reply, in
-// the server's StatsFunc form; the caller prefixes the names (e.g. with
-// "smtpd_cache_").
-func (st FleetStats) AddStats(add func(name, value string)) {
-	u := func(name string, v uint64) { add(name, strconv.FormatUint(v, 10)) }
-	add("redis_state", st.Backend.State)
-	u("redis_hits", st.Hits)
-	u("redis_local_hits", st.LocalHits)
-	u("redis_local_misses", st.LocalMisses)
-	add("redis_tracking", st.Tracking)
-	u("redis_misses", st.Misses)
-	u("redis_unopenable", st.Unopenable)
-	u("fallback_hits", st.FallbackHits)
-	u("fallback_misses", st.FallbackMisses)
-	u("updates_unshared", st.UpdatesUnshared)
-	u("deletes_unshared", st.DeletesUnshared)
-	u("redis_ops", st.Backend.Ops)
-	u("redis_errors", st.Backend.Errors)
-	u("redis_timeouts", st.Backend.Timeouts)
-	u("redis_refused", st.Backend.Refused)
-	u("redis_breaker_opens", st.Backend.BreakerOpens)
+// CollectMetrics emits the shared part's counters under the cache's
+// label, with the Redis client's state and counters (a client shared by
+// several stores shows the same figures in each).
+func (s *Store) CollectMetrics(_ context.Context, emit metrics.Emit) {
+	st := s.FleetStats()
+	d := func(name, help string) metrics.Desc { return metrics.Desc{Name: "cache_redis_" + name, Help: help} }
+	emit.Info(d("tracking", "Invalidation tracking of the local copies: on, off, or none (a cluster)."), st.Tracking)
+	emit.Counter(d("hits", "Lookups answered with an entry while Redis is up."), st.Hits)
+	emit.Counter(d("local_hits", "Of those, answered from a copy Redis reported unchanged, or an update on its way."), st.LocalHits)
+	emit.Counter(d("local_misses", "Misses answered locally: a delete on its way."), st.LocalMisses)
+	emit.Counter(d("misses", "Lookups answered without an entry while Redis is up."), st.Misses)
+	emit.Counter(d("unopenable", "Values in Redis that failed to open: tampered, moved or damaged."), st.Unopenable)
+	emit.Counter(metrics.Desc{Name: "cache_fallback_hits", Help: "Lookups answered from the local cache because Redis failed."}, st.FallbackHits)
+	emit.Counter(metrics.Desc{Name: "cache_fallback_misses", Help: "Lookups Redis failed that the local cache could not answer either."}, st.FallbackMisses)
+	emit.Counter(metrics.Desc{Name: "cache_updates_unshared", Help: "Updates acknowledged that reached only the local cache."}, st.UpdatesUnshared)
+	emit.Counter(metrics.Desc{Name: "cache_deletes_unshared", Help: "Deletes acknowledged that reached only the local cache."}, st.DeletesUnshared)
+	s.c.Collect(emit, s.cacheName+"_cache_redis_")
 }

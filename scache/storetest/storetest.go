@@ -56,6 +56,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"MaxEntriesNewestStays", testMaxEntriesNewestStays},
 		{"MaxBytes", testMaxBytes},
 		{"TooLarge", testTooLarge},
+		{"SetLimits", testSetLimits},
 		{"Model", testModel},
 		{"Concurrent", testConcurrent},
 		{"Close", testClose},
@@ -406,6 +407,72 @@ func testMaxBytes(t *testing.T, open OpenFunc) {
 	put(t, s, "id5", at(9), double)
 	wantMiss(t, s, "id6")
 	wantStats(t, s, 3, 5*size, 6)
+}
+
+// testSetLimits changes the bounds of an open store (scache.Resizer, for
+// a reload of main.cf): a smaller bound evicts the oldest at once, down to
+// it, counted as evictions, and holds from then on; a larger one lets the
+// store grow; invalid bounds change nothing.
+func testSetLimits(t *testing.T, open OpenFunc) {
+	s := openClosed(t, open, scache.Limits{MaxEntries: 10, MaxBytes: 1 << 30})
+	r, ok := s.(scache.Resizer)
+	if !ok {
+		t.Skip("the store's bounds are fixed (no scache.Resizer)")
+	}
+	id := func(i int) string { return fmt.Sprintf("id%02d", i) }
+	for _, i := range rand.New(rand.NewPCG(5, 6)).Perm(10) {
+		put(t, s, id(i), at(i), []byte("s"))
+	}
+	size := scache.Size(id(0), []byte("s"))
+	setLimits := func(lim scache.Limits) {
+		t.Helper()
+		if err := r.SetLimits(ctx, lim); err != nil {
+			t.Fatalf("SetLimits(%+v): %v", lim, err)
+		}
+	}
+	setLimits(scache.Limits{MaxEntries: 4, MaxBytes: 1 << 30})
+	for i := range 10 {
+		if i < 6 {
+			wantMiss(t, s, id(i))
+		} else {
+			wantEntry(t, s, id(i), at(i), []byte("s"))
+		}
+	}
+	wantStats(t, s, 4, 4*size, 6)
+	// It holds for what comes next.
+	put(t, s, id(10), at(10), []byte("s"))
+	wantMiss(t, s, id(6))
+	wantStats(t, s, 4, 4*size, 7)
+
+	// The byte bound, which also refuses larger entries from now on.
+	setLimits(scache.Limits{MaxEntries: 100, MaxBytes: 2 * size})
+	wantMiss(t, s, id(7))
+	wantMiss(t, s, id(8))
+	wantEntry(t, s, id(9), at(9), []byte("s"))
+	wantEntry(t, s, id(10), at(10), []byte("s"))
+	wantStats(t, s, 2, 2*size, 9)
+	tooBig := make([]byte, 2*size-scache.EntryOverhead-int64(len("big"))+1)
+	if err := s.Put(ctx, "big", scache.Entry{Written: at(11), Session: tooBig}); !errors.Is(err, scache.ErrTooLarge) {
+		t.Errorf("Put over the new byte bound = %v, want scache.ErrTooLarge", err)
+	}
+
+	// A larger bound evicts nothing and lets the store grow.
+	setLimits(scache.Limits{MaxEntries: 100, MaxBytes: 1 << 30})
+	wantStats(t, s, 2, 2*size, 9)
+	for i := 11; i < 15; i++ {
+		put(t, s, id(i), at(i), []byte("s"))
+	}
+	wantStats(t, s, 6, 6*size, 9)
+
+	// Invalid bounds are refused and change nothing.
+	for _, lim := range []scache.Limits{{MaxEntries: 0, MaxBytes: 1}, {MaxEntries: 1, MaxBytes: 0}, {MaxEntries: -1, MaxBytes: -1}} {
+		if err := r.SetLimits(ctx, lim); err == nil {
+			t.Errorf("SetLimits(%+v) succeeded", lim)
+		}
+	}
+	wantStats(t, s, 6, 6*size, 9)
+	put(t, s, id(15), at(15), []byte("s"))
+	wantStats(t, s, 7, 7*size, 9)
 }
 
 func testTooLarge(t *testing.T, open OpenFunc) {

@@ -1,0 +1,70 @@
+package daemon_test
+
+import (
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
+)
+
+// TestSIGHUPUnderMaster: under master(8) SIGHUP keeps its default action,
+// as for Postfix's own tlsmgr (whose server skeleton ignores only SIGPIPE
+// and SIGXFSZ): the process ends, killed by the signal, and reloads
+// nothing. Postfix never sends it; "postfix reload" restarts tlsmgr
+// through the status channel (TestMasterMode).
+func TestSIGHUPUnderMaster(t *testing.T) {
+	e := newEnv(t, memoryCaches)
+	flowR, flowW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flowR.Close()
+	defer flowW.Close()
+	_, childEnd := socketpair(t)
+	lf, path := listeningSocket(t)
+	cmd := e.command(append([]string{"-l", "-t", "unix"}, e.Opts()...)...)
+	cmd.Env = append(cmd.Env, "GENERATION=0123")
+	cmd.ExtraFiles = []*os.File{flowR, flowW, childEnd, lf}
+	p := daemontest.StartCmd(t, cmd)
+	childEnd.Close()
+	lf.Close()
+	p.WaitServing(t, path)
+	p.Signal(t, syscall.SIGHUP)
+	if st := p.Wait(t, 5*time.Second); st != 128+int(syscall.SIGHUP) {
+		t.Fatalf("exit status %d after SIGHUP under master(8), want %d (killed by it):\n%s", st, 128+int(syscall.SIGHUP), p.Stderr)
+	}
+	if strings.Contains(p.Stderr.String(), "reload") {
+		t.Errorf("reloaded under master(8):\n%s", p.Stderr)
+	}
+}
+
+// TestSIGHUPStandaloneKeepsServing: standalone, SIGHUP reloads (here
+// main.cf unchanged: nothing to apply) and the daemon serves on, the same
+// process.
+func TestSIGHUPStandaloneKeepsServing(t *testing.T) {
+	e := newEnv(t, memoryCaches)
+	// Readable by the mail owner, as /etc/postfix is: the daemon reads
+	// it again after giving up root.
+	if err := os.Chmod(e.Cfg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := e.start(t)
+	for range 2 {
+		p.Signal(t, syscall.SIGHUP)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.Stderr.String(), "nothing changed that applies while running") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged:\n%s", p.Stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !daemontest.Announces(e.Sock) {
+		t.Fatalf("not serving after SIGHUP:\n%s", p.Stderr)
+	}
+	p.Stop(t)
+	p.NoWarnings(t)
+}

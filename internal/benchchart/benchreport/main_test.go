@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const sample = `#date	2026-12-01
+#cpu	Test CPU
+#cores	2
+#kernel	6.1.0
+#go	go1.26.8
+#postfix	3.7.11
+#command	make bench, i.e. scripts/bench-report -d 3s -rounds 2
+#load	` + "`tlsmgrctl bench -d 3s`" + `
+#rounds	2
+#duration	3s
+#server	postfix	Postfix	Postfix's own tlsmgr
+#server	memory	ours memory	ours, memory store
+#server	null	IPC limit	tlsmgr-null
+#workload	mix	lookup=60,update=20,seed=20
+postfix	lookup	1	1	10000	50.0	100.0	200.0	0
+memory	lookup	1	1	30000	20.0	40.0	80.0	0
+null	lookup	1	1	60000	10.0	20.0	40.0	0
+postfix	lookup	1	2	12000	50.0	140.0	200.0	0
+memory	lookup	1	2	34000	20.0	60.0	80.0	0
+null	lookup	1	2	64000	10.0	20.0	40.0	0
+postfix	mix	8	1	5000	50.0	1000.0	2000.0	0
+memory	mix	8	1	40000	20.0	200.0	300.0	3
+null	mix	8	1	80000	10.0	50.0	90.0	0
+`
+
+func write(t *testing.T, name, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestReport(t *testing.T) {
+	in := write(t, "r.tsv", sample)
+	dir := t.TempDir()
+	md, pngPath := filepath.Join(dir, "2026-12-01.md"), filepath.Join(dir, "2026-12-01.png")
+	var stderr bytes.Buffer
+	if code := run([]string{"-in", in, "-md", md, "-png", pngPath}, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	b, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	for _, want := range []string{
+		"# tlsmgr benchmark, 2026-12-01",
+		"Machine: Test CPU, 2 cores, Linux 6.1.0, go1.26.8, Postfix 3.7.11.",
+		"Command: `make bench, i.e. scripts/bench-report -d 3s -rounds 2`.",
+		"mean of 2 rounds of 3s",
+		"![requests/s and p99 per workload](2026-12-01.png)",
+		// Means over rounds; ratios to Postfix; fractions of the limit.
+		"| lookup, 1 connection | 11000 | 32000 | 62000 | 2.91× | 18% | 52% |",
+		"| mix, 8 connections | 5000 | 40000 | 80000 | 8.00× | 6% | 50% |",
+		"| lookup, 1 connection | 120 µs | 50 µs | 20 µs | 0.42× |",
+		"| mix, 8 connections | 1000 µs | 200 µs | 50 µs | 0.20× |",
+		"## lookup, 1 connection",
+		"| ours memory | 32000 | 12% | 50 µs | 2.91× | 0.42× | 52% |",
+		"| Postfix | 11000 | 18% | 120 µs | 1.00× | 1.00× | 18% |",
+		"## mix, 8 connections",
+		"Mix `lookup=60,update=20,seed=20`.",
+		"| ours memory | 40000 | – | 200 µs | 8.00× | 0.20× | 50% |",
+		"ours memory: 3 requests failed.",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	f, err := os.Open(pngPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b.Dx() != 1200 || b.Dy() != 900 {
+		t.Errorf("chart is %v", b)
+	}
+}
+
+// TestNoPostfix: without Postfix's column the ratios are left out, with
+// a note saying why.
+func TestNoPostfix(t *testing.T) {
+	var lines []string
+	for _, l := range strings.Split(sample, "\n") {
+		switch {
+		case strings.HasPrefix(l, "postfix\t"), strings.HasPrefix(l, "#server\tpostfix"):
+			continue
+		case strings.HasPrefix(l, "#postfix"):
+			l = "#postfix\tabsent: Postfix is not installed"
+		}
+		lines = append(lines, l)
+	}
+	in := write(t, "r.tsv", strings.Join(lines, "\n"))
+	md := filepath.Join(t.TempDir(), "r.md")
+	var stderr bytes.Buffer
+	if code := run([]string{"-in", in, "-md", md}, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	b, _ := os.ReadFile(md)
+	text := string(b)
+	if strings.Contains(text, "÷ Postfix") || strings.Contains(text, "Postfix 3.7") || strings.Contains(text, "![") {
+		t.Errorf("report without Postfix (and without a chart) mentions them:\n%s", text)
+	}
+	for _, want := range []string{
+		"not measured (Postfix is not installed); the ratio columns are left out.",
+		"| lookup, 1 connection | 32000 | 62000 | 52% |",
+		"| ours memory | 32000 | 12% | 50 µs | 52% |",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	for name, text := range map[string]string{
+		"empty":        "",
+		"only meta":    "#date\t2026-12-01\n",
+		"short line":   "memory\tlookup\t1\t1\t3000\n",
+		"bad number":   "memory\tlookup\t1\t1\tfast\t1\t2\t3\t0\n",
+		"bad metadata": "#server\tonly-two\n",
+	} {
+		in := write(t, "r.tsv", text)
+		var stderr bytes.Buffer
+		if code := run([]string{"-in", in, "-md", filepath.Join(t.TempDir(), "r.md")}, &stderr); code != 1 {
+			t.Errorf("%s: exit %d, want 1 (%s)", name, code, stderr.String())
+		}
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"-md", "x.md"}, &stderr); code != 2 {
+		t.Errorf("no -in: exit %d, want 2", code)
+	}
+}
+
+func TestLatency(t *testing.T) {
+	for v, want := range map[float64]string{
+		5.5: "5.5µs", 67: "67µs", 999: "999µs", 1500: "1.5ms", 1000: "1ms", 23456: "23ms", 1.2e6: "1.2s",
+	} {
+		if got := latency(v); got != want {
+			t.Errorf("latency(%v) = %q, want %q", v, got, want)
+		}
+	}
+	if got := ratio(1, 500); got != "0.002×" {
+		t.Errorf("ratio(1, 500) = %q", got)
+	}
+}
