@@ -394,6 +394,30 @@ func socketpair(t *testing.T) (*os.File, *os.File) {
 	return a, b
 }
 
+// startAsMaster starts the daemon with flags as master(8) starts a
+// child: the flow pipe on fds 3 and 4, the status channel on 5 and a
+// listening socket on 6. It returns the process, master's end of the
+// status channel (closing it is "postfix reload or stop") and the path
+// the socket listens on.
+func startAsMaster(t *testing.T, e *env, flags ...string) (*daemontest.Proc, *os.File, string) {
+	t.Helper()
+	flowR, flowW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { flowR.Close(); flowW.Close() })
+	masterEnd, childEnd := socketpair(t)
+	t.Cleanup(func() { masterEnd.Close() })
+	lf, path := listeningSocket(t)
+	cmd := e.command(flags...)
+	cmd.Env = append(cmd.Env, "GENERATION=0123")
+	cmd.ExtraFiles = []*os.File{flowR, flowW, childEnd, lf}
+	p := daemontest.StartCmd(t, cmd)
+	childEnd.Close()
+	lf.Close()
+	return p, masterEnd, path
+}
+
 // TestStdinMode: with -S the daemon serves one client on stdin/stdout
 // and exits 0 when that client is done.
 func TestStdinMode(t *testing.T) {
@@ -490,24 +514,11 @@ func TestClientAgainstBinary(t *testing.T) {
 // saving the PRNG state, when the master end of the status channel closes.
 func TestMasterMode(t *testing.T) {
 	e := newEnv(t, memoryCaches)
-	flowR, flowW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flowR.Close()
-	defer flowW.Close()
-	masterEnd, childEnd := socketpair(t)
-	lf, path := listeningSocket(t)
 	flags := []string{"-l", "-t", "unix"}
 	if os.Geteuid() == 0 {
 		flags = append(flags, "-c", "-u")
 	}
-	cmd := e.command(append(flags, e.Opts()...)...)
-	cmd.Env = append(cmd.Env, "GENERATION=0123")
-	cmd.ExtraFiles = []*os.File{flowR, flowW, childEnd, lf}
-	p := daemontest.StartCmd(t, cmd)
-	childEnd.Close()
-	lf.Close()
+	p, masterEnd, path := startAsMaster(t, e, append(flags, e.Opts()...)...)
 	p.WaitServing(t, path)
 
 	c := client.New(path, client.Options{Timeout: 5 * time.Second})

@@ -124,20 +124,8 @@ var startups = []startup{
 		return func(t *testing.T) { p.Stop(t) }, p, e.Sock
 	}},
 	{"master", func(t *testing.T, e *env, extra ...string) (func(*testing.T), *daemontest.Proc, string) {
-		masterEnd, childEnd := socketpair(t)
-		lf, path := listeningSocket(t)
 		// -V: warnings on stderr too, where the test reads them.
-		cmd := e.command(append([]string{"-l", "-t", "unix", "-c", "-u", "-V"}, e.Opts(extra...)...)...)
-		cmd.Env = append(cmd.Env, "GENERATION=0123")
-		flowR, flowW, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { flowR.Close(); flowW.Close() })
-		cmd.ExtraFiles = []*os.File{flowR, flowW, childEnd, lf}
-		p := daemontest.StartCmd(t, cmd)
-		childEnd.Close()
-		lf.Close()
+		p, masterEnd, path := startAsMaster(t, e, append([]string{"-l", "-t", "unix", "-c", "-u", "-V"}, e.Opts(extra...)...)...)
 		stop := func(t *testing.T) {
 			t.Helper()
 			masterEnd.Close() // postfix reload or stop

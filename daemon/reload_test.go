@@ -17,20 +17,7 @@ import (
 // through the status channel (TestMasterMode).
 func TestSIGHUPUnderMaster(t *testing.T) {
 	e := newEnv(t, memoryCaches)
-	flowR, flowW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flowR.Close()
-	defer flowW.Close()
-	_, childEnd := socketpair(t)
-	lf, path := listeningSocket(t)
-	cmd := e.command(append([]string{"-l", "-t", "unix"}, e.Opts()...)...)
-	cmd.Env = append(cmd.Env, "GENERATION=0123")
-	cmd.ExtraFiles = []*os.File{flowR, flowW, childEnd, lf}
-	p := daemontest.StartCmd(t, cmd)
-	childEnd.Close()
-	lf.Close()
+	p, _, path := startAsMaster(t, e, append([]string{"-l", "-t", "unix"}, e.Opts()...)...)
 	p.WaitServing(t, path)
 	p.Signal(t, syscall.SIGHUP)
 	if st := p.Wait(t, 5*time.Second); st != 128+int(syscall.SIGHUP) {
