@@ -74,6 +74,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		`tlsmgr_tktkey_issued_total 1`,
 		`tlsmgr_tktkey_mode{value="memory"} 1`,
 		`tlsmgr_prng_source_ok 1`,
+		"tlsmgr_prng_reseeds_total ",
+		"tlsmgr_prng_exchange_updates_total ",
 		`tlsmgr_clients 1`,
 		"# TYPE tlsmgr_request_duration_seconds histogram",
 		"# TYPE tlsmgr_cache_hits_total counter",

@@ -82,6 +82,7 @@ type Stats struct {
 	Source         string    // tls_random_source as configured ("" for none)
 	SourceOK       bool      // false while the source cannot be read or fails its health tests (a plain file: its one read)
 	LastReseed     time.Time // last read from Source counted as entropy (zero: never)
+	Reseeds        uint64    // reads of Source counted as entropy
 	ReseedFailures uint64    // failed opens and reads of Source
 	// HealthFailures counts reads of Source whose bytes were not counted
 	// as entropy because the source was failing its continuous health
@@ -93,6 +94,7 @@ type Stats struct {
 
 	ExchangeFile       string    // tls_random_exchange_name ("" when disabled)
 	LastExchangeUpdate time.Time // last successful read-mix-write of ExchangeFile
+	ExchangeUpdates    uint64    // successful read-mix-writes of ExchangeFile
 	ExchangeFailures   uint64    // failed exchange-file updates
 }
 
@@ -292,6 +294,7 @@ func (m *Manager) useSourceBytes(data []byte) bool {
 	m.stats.SourceOK = credit
 	if credit {
 		m.stats.LastReseed = m.clock.Now()
+		m.stats.Reseeds++
 	} else {
 		m.stats.HealthFailures++
 	}
@@ -520,6 +523,7 @@ func (m *Manager) updateExchange() {
 		m.stats.ExchangeFailures++
 	} else {
 		m.stats.LastExchangeUpdate = m.clock.Now()
+		m.stats.ExchangeUpdates++
 	}
 	m.statsMu.Unlock()
 	if err != nil {
@@ -563,6 +567,7 @@ func (m *Manager) Close() error {
 		} else {
 			m.statsMu.Lock()
 			m.stats.LastExchangeUpdate = m.clock.Now()
+			m.stats.ExchangeUpdates++
 			m.statsMu.Unlock()
 		}
 		if err := m.exch.close(); err != nil && m.closeErr == nil {

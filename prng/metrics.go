@@ -17,11 +17,13 @@ func (m *Manager) Collect(_ context.Context, emit metrics.Emit) {
 	emit.Counter(desc("reads", "Reads of the pool."), st.Reads)
 	emit.Info(desc("source", "The entropy source (tls_random_source)."), st.Source)
 	emit.Bool(desc("source_ok", "1 while the entropy source can be read and passes its health tests."), st.SourceOK)
+	emit.Counter(desc("reseeds", "Reads of the entropy source counted as entropy."), st.Reseeds)
 	since(emit, "last_reseed", "reseed", "the last read of the entropy source counted as entropy", st.LastReseed)
 	emit.Counter(desc("reseed_failures", "Failed opens and reads of the entropy source."), st.ReseedFailures)
 	emit.Counter(desc("source_health_failures", "Reads of the entropy source not counted: failing its health tests."), st.HealthFailures)
 	emit.Counter(desc("os_entropy_failures", "Failed reads of the operating system's generator at reseeds."), st.OSEntropyFailures)
 	emit.Info(desc("exchange_file", "The PRNG exchange file (tls_random_exchange_name)."), st.ExchangeFile)
+	emit.Counter(desc("exchange_updates", "Successful updates of the exchange file."), st.ExchangeUpdates)
 	since(emit, "last_exchange_update", "exchange_update", "the last update of the exchange file", st.LastExchangeUpdate)
 	emit.Counter(desc("exchange_failures", "Failed updates of the exchange file."), st.ExchangeFailures)
 }

@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/gotlsmgr/tlsmgr/metrics"
 	"github.com/gotlsmgr/tlsmgr/scache"
 )
 
@@ -98,6 +99,17 @@ func randomBytes(n int, seed uint64) []byte {
 
 // wantMovedAside opens a file expected to be refused: Open must warn,
 // leave the old file under a .corrupt- name and come up empty and usable.
+// fileMetric is the value of the store's metric name, -1 if absent.
+func fileMetric(s *Store, name string) float64 {
+	v := -1.0
+	s.CollectMetrics(ctx, func(sm metrics.Sample) {
+		if sm.Name == name {
+			v = sm.Value
+		}
+	})
+	return v
+}
+
 func wantMovedAside(t *testing.T, path, reason string) {
 	t.Helper()
 	rec := &recorder{}
@@ -114,6 +126,9 @@ func wantMovedAside(t *testing.T, path, reason string) {
 	}
 	if st, err := s.Stats(ctx); err != nil || st.Entries != 0 || st.Bytes != 0 {
 		t.Errorf("Stats = %+v, %v; want an empty store", st, err)
+	}
+	if got := fileMetric(s, "cache_file_set_aside"); got != 1 {
+		t.Errorf("cache_file_set_aside = %v, want 1", got)
 	}
 	if err := s.Put(ctx, "new", scache.Entry{Written: time.Now(), Session: []byte("fresh")}); err != nil {
 		t.Fatal(err)
@@ -428,8 +443,8 @@ func TestChecksumMismatchWhileOpen(t *testing.T) {
 	if e, err := s.Get(ctx, "victim"); !errors.Is(err, scache.ErrNotFound) {
 		t.Fatalf("Get of a damaged entry = %q, %v; want ErrNotFound", e.Session, err)
 	}
-	if d, _ := s.Damaged(); d != 1 {
-		t.Errorf("Damaged entries = %d, want 1", d)
+	if d, _ := s.Damaged(); d != 1 || fileMetric(s, "cache_file_damaged_entries") != 1 {
+		t.Errorf("Damaged entries = %d (metric %v), want 1", d, fileMetric(s, "cache_file_damaged_entries"))
 	}
 	if st, _ := s.Stats(ctx); st.Entries != 1 {
 		t.Errorf("Stats = %+v, want the damaged entry gone", st)

@@ -64,6 +64,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotlsmgr/tlsmgr/internal/safefile"
+	"github.com/gotlsmgr/tlsmgr/metrics"
 	"github.com/gotlsmgr/tlsmgr/scache"
 )
 
@@ -109,6 +110,7 @@ type Store struct {
 	evictions atomic.Uint64
 	damaged   atomic.Uint64
 	resets    atomic.Uint64
+	setAside  atomic.Uint64 // files moved aside at Open: damaged or untrusted
 
 	// commitFault, while set, fails write-behind commits (tests only).
 	commitFault atomic.Pointer[error]
@@ -152,6 +154,7 @@ func Open(path string, lim scache.Limits, opts Options) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("boltstore: %s cannot be used (%v) nor moved aside: %w", path, problem, err)
 		}
+		s.setAside.Add(1)
 		s.log.Warn("session cache %s cannot be trusted (%v); moved it to %s and starting empty", path, problem, aside)
 		for _, old := range removed {
 			s.log.Warn("session cache %s: removed %s, an older file moved aside", path, old)
@@ -1004,6 +1007,13 @@ func (s *Store) Stats(ctx context.Context) (scache.StoreStats, error) {
 	st := scache.StoreStats{Entries: int(c.entries), Bytes: c.bytes, Evictions: s.evictions.Load()}
 	s.writeStats(&st)
 	return st, err
+}
+
+// CollectMetrics emits the file's damage and recovery counts.
+func (s *Store) CollectMetrics(_ context.Context, emit metrics.Emit) {
+	emit.Counter(metrics.Desc{Name: "cache_file_damaged_entries", Help: "Entries of the cache file that failed their checksum and were dropped."}, s.damaged.Load())
+	emit.Counter(metrics.Desc{Name: "cache_file_resets", Help: "Times the cache file was started over after damage found while running."}, s.resets.Load())
+	emit.Counter(metrics.Desc{Name: "cache_file_set_aside", Help: "Cache files moved aside at start-up as damaged or untrusted."}, s.setAside.Load())
 }
 
 // Damaged reports how many entries failed their checksum since Open, and
