@@ -353,7 +353,12 @@ func TestSharedSemantics(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		// After the storm both members see the same entries.
+		// After the storm, once both members' writes have landed and
+		// each has applied the other's invalidations, both see the same
+		// entries.
+		settle(t, a)
+		settle(t, b)
+		settle(t, a)
 		for i := range 50 {
 			id := fmt.Sprint("shared-", i)
 			ea, erra := a.Get(ctx, id)
