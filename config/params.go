@@ -36,7 +36,9 @@ type CacheParams struct {
 	MaxEntries int
 	MaxBytes   int64
 	LogCache   bool // <name>_tls_loglevel asks for cache transaction logging
-	LogLevel   int  // highest numeric level in <name>_tls_loglevel, 0 if none
+	// LogLevel is the highest numeric level in <name>_tls_loglevel, 0 if
+	// none; the daemon compares it on reload to report a changed level.
+	LogLevel int
 }
 
 // Params are the validated parameters tlsmgr runs with.
@@ -51,13 +53,17 @@ type Params struct {
 	PRNGUpdatePeriod time.Duration // in [1s, MaxRandomPeriod]
 	ReseedPeriod     time.Duration // in [1s, MaxRandomPeriod]
 
-	DataDirectory, QueueDirectory, ConfigDirectory, DaemonDirectory string
+	DataDirectory, QueueDirectory string
+	// ConfigDirectory is read only so that a bad expansion of it (e.g. a
+	// reference loop) stays a start-up error; nothing uses the value.
+	ConfigDirectory string
+	// DaemonDirectory is read only to be validated (not empty), as Postfix does.
+	DaemonDirectory string
 
 	MailOwner                 string
 	DaemonTimeout, IPCTimeout time.Duration // >= 1s
 
 	SyslogFacility, SyslogName, MaillogFile string
-	ProcessName, ServiceName                string
 
 	MaxAttributeSize, MaxRequestSize, ClientLimit int
 	TicketKeyPersistence                          bool
@@ -248,8 +254,6 @@ func (c *Config) Params() (*Params, error) {
 	}
 	p.SyslogName = r.nonEmpty("syslog_name")
 	p.MaillogFile = r.str("maillog_file")
-	p.ProcessName = r.str(ParamProcessName)
-	p.ServiceName = r.str(ParamServiceName)
 
 	p.MaxAttributeSize = int(r.sizeIn("tlsmgr_max_attribute_size", MinAttributeSize, maxInt))
 	p.MaxRequestSize = int(r.sizeIn("tlsmgr_max_request_size", MinAttributeSize, maxInt))

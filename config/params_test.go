@@ -47,8 +47,6 @@ func TestDefaultParams(t *testing.T) {
 		SyslogFacility:       "mail",
 		SyslogName:           "postfix",
 		MaillogFile:          "",
-		ProcessName:          "tlsmgr",
-		ServiceName:          "tlsmgr",
 		MaxAttributeSize:     65536,
 		MaxRequestSize:       262144,
 		ClientLimit:          1000,
@@ -319,9 +317,10 @@ func TestOverridePrecedenceInParams(t *testing.T) {
 	}
 	c.Set("process_name", "tlsmgr-test")
 	p := mustParams(t, c)
+	processName, _ := c.String(ParamProcessName)
 	if p.Caches[0].Database != "btree:/override" || p.IPCTimeout != time.Hour ||
-		p.ClientLimit != 3 || p.ProcessName != "tlsmgr-test" || p.ConfigDirectory != dir {
-		t.Errorf("got %q %v %d %q %q", p.Caches[0].Database, p.IPCTimeout, p.ClientLimit, p.ProcessName, p.ConfigDirectory)
+		p.ClientLimit != 3 || processName != "tlsmgr-test" || p.ConfigDirectory != dir {
+		t.Errorf("got %q %v %d %q %q", p.Caches[0].Database, p.IPCTimeout, p.ClientLimit, processName, p.ConfigDirectory)
 	}
 }
 

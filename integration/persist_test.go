@@ -140,6 +140,23 @@ func noCorruptFiles(t *testing.T, s *standalone) {
 // which a cache may do. What is returned must always be what was written.
 const commitGrace = 150 * time.Millisecond
 
+// testSeed returns the seed for a test's random choices: TLSMGR_TEST_SEED
+// if set, to replay a failure, else one from the clock. It logs the seed.
+func testSeed(t *testing.T) uint64 {
+	t.Helper()
+	if v := os.Getenv("TLSMGR_TEST_SEED"); v != "" {
+		seed, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("TLSMGR_TEST_SEED=%q: %v", v, err)
+		}
+		t.Logf("random seed %d (from TLSMGR_TEST_SEED)", seed)
+		return seed
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("random seed %d (replay with TLSMGR_TEST_SEED=%d)", seed, seed)
+	return seed
+}
+
 func TestPersistentCacheCrashLoop(t *testing.T) {
 	s := newStandalone(t, "smtpd_tls_session_cache_database=btree:$DATA/smtpd_scache",
 		"smtpd_tls_session_cache_max_entries=1000000", "smtpd_tls_session_cache_max_bytes=1g")
@@ -151,7 +168,7 @@ func TestPersistentCacheCrashLoop(t *testing.T) {
 		id string
 		at time.Time
 	}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	rng := rand.New(rand.NewPCG(testSeed(t), 3))
 	var durable []string // over all iterations
 	var prevDurable, prevRecent []string
 	stored, recent, recentFound := 0, 0, 0

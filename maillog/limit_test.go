@@ -234,7 +234,7 @@ func TestSecondCauseUnaffected(t *testing.T) {
 	}
 }
 
-// Info and Debug are the logging the operator asked for; Fatal and Panic
+// Info and Debug are the logging the operator asked for; Fatal and panicf
 // end the process; WarnAlways is the explicit exception.
 func TestUnlimitedLevels(t *testing.T) {
 	l, _, buf := limitedLogger(t, 0)
@@ -248,7 +248,7 @@ func TestUnlimitedLevels(t *testing.T) {
 		func() { l.Debug(1, "shared %s", "d") },
 		func() { l.WarnAlways("shared %s", "a") },
 		func() { l.Fatal("shared %s", "f") },
-		func() { l.Panic("shared %s", "p") },
+		func() { l.panicf("shared %s", "p") },
 	} {
 		wg.Go(func() {
 			for range n {

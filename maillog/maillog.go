@@ -95,7 +95,7 @@ type Options struct {
 	// $myhostname. Default os.Hostname(); only the first label is used.
 	Hostname string
 	Verbose  int // Debug(level, ...) logs when level <= Verbose
-	// Exit is called by Fatal (code 1) and Panic (code 2); default os.Exit.
+	// Exit is called by Fatal (code 1) and panicf (code 2); default os.Exit.
 	Exit func(code int)
 }
 
@@ -238,8 +238,8 @@ func (l *Logger) Fatal(format string, args ...any) {
 	l.exit(1)
 }
 
-// Panic logs with "panic: " before the text and exits with status 2.
-func (l *Logger) Panic(format string, args ...any) {
+// panicf logs with "panic: " before the text and exits with status 2.
+func (l *Logger) panicf(format string, args ...any) {
 	l.log(levelPanic, format, args)
 	l.exit(2)
 }
@@ -250,9 +250,6 @@ func (l *Logger) Debug(level int, format string, args ...any) {
 		l.log(levelInfo, format, args)
 	}
 }
-
-// Verbose returns the configured verbosity (the -v count).
-func (l *Logger) Verbose() int { return l.verbose }
 
 // Close closes the log socket. Later records only go to Stderr.
 func (l *Logger) Close() error {

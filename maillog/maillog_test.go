@@ -124,7 +124,7 @@ func TestSyslogRecordFormat(t *testing.T) {
 	l.Warn("w")
 	l.Error("e")
 	l.Fatal("f")
-	l.Panic("p")
+	l.panicf("p")
 	// mail facility (2<<3) | info 6, warning 4, err 3, crit 2, crit 2.
 	for _, want := range []string{
 		fmt.Sprintf("<22>Jan  2 03:04:05 postfix/tlsmgr[%d]: i", pid),

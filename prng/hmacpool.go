@@ -40,13 +40,13 @@ type drbgPool struct {
 	bytesServed atomic.Uint64
 }
 
-// NewPool returns a Pool instantiated from the operating system's random
+// mustNewPool returns a Pool instantiated from the operating system's random
 // generator, the time of day and the process id. It is strong from the
 // start; Open adds the configured entropy source and exchange file on top.
 // It panics if crypto/rand.Reader fails: Go's own reader never returns an
 // error (the runtime aborts instead), so only a replaced reader can, and a
 // pool without entropy must not be handed out. Open reports the error.
-func NewPool() Pool {
+func mustNewPool() Pool {
 	p, err := newPool(rand.Reader, time.Now())
 	if err != nil {
 		panic("prng: " + err.Error())

@@ -22,7 +22,7 @@ func mustPool(t *testing.T, osEntropy io.Reader, now time.Time) *drbgPool {
 }
 
 func TestPoolReadsNeverRepeat(t *testing.T) {
-	p := NewPool()
+	p := mustNewPool()
 	seen := map[string]bool{}
 	for i := range 20000 {
 		b := string(poolBytes(t, p, 32))
@@ -31,7 +31,7 @@ func TestPoolReadsNeverRepeat(t *testing.T) {
 		}
 		seen[b] = true
 	}
-	if a, b := poolBytes(t, NewPool(), 32), poolBytes(t, NewPool(), 32); bytes.Equal(a, b) {
+	if a, b := poolBytes(t, mustNewPool(), 32), poolBytes(t, mustNewPool(), 32); bytes.Equal(a, b) {
 		t.Fatal("two pools produced the same bytes")
 	}
 }
@@ -39,7 +39,7 @@ func TestPoolReadsNeverRepeat(t *testing.T) {
 func TestPoolOutputLooksRandom(t *testing.T) {
 	// A gross check (not a statistical test suite): over 1 MiB, each
 	// byte value appears close to 4096 times and the bits are balanced.
-	b := poolBytes(t, NewPool(), 1<<20)
+	b := poolBytes(t, mustNewPool(), 1<<20)
 	var counts [256]int
 	ones := 0
 	for _, c := range b {
@@ -119,7 +119,7 @@ func TestPoolLargeReadAndReseedInterval(t *testing.T) {
 }
 
 func TestPoolConcurrentUse(t *testing.T) {
-	p := NewPool().(*drbgPool)
+	p := mustNewPool().(*drbgPool)
 	var wg sync.WaitGroup
 	results := make(chan string, 8*500)
 	for g := range 8 {
@@ -163,7 +163,7 @@ func TestPoolInternalUseIsNotCounted(t *testing.T) {
 }
 
 func BenchmarkRead32(b *testing.B) {
-	p := NewPool()
+	p := mustNewPool()
 	buf := make([]byte, 32)
 	b.SetBytes(32)
 	b.ReportAllocs()
@@ -173,7 +173,7 @@ func BenchmarkRead32(b *testing.B) {
 }
 
 func BenchmarkRead255(b *testing.B) {
-	p := NewPool()
+	p := mustNewPool()
 	buf := make([]byte, 255)
 	b.SetBytes(255)
 	b.ReportAllocs()
@@ -184,7 +184,7 @@ func BenchmarkRead255(b *testing.B) {
 
 // BenchmarkMix mixes a time-of-day sized value, as every request does.
 func BenchmarkMix(b *testing.B) {
-	p := NewPool()
+	p := mustNewPool()
 	data := make([]byte, 12)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -193,7 +193,7 @@ func BenchmarkMix(b *testing.B) {
 }
 
 func BenchmarkMixTimeOfDay(b *testing.B) {
-	p := NewPool()
+	p := mustNewPool()
 	b.ReportAllocs()
 	for b.Loop() {
 		MixTimeOfDay(p)
@@ -203,7 +203,7 @@ func BenchmarkMixTimeOfDay(b *testing.B) {
 // BenchmarkMixCacheEntry mixes a typical session-cache entry (a sweep does
 // this per entry).
 func BenchmarkMixCacheEntry(b *testing.B) {
-	p := NewPool()
+	p := mustNewPool()
 	data := make([]byte, 1500)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -117,7 +117,7 @@ func checkAfterCrash(t *testing.T, round int, path string) {
 	if err != nil {
 		t.Fatalf("round %d: %v", round, err)
 	}
-	if d, r := s.Damaged(); d != 0 || r != 0 {
+	if d, r := s.damageCounts(); d != 0 || r != 0 {
 		t.Fatalf("round %d: damaged %d, resets %d", round, d, r)
 	}
 	t.Logf("round %d: %d entries intact", round, entries)

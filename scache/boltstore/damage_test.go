@@ -443,7 +443,7 @@ func TestChecksumMismatchWhileOpen(t *testing.T) {
 	if e, err := s.Get(ctx, "victim"); !errors.Is(err, scache.ErrNotFound) {
 		t.Fatalf("Get of a damaged entry = %q, %v; want ErrNotFound", e.Session, err)
 	}
-	if d, _ := s.Damaged(); d != 1 || fileMetric(s, "cache_file_damaged_entries") != 1 {
+	if d, _ := s.damageCounts(); d != 1 || fileMetric(s, "cache_file_damaged_entries") != 1 {
 		t.Errorf("Damaged entries = %d (metric %v), want 1", d, fileMetric(s, "cache_file_damaged_entries"))
 	}
 	if st, _ := s.Stats(ctx); st.Entries != 1 {
@@ -496,7 +496,7 @@ func TestDamageWhileOpen(t *testing.T) {
 				}
 			}
 			t.Logf("%d failed calls; warnings:\n%s", failures, rec)
-			if _, resets := s.Damaged(); resets == 0 || failures == 0 {
+			if _, resets := s.damageCounts(); resets == 0 || failures == 0 {
 				t.Fatalf("resets %d, failed calls %d: damage went unnoticed", resets, failures)
 			}
 			if !strings.Contains(rec.String(), "is damaged") {

@@ -1016,9 +1016,9 @@ func (s *Store) CollectMetrics(_ context.Context, emit metrics.Emit) {
 	emit.Counter(metrics.Desc{Name: "cache_file_set_aside", Help: "Cache files moved aside at start-up as damaged or untrusted."}, s.setAside.Load())
 }
 
-// Damaged reports how many entries failed their checksum since Open, and
+// damageCounts reports how many entries failed their checksum since Open, and
 // how many times the file was started over after damage.
-func (s *Store) Damaged() (entries, resets uint64) {
+func (s *Store) damageCounts() (entries, resets uint64) {
 	return s.damaged.Load(), s.resets.Load()
 }
 

@@ -79,7 +79,7 @@ func TestVisitPanic(t *testing.T) {
 		}()
 		s.Expire(ctx, time.Now(), 10, func([]byte) { panic("boom") })
 	}()
-	if _, resets := s.Damaged(); resets != 0 {
+	if _, resets := s.damageCounts(); resets != 0 {
 		t.Error("a caller's panic was taken for damage")
 	}
 	if st, _ := s.Stats(ctx); st.Entries != 2 {
