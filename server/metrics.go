@@ -89,7 +89,3 @@ func (s *Server) collect(ctx context.Context, emit metrics.Emit) {
 		emit.With(metrics.Label{Name: "request", Value: n}).Histogram(latencyDesc(n), s.counters.requests[n].latency)
 	}
 }
-
-// Metrics is the registry the server counts into: Config.Metrics, or its
-// own.
-func (s *Server) Metrics() *metrics.Registry { return s.metrics }

@@ -48,13 +48,13 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: tlsmgr-null -listen PATH [-payload BYTES (0..49152)]")
 		return 2
 	}
-	os.Remove(*listen) // a socket left by an earlier run
+	// A fresh path: nothing is removed or chmod'ed, since the
+	// benchmark runs this as root (the load generator is root too).
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: *listen, Net: "unix"})
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsmgr-null: %v\n", err)
 		return 1
 	}
-	os.Chmod(*listen, 0o666)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/fleet/settings"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -32,46 +33,7 @@ const timeout = 10 * time.Millisecond
 // machine under the race detector; the real figures are logged.
 const slack = 20 * time.Millisecond
 
-type logLine struct{ level, text string }
-
-type recLog struct {
-	mu    sync.Mutex
-	lines []logLine
-}
-
-func (l *recLog) Info(f string, a ...any) { l.add("info", f, a...) }
-func (l *recLog) Warn(f string, a ...any) { l.add("warn", f, a...) }
-func (l *recLog) add(level, f string, a ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, logLine{level, fmt.Sprintf(f, a...)})
-}
-
-func (l *recLog) get() []logLine {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.lines)
-}
-
-// wantLog checks the lines logged so far: the levels in order, each
-// containing every one of its fragments.
-func (l *recLog) want(t *testing.T, want ...[]string) {
-	t.Helper()
-	got := l.get()
-	if len(got) != len(want) {
-		t.Fatalf("logged %d lines, want %d: %q", len(got), len(want), got)
-	}
-	for i, w := range want {
-		if got[i].level != w[0] {
-			t.Errorf("line %d is %s, want %s: %q", i, got[i].level, w[0], got[i].text)
-		}
-		for _, frag := range w[1:] {
-			if !strings.Contains(got[i].text, frag) {
-				t.Errorf("line %d lacks %q: %q", i, frag, got[i].text)
-			}
-		}
-	}
-}
+type recLog = testlog.Recorder
 
 func single(addrs ...string) *settings.Settings {
 	return &settings.Settings{Path: "/etc/postfix/tlsmgr-redis.cf", Servers: addrs, Timeout: timeout, KeyPrefix: settings.DefaultKeyPrefix}
@@ -284,7 +246,7 @@ func TestTLSServer(t *testing.T) {
 	c, log := dial(t, s, nil)
 	set(t, c, "k", "v")
 	wantGet(t, c, "k", "v")
-	log.want(t)
+	log.Want(t)
 
 	// Without the CA the certificate is refused: an outage, reported once.
 	s.TLSCAFile = ""
@@ -294,7 +256,7 @@ func TestTLSServer(t *testing.T) {
 			t.Fatal("GET succeeded with an untrusted certificate")
 		}
 	}
-	log.want(t, []string{"warn", "unavailable", "certificate"})
+	log.Want(t, []string{"warn", "unavailable", "certificate"})
 }
 
 func TestSingleOps(t *testing.T) {
@@ -328,7 +290,7 @@ func TestSingleOps(t *testing.T) {
 	if st != want {
 		t.Fatalf("stats %+v, want %+v", st, want)
 	}
-	log.want(t)
+	log.Want(t)
 }
 
 func paused(t *testing.T, srv *redistest.Server) {
@@ -398,7 +360,7 @@ func TestPausedServerDeadline(t *testing.T) {
 	srv.Resume()
 	untilUp(t, c, "k", 5*time.Second)
 	wantGet(t, c, "k", "v")
-	log.want(t)
+	log.Want(t)
 }
 
 func TestBreakerOnPausedServer(t *testing.T) {
@@ -451,7 +413,7 @@ func TestBreakerOnPausedServer(t *testing.T) {
 	if st := c.Stats(); st.State != StateDown || st.BreakerOpens != 1 {
 		t.Fatalf("after a failed probe: %+v", st)
 	}
-	log.want(t, []string{"warn", "Redis smtpd (" + srv.Addr + "): unavailable: ", "timeout", "serving from the local cache"})
+	log.Want(t, []string{"warn", "Redis smtpd (" + srv.Addr + "): unavailable: ", "timeout", "serving from the local cache"})
 
 	srv.Resume()
 	due := time.Duration(b.until.Load()) - b.now()
@@ -461,7 +423,7 @@ func TestBreakerOnPausedServer(t *testing.T) {
 		t.Errorf("up %v after Resume, the probe was due in %v", took, due)
 	}
 	wantGet(t, c, "k", "v")
-	log.want(t,
+	log.Want(t,
 		[]string{"warn", "unavailable"},
 		[]string{"info", "Redis smtpd (" + srv.Addr + "): available again after "})
 	st := c.Stats()
@@ -493,7 +455,7 @@ func TestStoppedServer(t *testing.T) {
 	untilUp(t, c, "k", 10*time.Second)
 	set(t, c, "k", "w")
 	wantGet(t, c, "k", "w")
-	log.want(t, []string{"warn", "unavailable"}, []string{"info", "available again"})
+	log.Want(t, []string{"warn", "unavailable"}, []string{"info", "available again"})
 }
 
 func TestAuthentication(t *testing.T) {
@@ -512,7 +474,7 @@ func TestAuthentication(t *testing.T) {
 	c, log = dial(t, s, nil)
 	set(t, c, "tlsmgr:k", "v")
 	wantGet(t, c, "tlsmgr:k", "v")
-	log.want(t)
+	log.Want(t)
 
 	// A wrong password is an outage with its cause, and never logged.
 	s.Username, s.Password = "", pw+"-wrong"
@@ -522,10 +484,10 @@ func TestAuthentication(t *testing.T) {
 			t.Fatalf("wrong password: %v after %v", err, d)
 		}
 	}
-	log.want(t, []string{"warn", "unavailable", "WRONGPASS"})
-	for _, l := range log.get() {
-		if strings.Contains(l.text, pw) {
-			t.Errorf("password logged: %q", l.text)
+	log.Want(t, []string{"warn", "unavailable", "WRONGPASS"})
+	for _, l := range log.Lines() {
+		if strings.Contains(l.Text, pw) {
+			t.Errorf("password logged: %q", l.Text)
 		}
 	}
 }
@@ -569,7 +531,7 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	wantGet(t, c, "k", "v")
 	set(t, c, "k2", "v2")
-	log.want(t,
+	log.Want(t,
 		[]string{"warn", "Redis smtpd (master " + st.MasterName + " via sentinels ", "unavailable"},
 		[]string{"info", "available again"})
 }
@@ -642,20 +604,20 @@ func TestClusterNodePaused(t *testing.T) {
 	}
 	check(c, "warm client")
 	check(cold, "cold client")
-	log.want(t, []string{"warn", "Redis smtpd (cluster ", "): node " + down.Addr + " unavailable: "})
+	log.Want(t, []string{"warn", "Redis smtpd (cluster ", "): node " + down.Addr + " unavailable: "})
 	// The cold client's calls that spent their deadline asking the
 	// paused node for a slot map may have opened healthy nodes' breakers
 	// too (see check): one line per transition each, the paused node's
 	// "unavailable" among them.
 	perNode := map[string]int{}
 	nodeLine := regexp.MustCompile(`\): node (\S+) (unavailable: |available again)`)
-	for _, l := range coldLog.get() {
-		m := nodeLine.FindStringSubmatch(l.text)
-		if m == nil || (l.level == "warn") != (m[2] == "unavailable: ") {
-			t.Errorf("cold client logged %s %q", l.level, l.text)
+	for _, l := range coldLog.Lines() {
+		m := nodeLine.FindStringSubmatch(l.Text)
+		if m == nil || (l.Level == "warn") != (m[2] == "unavailable: ") {
+			t.Errorf("cold client logged %s %q", l.Level, l.Text)
 			continue
 		}
-		if l.level == "warn" {
+		if l.Level == "warn" {
 			perNode[m[1]]++
 		}
 	}
@@ -665,7 +627,7 @@ func TestClusterNodePaused(t *testing.T) {
 		}
 	}
 	if perNode[down.Addr] != 1 {
-		t.Errorf("cold client: the paused node reported unavailable %d times, want once: %q", perNode[down.Addr], coldLog.get())
+		t.Errorf("cold client: the paused node reported unavailable %d times, want once: %q", perNode[down.Addr], coldLog.Lines())
 	}
 
 	down.Resume()
@@ -679,7 +641,7 @@ func TestClusterNodePaused(t *testing.T) {
 		}
 	}
 	for _, l := range [](*recLog){log, coldLog} {
-		l.want(t,
+		l.Want(t,
 			[]string{"warn", "node " + down.Addr + " unavailable"},
 			[]string{"info", "node " + down.Addr + " available again"})
 	}

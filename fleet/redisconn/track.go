@@ -271,7 +271,7 @@ func (t *Tracker) session(ctx context.Context) (wasOn bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if _, err := t.expectSubscription(ctx, ps); err != nil {
+	if err := t.expectSubscription(ctx, ps); err != nil {
 		return false, err
 	}
 	ids, err := slot.take()
@@ -383,14 +383,13 @@ func isNullPayload(err error) bool {
 	return strings.HasSuffix(err.Error(), "unsupported pubsub message payload: <nil>")
 }
 
-func (t *Tracker) expectSubscription(ctx context.Context, ps *redis.PubSub) (*redis.Subscription, error) {
+func (t *Tracker) expectSubscription(ctx context.Context, ps *redis.PubSub) error {
 	msg, err := ps.ReceiveTimeout(ctx, trackSetupTimeout)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	sub, ok := msg.(*redis.Subscription)
-	if !ok || sub.Channel != invalidateChannel {
-		return nil, fmt.Errorf("unexpected %T while subscribing", msg)
+	if sub, ok := msg.(*redis.Subscription); !ok || sub.Channel != invalidateChannel {
+		return fmt.Errorf("unexpected %T while subscribing", msg)
 	}
-	return sub, nil
+	return nil
 }

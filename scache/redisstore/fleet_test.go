@@ -257,13 +257,13 @@ func TestValueMovedOrDamaged(t *testing.T) {
 	if st.Unopenable != 43 || st.Misses != 43 || st.FallbackHits+st.FallbackMisses != 0 {
 		t.Errorf("stats %+v: want 43 unopenable misses and no fallback", st)
 	}
-	lines := a.log.get()
+	lines := a.log.Lines()
 	if len(lines) != 43 {
 		t.Fatalf("logged %d lines, want one per value (the daemon's logger rate-limits)", len(lines))
 	}
 	for _, l := range lines {
-		if l.level != "warn" || !strings.Contains(l.text, "failed to open") || strings.Contains(l.text, "session of") || strings.Contains(l.text, a.keyPrefix) {
-			t.Errorf("log line %q", l.text)
+		if l.Level != "warn" || !strings.Contains(l.Text, "failed to open") || strings.Contains(l.Text, "session of") || strings.Contains(l.Text, a.keyPrefix) {
+			t.Errorf("log line %q", l.Text)
 		}
 	}
 	// The other cache is untouched.
@@ -508,8 +508,8 @@ func TestOutage(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 	// One line per transition, from the client; none from the store.
-	a.log.want(t)
-	a.clientLog.want(t, []string{"warn", "unavailable", "serving from the local cache"})
+	a.log.Want(t)
+	a.clientLog.Want(t, []string{"warn", "unavailable", "serving from the local cache"})
 
 	// The request's own deadline bounds a call too, with a Redis timeout
 	// far beyond it.
@@ -540,7 +540,7 @@ func TestOutage(t *testing.T) {
 	srv.Resume()
 	t.Logf("Redis answers again %v after Resume", untilUp(t, a, 10*time.Second))
 	untilUp(t, b, 10*time.Second)
-	a.clientLog.want(t, []string{"warn", "unavailable"}, []string{"info", "available again"})
+	a.clientLog.Want(t, []string{"warn", "unavailable"}, []string{"info", "available again"})
 
 	// Authoritative again: a delete through b is seen by a, whose local
 	// copy would have answered during the outage.
@@ -624,14 +624,14 @@ func TestErrorReplies(t *testing.T) {
 		t.Errorf("stats %+v: want 5 unshared updates, Redis up", st)
 	}
 	wantMiss(t, other, "oom-0")
-	m.log.want(t, []string{"warn", "Redis smtpd session cache: Redis refuses updates: OOM", "kept in the local cache only"})
+	m.log.Want(t, []string{"warn", "Redis smtpd session cache: Redis refuses updates: OOM", "kept in the local cache only"})
 	if err := r.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
 	put(t, m, "after", now, []byte("s"))
 	wantEntry(t, other, "after", now, []byte("s"))
-	m.log.want(t, []string{"warn", "OOM"}, []string{"info", "Redis smtpd session cache: Redis accepts updates again"})
-	m.clientLog.want(t)
+	m.log.Want(t, []string{"warn", "OOM"}, []string{"info", "Redis smtpd session cache: Redis accepts updates again"})
+	m.clientLog.Want(t)
 }
 
 // Redis Cluster: keys spread over the three masters, and lookups and

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/fleet/seal"
 	"github.com/gotlsmgr/tlsmgr/fleet/settings"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/redis/go-redis/v9"
 )
@@ -42,46 +41,7 @@ var (
 	k3 = sha256.Sum256([]byte("redisstore test seal key 3"))
 )
 
-type logLine struct{ level, text string }
-
-type recLog struct {
-	mu    sync.Mutex
-	lines []logLine
-}
-
-func (l *recLog) Info(f string, a ...any) { l.add("info", f, a...) }
-func (l *recLog) Warn(f string, a ...any) { l.add("warn", f, a...) }
-func (l *recLog) add(level, f string, a ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, logLine{level, fmt.Sprintf(f, a...)})
-}
-
-func (l *recLog) get() []logLine {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.lines)
-}
-
-// want checks the lines logged so far: the levels in order, each
-// containing every one of its fragments.
-func (l *recLog) want(t *testing.T, want ...[]string) {
-	t.Helper()
-	got := l.get()
-	if len(got) != len(want) {
-		t.Fatalf("logged %d lines, want %d: %q", len(got), len(want), got)
-	}
-	for i, w := range want {
-		if got[i].level != w[0] {
-			t.Errorf("line %d is %s, want %s: %q", i, got[i].level, w[0], got[i].text)
-		}
-		for _, frag := range w[1:] {
-			if !strings.Contains(got[i].text, frag) {
-				t.Errorf("line %d lacks %q: %q", i, frag, got[i].text)
-			}
-		}
-	}
-}
+type recLog = testlog.Recorder
 
 // conf describes one member's view of the fleet.
 type conf struct {

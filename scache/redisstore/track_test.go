@@ -232,5 +232,5 @@ func TestWritesBehind(t *testing.T) {
 	if unshared < more-writeQueue-writeBatch || unshared > more-writeQueue {
 		t.Errorf("%d unshared updates, want between %d and %d", unshared, more-writeQueue-writeBatch, more-writeQueue)
 	}
-	a.log.want(t, []string{"warn", "writes are waiting for Redis"}, []string{"info", "room again"})
+	a.log.Want(t, []string{"warn", "writes are waiting for Redis"}, []string{"info", "room again"})
 }
