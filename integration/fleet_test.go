@@ -54,6 +54,17 @@ func within(t *testing.T, limit time.Duration, what string, cond func() bool) ti
 	return time.Since(start)
 }
 
+// startFleet starts n daemons with the same settings.
+func startFleet(t *testing.T, n int, settings ...string) []*standalone {
+	t.Helper()
+	members := make([]*standalone, n)
+	for i := range members {
+		members[i] = newStandalone(t, settings...)
+		members[i].start(t)
+	}
+	return members
+}
+
 // stat is one value of a stats reply.
 func (s *standalone) stat(t *testing.T, name string) string {
 	t.Helper()
@@ -86,12 +97,7 @@ func (s *standalone) waitStat(t *testing.T, name, want string, limit time.Durati
 func TestFleetTicketKeys(t *testing.T) {
 	srv := redistest.Single(t)
 	cf := fleetSettings(t, []string{srv.Addr})
-	var members []*standalone
-	for range 3 {
-		m := newStandalone(t, "tlsmgr_ticket_key_database=redis:"+cf)
-		m.start(t)
-		members = append(members, m)
-	}
+	members := startFleet(t, 3, "tlsmgr_ticket_key_database=redis:"+cf)
 	ctx := context.Background()
 	a := members[0].client()
 	defer a.Close()
@@ -154,12 +160,7 @@ func ctlOut(t *testing.T, sock string, args ...string) string {
 func TestFleetSharedCaches(t *testing.T) {
 	srv := redistest.Single(t)
 	cf := fleetSettings(t, []string{srv.Addr})
-	var members []*standalone
-	for range 3 {
-		m := newStandalone(t, "smtpd_tls_session_cache_database=redis:"+cf, "smtp_tls_session_cache_database=redis:"+cf)
-		m.start(t)
-		members = append(members, m)
-	}
+	members := startFleet(t, 3, "smtpd_tls_session_cache_database=redis:"+cf, "smtp_tls_session_cache_database=redis:"+cf)
 	ctx := context.Background()
 	a, b, c := members[0].client(), members[1].client(), members[2].client()
 	defer a.Close()
@@ -219,12 +220,7 @@ func TestFleetSharedCaches(t *testing.T) {
 func TestFleetRedisOutage(t *testing.T) {
 	srv := redistest.Single(t)
 	cf := fleetSettings(t, []string{srv.Addr})
-	var members []*standalone
-	for range 2 {
-		m := newStandalone(t, "smtpd_tls_session_cache_database=redis:"+cf, "tlsmgr_ticket_key_database=redis:"+cf)
-		m.start(t)
-		members = append(members, m)
-	}
+	members := startFleet(t, 2, "smtpd_tls_session_cache_database=redis:"+cf, "tlsmgr_ticket_key_database=redis:"+cf)
 	ctx := context.Background()
 	before := []byte("written before the outage")
 	a := members[0].client()

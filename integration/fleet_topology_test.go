@@ -136,14 +136,10 @@ func sealerOf(t *testing.T, cf string) *seal.Sealer {
 // ticket-key ring through the settings file cf.
 func fleetPair(t *testing.T, cf string) (a, b *standalone) {
 	t.Helper()
-	var m [2]*standalone
-	for i := range m {
-		m[i] = newStandalone(t,
-			"smtpd_tls_session_cache_database=redis:"+cf,
-			"smtp_tls_session_cache_database=redis:"+cf,
-			"tlsmgr_ticket_key_database=redis:"+cf)
-		m[i].start(t)
-	}
+	m := startFleet(t, 2,
+		"smtpd_tls_session_cache_database=redis:"+cf,
+		"smtp_tls_session_cache_database=redis:"+cf,
+		"tlsmgr_ticket_key_database=redis:"+cf)
 	return m[0], m[1]
 }
 
