@@ -423,68 +423,57 @@ func (r *results) summary() string {
 			ours = append(ours, s)
 		}
 	}
-	b.WriteString("| workload |")
-	sep := "|---|"
+	var perSecond, latency []column
 	for _, s := range r.servers {
-		fmt.Fprintf(&b, " %s req/s |", s.short)
-		sep += "---:|"
+		perSecond = append(perSecond, column{s.short + " req/s", func(w workload) string { return num(rps(r.cell(s.name, w))) }})
+		latency = append(latency, column{s.short + " p99", func(w workload) string { return us(p99(r.cell(s.name, w))) }})
 	}
 	if hasBase {
 		for _, s := range ours {
-			fmt.Fprintf(&b, " %s ÷ Postfix |", s.short)
-			sep += "---:|"
+			perSecond = append(perSecond, column{s.short + " ÷ Postfix", func(w workload) string {
+				return ratio(rps(r.cell(s.name, w)), rps(r.cell(baseline, w)))
+			}})
+			latency = append(latency, column{s.short + " ÷ Postfix", func(w workload) string {
+				return ratio(p99(r.cell(s.name, w)), p99(r.cell(baseline, w)))
+			}})
 		}
 	}
 	if hasLimit {
 		for _, s := range r.measured() {
-			fmt.Fprintf(&b, " %s of limit |", s.short)
-			sep += "---:|"
+			perSecond = append(perSecond, column{s.short + " of limit", func(w workload) string {
+				return percent(rps(r.cell(s.name, w)), rps(r.cell(limit, w)))
+			}})
 		}
 	}
-	b.WriteString("\n" + sep + "\n")
-	for _, w := range r.workloads {
-		fmt.Fprintf(&b, "| %s |", w.title())
-		for _, s := range r.servers {
-			fmt.Fprintf(&b, " %s |", num(rps(r.cell(s.name, w))))
-		}
-		if hasBase {
-			for _, s := range ours {
-				fmt.Fprintf(&b, " %s |", ratio(rps(r.cell(s.name, w)), rps(r.cell(baseline, w))))
-			}
-		}
-		if hasLimit {
-			for _, s := range r.measured() {
-				fmt.Fprintf(&b, " %s |", percent(rps(r.cell(s.name, w)), rps(r.cell(limit, w))))
-			}
-		}
-		b.WriteString("\n")
-	}
-	b.WriteString("\n| workload |")
-	sep = "|---|"
-	for _, s := range r.servers {
-		fmt.Fprintf(&b, " %s p99 |", s.short)
+	r.table(&b, perSecond)
+	b.WriteString("\n")
+	r.table(&b, latency)
+	return b.String()
+}
+
+// column is one column of a summary table: its heading and its cell for
+// each workload.
+type column struct {
+	head string
+	cell func(workload) string
+}
+
+// table writes a Markdown table: a row per workload, a column each.
+func (r *results) table(b *strings.Builder, cols []column) {
+	b.WriteString("| workload |")
+	sep := "|---|"
+	for _, c := range cols {
+		fmt.Fprintf(b, " %s |", c.head)
 		sep += "---:|"
 	}
-	if hasBase {
-		for _, s := range ours {
-			fmt.Fprintf(&b, " %s ÷ Postfix |", s.short)
-			sep += "---:|"
-		}
-	}
 	b.WriteString("\n" + sep + "\n")
 	for _, w := range r.workloads {
-		fmt.Fprintf(&b, "| %s |", w.title())
-		for _, s := range r.servers {
-			fmt.Fprintf(&b, " %s |", us(p99(r.cell(s.name, w))))
-		}
-		if hasBase {
-			for _, s := range ours {
-				fmt.Fprintf(&b, " %s |", ratio(p99(r.cell(s.name, w)), p99(r.cell(baseline, w))))
-			}
+		fmt.Fprintf(b, "| %s |", w.title())
+		for _, c := range cols {
+			fmt.Fprintf(b, " %s |", c.cell(w))
 		}
 		b.WriteString("\n")
 	}
-	return b.String()
 }
 
 func rounds(n string) string {
