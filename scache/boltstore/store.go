@@ -1061,3 +1061,11 @@ var bootID = func() string {
 type discard struct{}
 
 func (discard) Warn(string, ...any) {}
+
+// What the cache and the daemon use beyond scache.Store.
+var (
+	_ scache.Expirer          = (*Store)(nil)
+	_ scache.Resizer          = (*Store)(nil)
+	_ scache.Lister           = (*Store)(nil)
+	_ scache.MetricsCollector = (*Store)(nil)
+)

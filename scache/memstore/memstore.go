@@ -194,3 +194,10 @@ func (s *Store) Each(ctx context.Context, visit func(id string, written time.Tim
 	}
 	return ctx.Err()
 }
+
+// What the cache and the daemon use beyond scache.Store.
+var (
+	_ scache.Expirer = (*Store)(nil)
+	_ scache.Resizer = (*Store)(nil)
+	_ scache.Lister  = (*Store)(nil)
+)
