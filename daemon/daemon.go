@@ -536,11 +536,9 @@ func (d *daemon) serve() error {
 		}()
 	}
 	if d.stdio != nil {
-		d.srv.ServeConn(d.stdio)
+		// -S: the one client's end is the daemon's.
 		go func() {
-			for d.srv.Clients() > 0 {
-				time.Sleep(20 * time.Millisecond)
-			}
+			d.srv.ServeConnSync(d.stdio)
 			stop <- "client on stdin/stdout done"
 		}()
 	}

@@ -32,15 +32,7 @@ import (
 var tlsmgrBin, tlsmgrctlBin string
 
 func TestMain(m *testing.M) {
-	dir, tlsmgr, tlsmgrctl, err := daemontest.Build("..")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	tlsmgrBin, tlsmgrctlBin = tlsmgr, tlsmgrctl
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	daemontest.Main(m, "..", func(b daemontest.Bins) { tlsmgrBin, tlsmgrctlBin = b.Tlsmgr, b.Tlsmgrctl })
 }
 
 const memoryCaches = daemontest.MemoryCaches
@@ -471,6 +463,68 @@ func TestStdinMode(t *testing.T) {
 	conn.Close()
 	if st := p.Wait(t, 5*time.Second); st != 0 {
 		t.Fatalf("exit status %d after the client left, want 0:\n%s", st, p.Stderr)
+	}
+	if s := p.Stderr.String(); s != "" {
+		t.Errorf("stderr: %s", s)
+	}
+	e.CheckStateFile(t, filepath.Join(e.Data, "prng_exch"))
+}
+
+// TestStdinModePipesEOF: with -S on two pipes, as a shell would set it
+// up, the daemon serves requests for as long as its client is there, idle
+// or not, and exits 0 within a second of end of file on stdin.
+func TestStdinModePipesEOF(t *testing.T) {
+	e := newEnv(t, memoryCaches)
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inW.Close(); outR.Close() })
+	cmd := e.command(append([]string{"-S", "-l"}, e.Opts()...)...)
+	cmd.Stdin, cmd.Stdout = inR, outW
+	p := daemontest.StartCmd(t, cmd)
+	inR.Close()
+	outW.Close()
+	outR.SetDeadline(time.Now().Add(10 * time.Second))
+	r, w := attr.NewReader(outR, attr.Limits{}), attr.NewWriter(inW)
+	if _, err := r.ReadList(); err != nil {
+		t.Fatalf("read announcement: %v\n%s", err, p.Stderr)
+	}
+	seed := func() {
+		t.Helper()
+		w.Str("request", "seed")
+		w.Int("size", 32)
+		w.End()
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		l, err := r.ReadList()
+		if err != nil || len(l) != 2 || string(l[0].Value) != "0" || string(l[1].Name) != "seed" {
+			t.Fatalf("seed reply %q, %v\n%s", l, err, p.Stderr)
+		}
+	}
+	seed()
+	// An idle client is still a client: the daemon waits for it.
+	select {
+	case <-p.Done():
+		t.Fatalf("daemon exited while its -S client was idle (%v):\n%s", p.Err(), p.Stderr)
+	case <-time.After(300 * time.Millisecond):
+	}
+	seed()
+	inW.Close()
+	eof := time.Now()
+	if st := p.Wait(t, 5*time.Second); st != 0 {
+		t.Fatalf("exit status %d after end of file on stdin, want 0:\n%s", st, p.Stderr)
+	}
+	if took := time.Since(eof); took > time.Second {
+		t.Errorf("daemon exited %v after end of file on stdin, want within a second", took)
+	}
+	if l, err := r.ReadList(); err == nil {
+		t.Errorf("after the client left, stdout has %q, want end of file", l)
 	}
 	if s := p.Stderr.String(); s != "" {
 		t.Errorf("stderr: %s", s)

@@ -243,8 +243,27 @@ func isTemporary(err error) bool {
 }
 
 // ServeConn serves one client connection in a new goroutine. It is used for
-// accepted connections and for the -S stdin/stdout client.
+// accepted connections.
 func (s *Server) ServeConn(nc net.Conn) {
+	if c := s.take(nc); c != nil {
+		go s.run(c)
+	}
+}
+
+// ServeConnSync serves one client connection, like ServeConn, but in the
+// calling goroutine: it returns once the connection is finished and
+// closed, whether its client closed it, it timed out, was evicted or was
+// stopped by Shutdown, or at once if the connection was refused. It is
+// used for the -S stdin/stdout client, whose end is the daemon's.
+func (s *Server) ServeConnSync(nc net.Conn) {
+	if c := s.take(nc); c != nil {
+		s.run(c)
+	}
+}
+
+// take puts a new connection in the client table, making room for it if
+// need be. It returns nil, having closed nc, if the connection is refused.
+func (s *Server) take(nc net.Conn) *conn {
 	now := time.Now()
 	peer := s.describePeer(nc)
 	var bc *blockingConn
@@ -255,7 +274,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 				s.blocking.Add(-1)
 				s.cfg.Log.Warn("client connection %s: %v", peer, err)
 				nc.Close()
-				return
+				return nil
 			}
 			nc, bc = b, b
 		} else {
@@ -268,7 +287,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 	if s.isDrained {
 		s.mu.Unlock()
 		s.release(c)
-		return
+		return nil
 	}
 	var victim *conn
 	var idle time.Duration
@@ -280,7 +299,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 			s.cfg.Log.Warn("too many clients (limit %d), none of them idle: closing connection from %s", limit, c.peer)
 			s.release(c)
 			s.refused()
-			return
+			return nil
 		}
 	}
 	s.conns[c] = struct{}{}
@@ -297,24 +316,28 @@ func (s *Server) ServeConn(nc net.Conn) {
 		s.cfg.Log.Warn("too many clients (limit %d): closing the connection from %s idle for %v to make room",
 			limit, victim.peer, idle.Round(time.Millisecond))
 	}
-	go func() {
-		c.serve()
-		s.mu.Lock()
-		delete(s.conns, c)
-		if !c.evicted {
-			s.active--
-		}
-		s.mu.Unlock()
-		// Closed only once out of s.conns: stop and abort work on the
-		// descriptor, which must not have been reused by then.
-		s.release(c)
-		s.mu.Lock()
-		if s.live--; s.live == 0 && s.drained != nil && !s.isDrained {
-			s.isDrained = true
-			close(s.drained)
-		}
-		s.mu.Unlock()
-	}()
+	return c
+}
+
+// run serves a connection that take has put in the client table, then
+// takes it out and closes it.
+func (s *Server) run(c *conn) {
+	c.serve()
+	s.mu.Lock()
+	delete(s.conns, c)
+	if !c.evicted {
+		s.active--
+	}
+	s.mu.Unlock()
+	// Closed only once out of s.conns: stop and abort work on the
+	// descriptor, which must not have been reused by then.
+	s.release(c)
+	s.mu.Lock()
+	if s.live--; s.live == 0 && s.drained != nil && !s.isDrained {
+		s.isDrained = true
+		close(s.drained)
+	}
+	s.mu.Unlock()
 }
 
 // release closes a connection that is no longer in s.conns.
