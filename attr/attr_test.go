@@ -8,19 +8,9 @@ import (
 	"testing"
 )
 
-func list(pairs ...string) string {
-	var b strings.Builder
-	for _, p := range pairs {
-		b.WriteString(p)
-		b.WriteByte(0)
-	}
-	b.WriteByte(0)
-	return b.String()
-}
-
 func TestReadListSequence(t *testing.T) {
-	in := list("request", "lookup", "cache_type", "smtpd", "cache_id", "abc&s=smtp") +
-		list("request", "seed", "size", "32")
+	in := Encode("request", "lookup", "cache_type", "smtpd", "cache_id", "abc&s=smtp") +
+		Encode("request", "seed", "size", "32")
 	r := NewReader(strings.NewReader(in), Limits{})
 	l, err := r.ReadList()
 	if err != nil {
@@ -63,13 +53,13 @@ func TestUnexpectedEOFAndPartial(t *testing.T) {
 
 func TestLimitsKeepStreamInSync(t *testing.T) {
 	lim := Limits{MaxName: 16, MaxValue: 32, MaxList: 100, MaxAttrs: 3, MaxDiscard: 10000}
-	good := list("request", "seed", "size", "8")
+	good := Encode("request", "seed", "size", "8")
 	cases := map[string]string{
-		"long value":      list("request", "update", "session", strings.Repeat("A", 33)),
-		"long name":       list(strings.Repeat("n", 17), "x"),
-		"long first name": list(strings.Repeat("n", 5000), "x"),
-		"too many attrs":  list("a", "1", "b", "2", "c", "3", "d", "4", "e", "5"),
-		"long list":       list("a", strings.Repeat("x", 32), "b", strings.Repeat("x", 32), "c", strings.Repeat("x", 32)),
+		"long value":      Encode("request", "update", "session", strings.Repeat("A", 33)),
+		"long name":       Encode(strings.Repeat("n", 17), "x"),
+		"long first name": Encode(strings.Repeat("n", 5000), "x"),
+		"too many attrs":  Encode("a", "1", "b", "2", "c", "3", "d", "4", "e", "5"),
+		"long list":       Encode("a", strings.Repeat("x", 32), "b", strings.Repeat("x", 32), "c", strings.Repeat("x", 32)),
 	}
 	for name, bad := range cases {
 		r := NewReader(strings.NewReader(bad+good), lim)
@@ -102,15 +92,15 @@ func TestDiscardLimit(t *testing.T) {
 // itself, and still bounds what an over-limit list makes the reader skip.
 func TestDiscardCountsFromTheLimit(t *testing.T) {
 	lim := Limits{MaxValue: 8 << 20, MaxList: 8 << 20} // MaxDiscard: the default 4 MiB
-	good := list("request", "seed", "size", "8")
+	good := Encode("request", "seed", "size", "8")
 	big := strings.Repeat("A", 5<<20)
-	r := NewReader(strings.NewReader(list("request", "update", "session", big)+good), lim)
+	r := NewReader(strings.NewReader(Encode("request", "update", "session", big)+good), lim)
 	if l, err := r.ReadList(); err != nil || len(l) != 2 || len(l[1].Value) != len(big) {
 		t.Fatalf("5 MiB list within 8 MiB limits: %d attributes, %v", len(l), err)
 	}
 	// 1 MiB over the limit: skipped, and the stream stays in sync.
 	over := strings.Repeat("A", 9<<20)
-	r = NewReader(strings.NewReader(list("session", over)+good), lim)
+	r = NewReader(strings.NewReader(Encode("session", over)+good), lim)
 	if _, err := r.ReadList(); err != ErrTooLarge {
 		t.Fatalf("9 MiB value: %v, want ErrTooLarge", err)
 	}
@@ -138,7 +128,7 @@ func (zeroFree) Read(p []byte) (int, error) {
 
 func TestLargeValueWithinLimit(t *testing.T) {
 	v := strings.Repeat("Q", 60000) // bigger than the bufio buffer
-	r := NewReader(strings.NewReader(list("session", v)), Limits{})
+	r := NewReader(strings.NewReader(Encode("session", v)), Limits{})
 	l, err := r.ReadList()
 	if err != nil || string(l[0].Value) != v {
 		t.Fatalf("err = %v, len = %d", err, len(l[0].Value))
@@ -200,6 +190,32 @@ func TestWriterRoundTrip(t *testing.T) {
 	}
 }
 
+func TestEncode(t *testing.T) {
+	if got, want := Encode("request", "seed", "size", "32"), "request\x00seed\x00size\x0032\x00\x00"; got != want {
+		t.Fatalf("Encode = %q, want %q", got, want)
+	}
+	if got := Encode(); got != "\x00" {
+		t.Fatalf("Encode() = %q, want the empty list", got)
+	}
+	// Values go as given: no check that a status is a number.
+	if got, want := Encode("status", "zero"), "status\x00zero\x00\x00"; got != want {
+		t.Fatalf("Encode = %q, want %q", got, want)
+	}
+	for name, pairs := range map[string][]string{
+		"odd":          {"request"},
+		"NUL in value": {"cache_id", "a\x00b"},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", name)
+				}
+			}()
+			Encode(pairs...)
+		}()
+	}
+}
+
 func TestWriterRejectsNUL(t *testing.T) {
 	w := NewWriter(io.Discard)
 	w.Str("cache_id", "a\x00b")
@@ -210,7 +226,7 @@ func TestWriterRejectsNUL(t *testing.T) {
 }
 
 func BenchmarkReadList(b *testing.B) {
-	one := list("request", "lookup", "cache_type", "smtpd", "cache_id", strings.Repeat("ab", 40)+"&s=smtp&l=805306672")
+	one := Encode("request", "lookup", "cache_type", "smtpd", "cache_id", strings.Repeat("ab", 40)+"&s=smtp&l=805306672")
 	in := strings.Repeat(one, 1000)
 	b.SetBytes(int64(len(one)))
 	b.ReportAllocs()

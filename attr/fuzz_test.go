@@ -11,8 +11,8 @@ import (
 // must never panic, never return more than the limits allow, and every list
 // it returns must survive a write/read round trip unchanged.
 func FuzzReadList(f *testing.F) {
-	f.Add([]byte(list("request", "seed", "size", "32")))
-	f.Add([]byte(list("request", "update", "cache_type", "smtpd", "cache_id", "x", "session", "AAEC/w==")))
+	f.Add([]byte(Encode("request", "seed", "size", "32")))
+	f.Add([]byte(Encode("request", "update", "cache_type", "smtpd", "cache_id", "x", "session", "AAEC/w==")))
 	f.Add([]byte("W"))
 	f.Add([]byte("\x00\x00\x00"))
 	lim := Limits{MaxName: 8, MaxValue: 24, MaxList: 64, MaxAttrs: 4, MaxDiscard: 512}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 )
 
 // ErrNUL is reported by Writer.Flush when a name or string value held a NUL
@@ -69,6 +70,26 @@ func (w *Writer) Flush() error {
 	}
 	w.err = w.bw.Flush()
 	return w.err
+}
+
+// Encode returns the list name, value, ... as Writer.Str sends it: each
+// value as given, so a caller can also send values a reader must reject.
+// It is for fixed lists, and panics on an odd number of strings or a NUL
+// in one (ErrNUL).
+func Encode(pairs ...string) string {
+	if len(pairs)%2 != 0 {
+		panic("attr: Encode of an odd number of strings")
+	}
+	var b strings.Builder
+	w := NewWriter(&b)
+	for i := 0; i < len(pairs); i += 2 {
+		w.Str(pairs[i], pairs[i+1])
+	}
+	w.End()
+	if err := w.Flush(); err != nil {
+		panic(err)
+	}
+	return b.String()
 }
 
 func (w *Writer) field(s string) {

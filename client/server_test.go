@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,16 +22,8 @@ type testServer = servertest.Server
 // when empty) with smtpd and smtp caches enabled and lmtp disabled.
 func startServer(t *testing.T, path string) *testServer { return servertest.Start(t, path) }
 
-// wire encodes name, value, ... as one attr0 list.
-func wire(pairs ...string) string {
-	var b strings.Builder
-	for _, p := range pairs {
-		b.WriteString(p)
-		b.WriteByte(0)
-	}
-	b.WriteByte(0)
-	return b.String()
-}
+// wire encodes name, value, ... as one attr0 list, the values as given.
+var wire = attr.Encode
 
 var announcement = wire("protocol", "tlsmgr_protocol")
 

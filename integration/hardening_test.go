@@ -23,8 +23,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotlsmgr/tlsmgr/attr"
 	"github.com/gotlsmgr/tlsmgr/client"
 	"github.com/gotlsmgr/tlsmgr/internal/testenv"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // TestLogFloodBounded sends 1 MiB of requests that each deserve a warning
@@ -36,8 +38,8 @@ func TestLogFloodBounded(t *testing.T) {
 	s := newStandalone(t)
 	p := s.start(t)
 	bad := [][]byte{
-		[]byte("request\x00bogus\x00\x00"),
-		[]byte("request\x00lookup\x00cache_type\x00nosuch\x00cache_id\x00x\x00\x00"),
+		[]byte(attr.Encode("request", "bogus")),
+		[]byte(attr.Encode("request", "lookup", "cache_type", "nosuch", "cache_id", "x")),
 		[]byte("\x00\x00"),
 	}
 	const total = 1 << 20
@@ -106,7 +108,7 @@ func dialAnnounced(t *testing.T, sock string) net.Conn {
 		t.Fatal(err)
 	}
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	var buf [len("protocol\x00tlsmgr_protocol\x00\x00")]byte
+	var buf [len(proto.Announcement)]byte
 	if _, err := io.ReadFull(c, buf[:]); err != nil {
 		c.Close()
 		t.Fatalf("announcement: %v", err)
@@ -168,7 +170,7 @@ func TestClientTableAtItsMaximum(t *testing.T) {
 	}
 	// Every connection still open is served, the evicted ones see EOF.
 	served, evicted := 0, 0
-	req := []byte("request\x00seed\x00size\x0016\x00\x00")
+	req := []byte(attr.Encode("request", "seed", "size", "16"))
 	for _, c := range conns[:200] {
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write(req); err != nil {
@@ -219,7 +221,7 @@ func TestIdleAndSlowClientsCannotLockOut(t *testing.T) {
 		go func() {
 			defer drips.Done()
 			start := time.Now()
-			req := []byte("request\x00seed\x00size\x0016\x00\x00")
+			req := []byte(attr.Encode("request", "seed", "size", "16"))
 			for i := 0; ; i = (i + 1) % len(req) {
 				select {
 				case <-stop:

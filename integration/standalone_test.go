@@ -7,8 +7,6 @@ package integration
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -22,15 +20,7 @@ import (
 var tlsmgrBin, tlsmgrctlBin string
 
 func TestMain(m *testing.M) {
-	dir, tlsmgr, tlsmgrctl, err := daemontest.Build("..")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	tlsmgrBin, tlsmgrctlBin = tlsmgr, tlsmgrctl
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	daemontest.Main(m, "..", func(b daemontest.Bins) { tlsmgrBin, tlsmgrctlBin = b.Tlsmgr, b.Tlsmgrctl })
 }
 
 // standalone is a configuration for a daemon on a socket of its own, with

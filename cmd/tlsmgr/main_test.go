@@ -22,15 +22,7 @@ import (
 var tlsmgrBin, tlsmgrctlBin, binDir string
 
 func TestMain(m *testing.M) {
-	dir, tlsmgr, tlsmgrctl, err := daemontest.Build("../..")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	binDir, tlsmgrBin, tlsmgrctlBin = dir, tlsmgr, tlsmgrctl
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	daemontest.Main(m, "../..", func(b daemontest.Bins) { binDir, tlsmgrBin, tlsmgrctlBin = b.Dir, b.Tlsmgr, b.Tlsmgrctl })
 }
 
 type result struct {

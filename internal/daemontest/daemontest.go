@@ -50,6 +50,25 @@ func Build(root string) (dir, tlsmgr, tlsmgrctl string, err error) {
 	return dir, filepath.Join(dir, "tlsmgr"), filepath.Join(dir, "tlsmgrctl"), nil
 }
 
+// Bins are the commands Main built, in Dir.
+type Bins struct{ Dir, Tlsmgr, Tlsmgrctl string }
+
+// Main is the TestMain of the packages that run the binaries: it builds
+// them from the module at root (Build), hands them to set, runs the tests,
+// removes the binaries and exits with the tests' status, or with status 2
+// before any test when the build fails.
+func Main(m *testing.M, root string, set func(Bins)) {
+	dir, tlsmgr, tlsmgrctl, err := Build(root)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	set(Bins{Dir: dir, Tlsmgr: tlsmgr, Tlsmgrctl: tlsmgrctl})
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // Env is a throwaway configuration: main.cf in Cfg (MAIL_CONFIG), state in
 // Data, owned by the mail owner as Postfix wants it, and a socket path.
 type Env struct {

@@ -1,5 +1,5 @@
-// Package testlog is the recording logger of the fleet packages' tests:
-// it keeps every Info and Warn line, and checks them against a list.
+// Package testlog is the recording logger of the tests: it keeps every
+// Info and Warn line, and checks them against a list.
 package testlog
 
 import (
@@ -33,6 +33,22 @@ func (l *Recorder) Lines() []Line {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.lines)
+}
+
+// String returns the lines logged so far, one a line, as Postfix logs
+// them: a warning after "warning: ", an info line as it is.
+func (l *Recorder) String() string {
+	var b strings.Builder
+	for i, ln := range l.Lines() {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		if ln.Level == "warn" {
+			b.WriteString("warning: ")
+		}
+		b.WriteString(ln.Text)
+	}
+	return b.String()
 }
 
 // Want checks the lines logged so far: one per entry of want, each entry

@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/metrics"
 	"github.com/gotlsmgr/tlsmgr/scache"
 )
@@ -112,7 +113,7 @@ func fileMetric(s *Store, name string) float64 {
 
 func wantMovedAside(t *testing.T, path, reason string) {
 	t.Helper()
-	rec := &recorder{}
+	rec := &testlog.Recorder{}
 	s, err := Open(path, smallLimits, Options{Logger: rec})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -219,7 +220,7 @@ func TestOnlyNewestMovedAsideKept(t *testing.T) {
 	os.WriteFile(path+".corrupt-12345", []byte("old"), 0o600)
 	os.WriteFile(path+".other", []byte("keep"), 0o600)
 	os.WriteFile(path, []byte("garbage"), 0o600)
-	rec := &recorder{}
+	rec := &testlog.Recorder{}
 	s, err := Open(path, smallLimits, Options{Logger: rec})
 	if err != nil {
 		t.Fatal(err)
@@ -376,7 +377,7 @@ func TestFileMode(t *testing.T) {
 		t.Errorf("new file mode %v, want 0600", fi.Mode().Perm())
 	}
 	os.Chmod(path, 0o644)
-	rec := &recorder{}
+	rec := &testlog.Recorder{}
 	s, err := Open(path, smallLimits, Options{Logger: rec})
 	if err != nil {
 		t.Fatal(err)
@@ -385,7 +386,7 @@ func TestFileMode(t *testing.T) {
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v not tightened to 0600", fi.Mode().Perm())
 	}
-	if rec.count() != 1 {
+	if countWarnings(rec) != 1 {
 		t.Errorf("warnings: %q", rec)
 	}
 }
@@ -411,7 +412,7 @@ func TestLockedByAnother(t *testing.T) {
 // is dropped, counted and reported as a miss, never returned.
 func TestChecksumMismatchWhileOpen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cache.db")
-	rec := &recorder{}
+	rec := &testlog.Recorder{}
 	s, err := Open(path, smallLimits, Options{Logger: rec})
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +453,7 @@ func TestChecksumMismatchWhileOpen(t *testing.T) {
 	if _, err := s.Get(ctx, "bystander"); err != nil {
 		t.Errorf("bystander: %v", err)
 	}
-	if rec.count() != 1 {
+	if countWarnings(rec) != 1 {
 		t.Errorf("warnings: %q", rec)
 	}
 }
@@ -464,7 +465,7 @@ func TestDamageWhileOpen(t *testing.T) {
 	for _, how := range []string{"truncate", "garbage"} {
 		t.Run(how, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "cache.db")
-			rec := &recorder{}
+			rec := &testlog.Recorder{}
 			s, err := Open(path, smallLimits, Options{Logger: rec})
 			if err != nil {
 				t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotlsmgr/tlsmgr/internal/testenv"
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/scache"
 )
 
@@ -59,69 +59,33 @@ func limitGrowth(s *Store, on bool) {
 	}
 }
 
-// levelLog records warnings and infos.
-type levelLog struct {
-	mu    sync.Mutex
-	lines []logLine
-}
-
-type logLine struct {
-	warn bool
-	msg  string
-}
-
-func (l *levelLog) Warn(f string, a ...any) { l.add(true, f, a...) }
-func (l *levelLog) Info(f string, a ...any) { l.add(false, f, a...) }
-
-func (l *levelLog) add(warn bool, f string, a ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, logLine{warn, fmt.Sprintf(f, a...)})
-}
-
-func (l *levelLog) all() []logLine {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]logLine(nil), l.lines...)
-}
-
 // waitLines waits until n lines are logged: the committer logs after
 // publishing its state, so a state seen is no proof its report is out.
-func (l *levelLog) waitLines(t *testing.T, n int) {
+func waitLines(t *testing.T, log *testlog.Recorder, n int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d lines are logged", n), func() bool { return len(l.all()) >= n })
+	waitFor(t, fmt.Sprintf("%d lines are logged", n), func() bool { return len(log.Lines()) >= n })
 }
 
-func (l *levelLog) warnings() int {
+// countWarnings counts the warnings logged so far.
+func countWarnings(log *testlog.Recorder) int {
 	n := 0
-	for _, ln := range l.all() {
-		if ln.warn {
+	for _, ln := range log.Lines() {
+		if ln.Level == "warn" {
 			n++
 		}
 	}
 	return n
 }
 
-func (l *levelLog) String() string {
-	var b strings.Builder
-	for _, ln := range l.all() {
-		if ln.warn {
-			b.WriteString("warning: ")
-		}
-		b.WriteString(ln.msg + "\n")
-	}
-	return b.String()
-}
-
 var reportCounts = regexp.MustCompile(`since the last report: (\d+) failed commits, (\d+) updates and deletes refused, (\d+) accepted changes lost`)
 
 // tally adds up the counts of every report; any other line fails the test.
-func tally(t *testing.T, log *levelLog) (failures, refused, lost int) {
+func tally(t *testing.T, log *testlog.Recorder) (failures, refused, lost int) {
 	t.Helper()
-	for _, ln := range log.all() {
-		m := reportCounts.FindStringSubmatch(ln.msg)
+	for _, ln := range log.Lines() {
+		m := reportCounts.FindStringSubmatch(ln.Text)
 		if m == nil {
-			t.Fatalf("unexpected log line %q", ln.msg)
+			t.Fatalf("unexpected log line %q", ln.Text)
 		}
 		f, _ := strconv.Atoi(m[1])
 		r, _ := strconv.Atoi(m[2])
@@ -202,7 +166,7 @@ func wantNoSession(t *testing.T, c *scache.Cache, id string) {
 // are counted exactly and reported once, with the recovery.
 func TestCommitFailureRefusesAndRecovers(t *testing.T) {
 	withFailureTiming(t, 5*time.Millisecond, 20*time.Millisecond, time.Hour)
-	log := &levelLog{}
+	log := &testlog.Recorder{}
 	s, c := openCache(t, filepath.Join(t.TempDir(), "cache.db"), log)
 	defer c.Close()
 	for i := range 20 {
@@ -231,7 +195,7 @@ func TestCommitFailureRefusesAndRecovers(t *testing.T) {
 	failCommits(s, errInjected)
 	release()
 	waitFor(t, "commits fail", func() bool { return storeStats(t, s).Failing })
-	log.waitLines(t, 1)
+	waitLines(t, log, 1)
 
 	refusedUpdates := 0
 	for i := range 10 {
@@ -278,20 +242,20 @@ func TestCommitFailureRefusesAndRecovers(t *testing.T) {
 	if cs.StoreErrors != uint64(refusedUpdates+1) || cs.Updates != 20+30+1 || cs.Deletes != 1 {
 		t.Fatalf("cache stats while failing: %d store errors, %d updates, %d deletes", cs.StoreErrors, cs.Updates, cs.Deletes)
 	}
-	if lines := log.all(); len(lines) != 1 || !lines[0].warn || !strings.Contains(lines[0].msg, "cannot commit changes ("+errInjected.Error()+")") {
+	if lines := log.Lines(); len(lines) != 1 || lines[0].Level != "warn" || !strings.Contains(lines[0].Text, "cannot commit changes ("+errInjected.Error()+")") {
 		t.Fatalf("want one warning that commits fail, got:\n%s", log)
 	}
 
 	failCommits(s, nil)
 	waitRecovered(t, s)
-	log.waitLines(t, 2)
+	waitLines(t, log, 2)
 	if n, _ := fullCount(t, s); n != 20-2+30 {
 		t.Fatalf("%d entries in the file after recovery, want %d", n, 20-2+30)
 	}
 	wantSession(t, c, "base-1", replaced)
 	wantNoSession(t, c, "base-2")
-	lines := log.all()
-	if len(lines) != 2 || lines[1].warn || !strings.Contains(lines[1].msg, "commits succeed again") {
+	lines := log.Lines()
+	if len(lines) != 2 || lines[1].Level == "warn" || !strings.Contains(lines[1].Text, "commits succeed again") {
 		t.Fatalf("want the recovery reported once, as info, got:\n%s", log)
 	}
 	if f, r, l := tally(t, log); f < 1 || r != refusedUpdates+1 || l != 0 {
@@ -314,7 +278,7 @@ func TestCommitFailureRefusesAndRecovers(t *testing.T) {
 // exactly the backlog, counted and logged; the file stays intact.
 func TestCloseWhileCommitsFail(t *testing.T) {
 	withFailureTiming(t, time.Hour, time.Hour, time.Hour) // no retry before Close
-	log := &levelLog{}
+	log := &testlog.Recorder{}
 	path := filepath.Join(t.TempDir(), "cache.db")
 	s, c := openCache(t, path, log)
 	for i := range 5 {
@@ -343,8 +307,8 @@ func TestCloseWhileCommitsFail(t *testing.T) {
 	if s.wb.lost != 10 {
 		t.Fatalf("%d changes counted lost at Close, want 10", s.wb.lost)
 	}
-	lines := log.all()
-	if len(lines) != 2 || !lines[1].warn || !strings.Contains(lines[1].msg, "closed while commits fail") {
+	lines := log.Lines()
+	if len(lines) != 2 || lines[1].Level != "warn" || !strings.Contains(lines[1].Text, "closed while commits fail") {
 		t.Fatalf("want a warning at Close, got:\n%s", log)
 	}
 	if _, r, l := tally(t, log); r != 0 || l != 10 {
@@ -369,7 +333,7 @@ func TestCloseWhileCommitsFail(t *testing.T) {
 // A change bbolt itself rejects cannot wedge the backlog: it alone is
 // dropped (and counted), the rest is committed, and no outage begins.
 func TestRejectedChangeIsDropped(t *testing.T) {
-	log := &levelLog{}
+	log := &testlog.Recorder{}
 	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), roomyLimits, Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -418,7 +382,7 @@ func TestRejectedChangeIsDropped(t *testing.T) {
 func TestFailureReportsRateLimited(t *testing.T) {
 	const every = 40 * time.Millisecond
 	withFailureTiming(t, 2*time.Millisecond, 5*time.Millisecond, every)
-	log := &levelLog{}
+	log := &testlog.Recorder{}
 	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), roomyLimits, Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -438,9 +402,9 @@ func TestFailureReportsRateLimited(t *testing.T) {
 	var firstRefusal time.Time
 	deadline := time.Now().Add(60 * time.Second)
 	// Refuse for a while, and until reports have kept coming.
-	for i := 0; firstRefusal.IsZero() || time.Since(firstRefusal) < 6*every || log.warnings() < 3; i++ {
+	for i := 0; firstRefusal.IsZero() || time.Since(firstRefusal) < 6*every || countWarnings(log) < 3; i++ {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d reports in 60 s of failing commits:\n%s", log.warnings(), log)
+			t.Fatalf("%d reports in 60 s of failing commits:\n%s", countWarnings(log), log)
 		}
 		err := s.Put(ctx, fmt.Sprint("id-", i), scache.Entry{Written: time.Now(), Session: []byte("s")})
 		switch {
@@ -464,11 +428,11 @@ func TestFailureReportsRateLimited(t *testing.T) {
 	elapsed := time.Since(start)
 
 	// Reports are composed at least every apart, all within elapsed.
-	warnings := log.warnings()
+	warnings := countWarnings(log)
 	if limit := 1 + int(elapsed/every); warnings > limit {
 		t.Fatalf("%d warnings in %v, want at most %d:\n%s", warnings, elapsed, limit, log)
 	}
-	if infos := len(log.all()) - warnings; infos != 1 {
+	if infos := len(log.Lines()) - warnings; infos != 1 {
 		t.Fatalf("want the recovery reported once:\n%s", log)
 	}
 	if f, r, l := tally(t, log); f < 1 || r != refused || l != 0 {
@@ -572,7 +536,7 @@ func afterRecovery(t *testing.T, path string, s *Store, c *scache.Cache, acked m
 // the store goes on from there.
 func TestFileCannotGrow(t *testing.T) {
 	withFailureTiming(t, 5*time.Millisecond, 20*time.Millisecond, time.Hour)
-	log := &levelLog{}
+	log := &testlog.Recorder{}
 	path := filepath.Join(t.TempDir(), "cache.db")
 	s, c := openCache(t, path, log)
 	defer c.Close()
@@ -617,7 +581,7 @@ func TestFullFileSystem(t *testing.T) {
 			_ = unix.Unmount(dir, unix.MNT_DETACH)
 		}
 	})
-	log := &levelLog{}
+	log := &testlog.Recorder{}
 	path := filepath.Join(dir, "cache.db")
 	s, c := openCache(t, path, log)
 	t.Cleanup(func() { c.Close() }) // before the unmount; a second Close is a no-op
@@ -637,8 +601,8 @@ func TestFullFileSystem(t *testing.T) {
 	if f, r, l := tally(t, log); f < 1 || r != len(refused) || l != 0 {
 		t.Fatalf("reports count %d failures, %d refused, %d lost; want >= 1, %d, 0:\n%s", f, r, l, len(refused), log)
 	}
-	lines := log.all()
-	if last := lines[len(lines)-1]; last.warn || !strings.Contains(last.msg, "commits succeed again") {
+	lines := log.Lines()
+	if last := lines[len(lines)-1]; last.Level == "warn" || !strings.Contains(last.Text, "commits succeed again") {
 		t.Fatalf("the last report is not the recovery:\n%s", log)
 	}
 }

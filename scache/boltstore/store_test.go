@@ -2,10 +2,7 @@ package boltstore
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,30 +28,6 @@ type failOnWarn struct{ t testing.TB }
 func (l failOnWarn) Warn(format string, args ...any) {
 	l.t.Helper()
 	l.t.Errorf("unexpected warning: "+format, args...)
-}
-
-// recorder keeps warnings for tests that expect them.
-type recorder struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (r *recorder) Warn(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.lines = append(r.lines, fmt.Sprintf(format, args...))
-}
-
-func (r *recorder) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return strings.Join(r.lines, "\n")
-}
-
-func (r *recorder) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.lines)
 }
 
 // A panic in the caller's visit function reaches the caller, is not taken

@@ -12,27 +12,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
 )
 
 var ctx = context.Background()
-
-type recorder struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (r *recorder) Warn(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.lines = append(r.lines, fmt.Sprintf(format, args...))
-}
-
-func (r *recorder) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return strings.Join(r.lines, "\n")
-}
 
 func testKey(seed byte, expiry int64) *tktkey.Key {
 	k := &tktkey.Key{Expiry: expiry}
@@ -134,7 +118,7 @@ func TestDamagedFile(t *testing.T) {
 		if err := os.WriteFile(path, content, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		rec := &recorder{}
+		rec := &testlog.Recorder{}
 		f := open(t, path, rec)
 		wantRing(t, f, tktkey.Ring{})
 		if !strings.Contains(rec.String(), path) {
@@ -155,7 +139,7 @@ func TestDamagedFile(t *testing.T) {
 	if err := os.WriteFile(path, append(bytes.Clone(good), make([]byte, 100)...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f = open(t, path, &recorder{})
+	f = open(t, path, &testlog.Recorder{})
 	if err := f.Save(ctx, r); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +155,7 @@ func TestMode(t *testing.T) {
 		t.Errorf("new file mode %v, want 0600", fi.Mode().Perm())
 	}
 	os.Chmod(path, 0o644)
-	rec := &recorder{}
+	rec := &testlog.Recorder{}
 	open(t, path, rec).Close()
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v not tightened to 0600", fi.Mode().Perm())
