@@ -28,15 +28,7 @@ const installedBinary = "/usr/local/sbin/tlsmgr"
 var tlsmgrBin string
 
 func TestMain(m *testing.M) {
-	dir, tlsmgr, _, err := daemontest.Build("..")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	tlsmgrBin = tlsmgr
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	daemontest.Main(m, "..", func(b daemontest.Bins) { tlsmgrBin = b.Tlsmgr })
 }
 
 // settings are the unit's "Key=value" lines, by key, in order.

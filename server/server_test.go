@@ -179,15 +179,8 @@ func (f *fixture) dial(t *testing.T) *raw {
 	return r
 }
 
-func wire(pairs ...string) string {
-	var b strings.Builder
-	for _, p := range pairs {
-		b.WriteString(p)
-		b.WriteByte(0)
-	}
-	b.WriteByte(0)
-	return b.String()
-}
+// wire is a request's bytes, as the client would send them.
+var wire = attr.Encode
 
 func (r *raw) send(pairs ...string) *raw {
 	r.t.Helper()
