@@ -67,7 +67,7 @@ func BenchmarkPut(b *testing.B) {
 	}
 }
 
-// BenchmarkPutParallel shows the group commit: concurrent writers share
+// BenchmarkPutParallel shows the write-behind: concurrent writers share
 // transactions.
 func BenchmarkPutParallel(b *testing.B) {
 	s := openBench(b, filepath.Join(b.TempDir(), "cache.db"), scache.Limits{MaxEntries: 10 * benchEntries, MaxBytes: 1 << 32})

@@ -31,7 +31,7 @@ func (l failOnWarn) Warn(format string, args ...any) {
 }
 
 // A panic in the caller's visit function reaches the caller, is not taken
-// for damage, and leaves the store usable (the group commit moves on).
+// for damage, and leaves the store usable (the committer moves on).
 func TestVisitPanic(t *testing.T) {
 	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), scache.Limits{MaxEntries: 10, MaxBytes: 1 << 20}, Options{Logger: failOnWarn{t}})
 	if err != nil {

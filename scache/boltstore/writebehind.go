@@ -283,7 +283,7 @@ func (s *Store) commitQueued(final bool) {
 		s.emit(r)
 		r = report{}
 
-		err := s.update(context.Background(), false, func(w *write) error {
+		err := s.update(context.Background(), func(w *write) error {
 			for _, q := range batch {
 				var err error
 				if q.value != nil {
