@@ -471,8 +471,8 @@ func TestNULInString(t *testing.T) {
 	if got := ts.Stat("requests_lookup"); got != "1" {
 		t.Errorf("server saw %s lookups, want 1", got)
 	}
-	if strings.Contains(ts.Log.Text(), "warning") {
-		t.Errorf("server warned:\n%s", ts.Log.Text())
+	if strings.Contains(ts.Log.String(), "warning") {
+		t.Errorf("server warned:\n%s", ts.Log.String())
 	}
 }
 

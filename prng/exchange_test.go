@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 )
 
 func checkExchangeFile(t *testing.T, path string) []byte {
@@ -110,7 +112,7 @@ func TestExchangeFileOpenError(t *testing.T) {
 // (and writes under it); the update waits for it, then completes.
 func TestExchangeFileLockedByOtherProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "prng_exch")
-	log := &testLogger{}
+	log := &testlog.Recorder{}
 	m, err := Open(Options{ExchangeFile: path, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -130,8 +132,8 @@ func TestExchangeFileLockedByOtherProcess(t *testing.T) {
 	if bytes.Equal(content, helperPattern()) {
 		t.Fatal("update did not happen after the lock was released")
 	}
-	if st := m.Stats(); st.ExchangeFailures != 0 || len(log.all()) != 2 {
-		t.Fatalf("stats %+v, log %q", st, log.all())
+	if st := m.Stats(); st.ExchangeFailures != 0 || len(log.Lines()) != 2 {
+		t.Fatalf("stats %+v, log %q", st, log.Lines())
 	}
 }
 
@@ -139,7 +141,7 @@ func TestExchangeFileLockedByOtherProcess(t *testing.T) {
 // skipped update and a warning, not a hung daemon.
 func TestExchangeFileLockTimeout(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "prng_exch")
-	log := &testLogger{}
+	log := &testlog.Recorder{}
 	m, err := Open(Options{ExchangeFile: path, Logger: log, LockTimeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -158,8 +160,8 @@ func TestExchangeFileLockTimeout(t *testing.T) {
 	if st := m.Stats(); st.ExchangeFailures != 1 {
 		t.Fatalf("stats: %+v", st)
 	}
-	if log.count("PRNG exchange file "+path+": cannot lock: lock held by another process") != 1 {
-		t.Fatalf("log: %q", log.all())
+	if log.Count("", "PRNG exchange file "+path+": cannot lock: lock held by another process") != 1 {
+		t.Fatalf("log: %q", log.Lines())
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
@@ -172,7 +174,7 @@ func TestExchangeFileLockTimeout(t *testing.T) {
 func TestExchangeFileRemovedIsRecreated(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "prng_exch")
-	log := &testLogger{}
+	log := &testlog.Recorder{}
 	m, err := Open(Options{ExchangeFile: path, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -181,8 +183,8 @@ func TestExchangeFileRemovedIsRecreated(t *testing.T) {
 	os.Remove(path)
 	m.updateExchange()
 	first := checkExchangeFile(t, path)
-	if log.count("PRNG exchange file "+path+" was removed -- recreated it") != 1 {
-		t.Fatalf("log: %q", log.all())
+	if log.Count("", "PRNG exchange file "+path+" was removed -- recreated it") != 1 {
+		t.Fatalf("log: %q", log.Lines())
 	}
 	// The kept descriptor now refers to the new file.
 	m.updateExchange()
@@ -210,15 +212,15 @@ func TestExchangeFileDirectoryGone(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	os.Mkdir(dir, 0o700)
 	path := filepath.Join(dir, "prng_exch")
-	log := &testLogger{}
+	log := &testlog.Recorder{}
 	m, err := Open(Options{ExchangeFile: path, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.RemoveAll(dir)
 	m.updateExchange()
-	if log.count("PRNG exchange file "+path+": cannot recreate it after its removal: no such file or directory") != 1 {
-		t.Fatalf("log: %q", log.all())
+	if log.Count("", "PRNG exchange file "+path+": cannot recreate it after its removal: no such file or directory") != 1 {
+		t.Fatalf("log: %q", log.Lines())
 	}
 	if st := m.Stats(); st.ExchangeFailures != 1 {
 		t.Fatalf("stats: %+v", st)
@@ -284,15 +286,15 @@ func TestExchangeFileModeRestricted(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(path, 0o644) // whatever the umask
-	log := &testLogger{}
+	log := &testlog.Recorder{}
 	m, err := Open(Options{ExchangeFile: path, Logger: log, Clock: newFakeClock()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
 	checkExchangeFile(t, path)
-	if log.count("was mode 0644; making it 0600") != 1 {
-		t.Fatalf("want one warning about the mode, got %q", log.all())
+	if log.Count("", "was mode 0644; making it 0600") != 1 {
+		t.Fatalf("want one warning about the mode, got %q", log.Lines())
 	}
 }
 
@@ -310,7 +312,7 @@ func TestExchangeFileRefusesLink(t *testing.T) {
 		t.Fatalf("Open over a link: %v", err)
 	}
 	os.Remove(path)
-	log := &testLogger{}
+	log := &testlog.Recorder{}
 	m, err := Open(Options{ExchangeFile: path, Logger: log, Clock: newFakeClock()})
 	if err != nil {
 		t.Fatal(err)
@@ -321,8 +323,8 @@ func TestExchangeFileRefusesLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.updateExchange()
-	if st := m.Stats(); st.ExchangeFailures != 1 || log.count("refusing to use") != 1 {
-		t.Fatalf("update over a swapped-in link: %d failures, log %q", st.ExchangeFailures, log.all())
+	if st := m.Stats(); st.ExchangeFailures != 1 || log.Count("", "refusing to use") != 1 {
+		t.Fatalf("update over a swapped-in link: %d failures, log %q", st.ExchangeFailures, log.Lines())
 	}
 	if b := readFile(t, decoy); string(b) != "precious" {
 		t.Fatalf("decoy now %q", b)

@@ -116,51 +116,6 @@ func expectLine(t *testing.T, r *bufio.Reader, want string) {
 	}
 }
 
-// testLogger records log lines as "info: ..." and "warning: ...".
-type testLogger struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *testLogger) Info(format string, args ...any) { l.add("info: " + fmt.Sprintf(format, args...)) }
-func (l *testLogger) Warn(format string, args ...any) {
-	l.add("warning: " + fmt.Sprintf(format, args...))
-}
-
-func (l *testLogger) add(line string) {
-	l.mu.Lock()
-	l.lines = append(l.lines, line)
-	l.mu.Unlock()
-}
-
-func (l *testLogger) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.lines...)
-}
-
-func (l *testLogger) count(substr string) int {
-	n := 0
-	for _, line := range l.all() {
-		if strings.Contains(line, substr) {
-			n++
-		}
-	}
-	return n
-}
-
-// waitFor polls until a line containing substr is logged.
-func (l *testLogger) waitFor(t *testing.T, substr string, limit time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for l.count(substr) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line containing %q; got %q", substr, l.all())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // fakeClock hands every timer request to the test, which fires it.
 type fakeClock struct {
 	mu    sync.Mutex

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 )
 
 // TestTimers drives Run with a fake clock: the first two timer requests
@@ -137,7 +139,7 @@ func TestBackoff(t *testing.T) {
 func TestSourceFailureAtRunTime(t *testing.T) {
 	s := startEGD(t, egdNormal)
 	clock := newFakeClock()
-	log := &testLogger{}
+	log := &testlog.Recorder{}
 	m, err := Open(Options{Source: "egd:" + s.path, Clock: clock, Logger: log, RetryMin: time.Second, RetryMax: 4 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -163,8 +165,8 @@ func TestSourceFailureAtRunTime(t *testing.T) {
 		}
 		poolBytes(t, m.Pool(), 32)
 	}
-	if n := log.count("warning: cannot read from EGD server " + s.path + ": server reports zero bytes available"); n != 4 {
-		t.Fatalf("%d warnings; log %q", n, log.all())
+	if n := log.Count("warn", "cannot read from EGD server "+s.path+": server reports zero bytes available"); n != 4 {
+		t.Fatalf("%d warnings; log %q", n, log.Lines())
 	}
 	if st := m.Stats(); st.SourceOK || st.ReseedFailures != 4 {
 		t.Fatalf("stats: %+v", st)
@@ -172,8 +174,8 @@ func TestSourceFailureAtRunTime(t *testing.T) {
 	s.mode.Store(egdNormal)
 	clock.fire(w)
 	w = clock.next(t)
-	if log.count("info: entropy source egd:"+s.path+" is working again") != 1 {
-		t.Fatalf("log: %q", log.all())
+	if log.Count("info", "entropy source egd:"+s.path+" is working again") != 1 {
+		t.Fatalf("log: %q", log.Lines())
 	}
 	if st := m.Stats(); !st.SourceOK || !st.LastReseed.Equal(clock.Now()) {
 		t.Fatalf("stats: %+v", st)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/gotlsmgr/tlsmgr/scache/memstore"
 )
@@ -29,19 +30,14 @@ func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); ret
 func (c *clock) Set(t time.Time)         { c.mu.Lock(); c.now = t; c.mu.Unlock() }
 func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
-type logger struct {
-	mu    sync.Mutex
-	lines []string
+// infos is the lines Recorder.Lines holds after logging each text as info.
+func infos(texts []string) []testlog.Line {
+	lines := make([]testlog.Line, len(texts))
+	for i, text := range texts {
+		lines[i] = testlog.Line{Level: "info", Text: text}
+	}
+	return lines
 }
-
-func (l *logger) add(p, f string, a ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, p+fmt.Sprintf(f, a...))
-}
-func (l *logger) Info(f string, a ...any) { l.add("", f, a...) }
-func (l *logger) Warn(f string, a ...any) { l.add("warning: ", f, a...) }
-func (l *logger) all() []string           { l.mu.Lock(); defer l.mu.Unlock(); return slices.Clone(l.lines) }
 
 // spyStore wraps a Store, records Expire calls and can fail on demand.
 type spyStore struct {
@@ -111,7 +107,7 @@ type fixture struct {
 	c     *scache.Cache
 	store *spyStore
 	clk   *clock
-	log   *logger
+	log   *testlog.Recorder
 }
 
 func newCache(t *testing.T, mod func(*scache.Config)) *fixture {
@@ -119,7 +115,7 @@ func newCache(t *testing.T, mod func(*scache.Config)) *fixture {
 	f := &fixture{
 		store: &spyStore{Store: memstore.New(scache.Limits{MaxEntries: 1000, MaxBytes: 1 << 20})},
 		clk:   &clock{now: t0},
-		log:   &logger{},
+		log:   &testlog.Recorder{},
 	}
 	cfg := scache.Config{
 		Name: "smtpd", Database: "btree:/tmp/smtpd_scache", Timeout: time.Hour,
@@ -450,8 +446,8 @@ func TestRunSweeper(t *testing.T) {
 	// A failing sweep is logged as a warning.
 	f.store.setFail(errBoom)
 	waitFor(t, "a warning about the failing sweep", func() bool {
-		for _, l := range f.log.all() {
-			if strings.HasPrefix(l, "warning: ") && strings.Contains(l, "sweep") && strings.Contains(l, errBoom.Error()) {
+		for _, l := range f.log.Lines() {
+			if l.Level == "warn" && strings.Contains(l.Text, "sweep") && strings.Contains(l.Text, errBoom.Error()) {
 				return true
 			}
 		}
@@ -501,15 +497,15 @@ func TestLogCacheWording(t *testing.T) {
 		"start TLS smtpd session cache cleanup",
 		"close smtpd TLS cache btree:/tmp/smtpd_scache",
 	}
-	got := f.log.all()
-	if !slices.Equal(got, want) {
-		t.Errorf("log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	got := f.log.Lines()
+	if !slices.Equal(got, infos(want)) {
+		t.Errorf("log:\n%s\nwant:\n%s", f.log.String(), strings.Join(want, "\n"))
 	}
 	forms := []string{secret, hex.EncodeToString([]byte(secret)), base64.StdEncoding.EncodeToString([]byte(secret)), "TOP-SECRET"}
 	for _, l := range got {
 		for _, s := range forms {
-			if strings.Contains(strings.ToLower(l), strings.ToLower(s)) {
-				t.Errorf("log line %q contains session bytes", l)
+			if strings.Contains(strings.ToLower(l.Text), strings.ToLower(s)) {
+				t.Errorf("log line %q contains session bytes", l.Text)
 			}
 		}
 	}
@@ -523,7 +519,7 @@ func TestNoLoggingWithoutLogCache(t *testing.T) {
 	f.c.Delete(bg, "a")
 	f.c.Sweep(bg)
 	f.c.Close()
-	if got := f.log.all(); len(got) != 0 {
+	if got := f.log.Lines(); len(got) != 0 {
 		t.Errorf("LogCache off, but logged %q", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/gotlsmgr/tlsmgr/scache/memstore"
 )
@@ -102,7 +103,7 @@ func TestSetTimeoutWakesSweeper(t *testing.T) {
 }
 
 func TestSetLogCache(t *testing.T) {
-	log := &logger{}
+	log := &testlog.Recorder{}
 	c := scache.New(scache.Config{Name: "smtp", Database: "memory:", Timeout: time.Hour, Log: log},
 		memstore.New(scache.Limits{MaxEntries: 10, MaxBytes: 1 << 20}))
 	defer c.Close()
@@ -114,7 +115,7 @@ func TestSetLogCache(t *testing.T) {
 	c.Lookup(bg, "loud")
 	c.SetLogCache(false)
 	c.Lookup(bg, "quiet again")
-	got := strings.Join(log.all(), "\n")
+	got := log.String()
 	if strings.Contains(got, "quiet") || !strings.Contains(got, "lookup smtp session id=loud") {
 		t.Errorf("log:\n%s", got)
 	}
@@ -166,7 +167,7 @@ func TestCacheSetLimits(t *testing.T) {
 // TestReloadWhileServing changes timeout, logging and bounds while
 // lookups and updates run (for the race detector).
 func TestReloadWhileServing(t *testing.T) {
-	c := scache.New(scache.Config{Name: "smtpd", Database: "memory:", Timeout: time.Hour, Log: &logger{}},
+	c := scache.New(scache.Config{Name: "smtpd", Database: "memory:", Timeout: time.Hour, Log: &testlog.Recorder{}},
 		memstore.New(scache.Limits{MaxEntries: 100, MaxBytes: 1 << 20}))
 	defer c.Close()
 	ctx, cancel := context.WithCancel(bg)

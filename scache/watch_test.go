@@ -90,7 +90,7 @@ func TestTransactionLogNamesClient(t *testing.T) {
 		"read smtpd TLS cache entry id1: time=1700000000 [data 7 bytes]" + from,
 		"delete smtpd session id=id1" + from,
 	}
-	if got := f.log.all(); !slices.Equal(got, want) {
+	if got := f.log.Lines(); !slices.Equal(got, infos(want)) {
 		t.Errorf("log:\n%q\nwant:\n%q", got, want)
 	}
 	if newCache(t, nil).c.Logging() {

@@ -134,7 +134,7 @@ func TestFullTableEvictsLongestIdle(t *testing.T) {
 			t.Errorf("stats lack %q: %s", want, got)
 		}
 	}
-	f.log.waitFor(t, "to make room")
+	f.log.WaitFor(t, "to make room")
 }
 
 func TestFullTableRefusesOnlyWhenAllBusy(t *testing.T) {
@@ -148,7 +148,7 @@ func TestFullTableRefusesOnlyWhenAllBusy(t *testing.T) {
 	}
 	f.waitTable(t, 0, 2)
 	f.dialRefused(t)
-	f.log.waitFor(t, "none of them idle")
+	f.log.WaitFor(t, "none of them idle")
 	if got := f.stat("connections_rejected"); got != "1" {
 		t.Errorf("connections_rejected = %s, want 1", got)
 	}
@@ -224,7 +224,7 @@ func TestSlowDripClosedAfterRequestTimeout(t *testing.T) {
 		t.Fatalf("closed after %v, before the request time limit %v", elapsed, limit)
 	}
 	t.Logf("slow client closed after %v", elapsed)
-	f.log.waitFor(t, "not complete within 500ms")
+	f.log.WaitFor(t, "not complete within 500ms")
 	if got := f.stat("requests_timed_out"); got != "1" {
 		t.Errorf("requests_timed_out = %s, want 1", got)
 	}
@@ -242,7 +242,7 @@ func TestClientNotReadingIsClosed(t *testing.T) {
 	a := f.dial(t)
 	// Far more replies than socket buffers hold.
 	go io.WriteString(a.nc, strings.Repeat(wire("request", "seed", "size", "255"), 8000))
-	waitUntil(t, "the reply times out", func() bool { return f.log.has("write reply to") })
+	waitUntil(t, "the reply times out", func() bool { return f.log.Has("write reply to") })
 	f.waitTable(t, 0, 0)
 	f.dial(t).send("request", "policy", "cache_type", "smtpd").expect(policyOK)
 }

@@ -18,35 +18,11 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/gotlsmgr/tlsmgr/scache/memstore"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
 )
-
-type testLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *testLog) add(prefix, format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, prefix+fmt.Sprintf(format, args...))
-}
-func (l *testLog) Info(f string, a ...any)         { l.add("", f, a...) }
-func (l *testLog) Warn(f string, a ...any)         { l.add("warning: ", f, a...) }
-func (l *testLog) Debug(_ int, f string, a ...any) { l.add("debug: ", f, a...) }
-func (l *testLog) text() string                    { l.mu.Lock(); defer l.mu.Unlock(); return strings.Join(l.lines, "\n") }
-func (l *testLog) has(s string) bool               { return strings.Contains(l.text(), s) }
-func (l *testLog) waitFor(t *testing.T, s string) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if l.has(s) {
-			return
-		}
-	}
-	t.Fatalf("log never showed %q; log:\n%s", s, l.text())
-}
 
 // cryptoPool is a stand-in for the PRNG pool.
 type cryptoPool struct{ mixed atomic.Int64 }
@@ -66,7 +42,7 @@ func (c *fakeClock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d)
 type fixture struct {
 	srv   *Server
 	path  string
-	log   *testLog
+	log   *testlog.Recorder
 	clock *fakeClock
 	pool  *cryptoPool
 }
@@ -116,7 +92,7 @@ func TestNetpollConnections(t *testing.T) {
 
 func newFixture(t *testing.T, opts ...fixtureOpt) *fixture {
 	t.Helper()
-	f := &fixture{log: &testLog{}, clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}, pool: &cryptoPool{}}
+	f := &fixture{log: &testlog.Recorder{}, clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}, pool: &cryptoPool{}}
 	lim := scache.Limits{MaxEntries: 1000, MaxBytes: 1 << 20}
 	stores := map[string]scache.Store{"smtpd": memstore.New(lim), "smtp": memstore.New(lim)}
 	cfg := Config{Pool: f.pool, Log: f.log, Limits: attr.DefaultLimits, IPCTimeout: 10 * time.Second, BlockingIO: !netpoll,
@@ -239,8 +215,8 @@ func TestCacheRequestsOnTheWire(t *testing.T) {
 		c.send("request", "update", "cache_type", typ, "cache_id", "x", "session", b64("s")).expect(fail)
 		c.send("request", "delete", "cache_type", typ, "cache_id", "x").expect(fail)
 	}
-	if !f.log.has(`bogus cache type "bogus"`) {
-		t.Errorf("no warning for the bogus cache type:\n%s", f.log.text())
+	if !f.log.Has(`bogus cache type "bogus"`) {
+		t.Errorf("no warning for the bogus cache type:\n%s", f.log.String())
 	}
 }
 
@@ -360,7 +336,7 @@ func TestMalformedRequestsKeepConnection(t *testing.T) {
 		c.send(req...).expect(want[i])
 	}
 	c.send("request", "policy", "cache_type", "smtpd").expect(ok + " cachable=1 timeout=3600")
-	if strings.Contains(f.log.text(), "not base64") {
+	if strings.Contains(f.log.String(), "not base64") {
 		t.Error("a request's data value reached the log")
 	}
 }
@@ -374,7 +350,7 @@ func TestOversizedValueKeepsConnection(t *testing.T) {
 	if got := c.readList(); !strings.HasPrefix(got, ok) {
 		t.Fatalf("after oversized request: %q", got)
 	}
-	f.log.waitFor(t, "exceeds the size limits")
+	f.log.WaitFor(t, "exceeds the size limits")
 }
 
 func TestOverCacheBoundIsRefused(t *testing.T) {
@@ -383,7 +359,7 @@ func TestOverCacheBoundIsRefused(t *testing.T) {
 	})
 	c := f.dial(t)
 	c.send("request", "update", "cache_type", "smtpd", "cache_id", "a", "session", b64(strings.Repeat("s", 2000))).expect(err1)
-	f.log.waitFor(t, "over the cache size limit")
+	f.log.WaitFor(t, "over the cache size limit")
 }
 
 func TestWakeupTrigger(t *testing.T) {
@@ -399,9 +375,9 @@ func TestWakeupTrigger(t *testing.T) {
 		io.Copy(io.Discard, nc) // the server closes its side
 		nc.Close()
 	}
-	f.log.waitFor(t, "received master trigger")
-	if strings.Contains(f.log.text(), "warning") {
-		t.Fatalf("a wakeup trigger caused a warning:\n%s", f.log.text())
+	f.log.WaitFor(t, "received master trigger")
+	if strings.Contains(f.log.String(), "warning") {
+		t.Fatalf("a wakeup trigger caused a warning:\n%s", f.log.String())
 	}
 }
 
@@ -412,7 +388,7 @@ func TestBrokenClientsDoNotDisturbOthers(t *testing.T) {
 	c := f.dial(t)
 	io.WriteString(c.nc, "request\x00lookup\x00cache_type\x00smt")
 	c.nc.Close()
-	f.log.waitFor(t, "end-of-input while reading request")
+	f.log.WaitFor(t, "end-of-input while reading request")
 	// Endless value without NUL.
 	c = f.dial(t)
 	go func() {
@@ -423,7 +399,7 @@ func TestBrokenClientsDoNotDisturbOthers(t *testing.T) {
 			}
 		}
 	}()
-	f.log.waitFor(t, "does not end within the size limits")
+	f.log.WaitFor(t, "does not end within the size limits")
 	// Garbage.
 	c = f.dial(t)
 	io.WriteString(c.nc, "\xff\xfe\x00\x01\x02\x00\x00")
@@ -434,7 +410,7 @@ func TestBrokenClientsDoNotDisturbOthers(t *testing.T) {
 func TestIdleTimeout(t *testing.T) {
 	f := newFixture(t, func(c *Config, _ map[string]scache.Store) { c.IPCTimeout = 100 * time.Millisecond })
 	c := f.dial(t)
-	f.log.waitFor(t, "timeout while waiting for data")
+	f.log.WaitFor(t, "timeout while waiting for data")
 	if _, err := c.br.ReadByte(); err != io.EOF {
 		t.Fatalf("connection still open after the idle timeout: %v", err)
 	}
@@ -562,7 +538,7 @@ func TestStoreErrorsAreMisses(t *testing.T) {
 	c := f.dial(t)
 	c.send("request", "lookup", "cache_type", "smtpd", "cache_id", "a").expect(err1 + " session=")
 	c.send("request", "update", "cache_type", "smtpd", "cache_id", "a", "session", b64("s")).expect(err1)
-	f.log.waitFor(t, "connection refused")
+	f.log.WaitFor(t, "connection refused")
 }
 
 func TestCacheLoggingNeverShowsSessions(t *testing.T) {
@@ -573,7 +549,7 @@ func TestCacheLoggingNeverShowsSessions(t *testing.T) {
 	secret := "TOP-SECRET-SESSION-BYTES"
 	c.send("request", "update", "cache_type", "smtpd", "cache_id", "id9", "session", b64(secret)).expect(ok)
 	c.send("request", "lookup", "cache_type", "smtpd", "cache_id", "id9").expect(ok + " session=" + b64(secret))
-	log := f.log.text()
+	log := f.log.String()
 	for _, want := range []string{"put smtpd session id=id9 [data 24 bytes]", "lookup smtpd session id=id9", "read smtpd TLS cache entry id9"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)

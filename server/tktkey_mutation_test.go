@@ -36,8 +36,8 @@ func TestTicketKeyNameOneByteLong(t *testing.T) {
 	// The connection still serves, and the right name still works.
 	c.send("request", "tktkey", "keyname", base64.StdEncoding.EncodeToString(name)).expect(ok + " keybuf=" + enc)
 	for _, n := range []string{"17", "32", "15"} {
-		if !f.log.has("invalid session ticket key name length: " + n) {
-			t.Errorf("no warning for a %s-byte key name:\n%s", n, f.log.text())
+		if !f.log.Has("invalid session ticket key name length: " + n) {
+			t.Errorf("no warning for a %s-byte key name:\n%s", n, f.log.String())
 		}
 	}
 }

@@ -137,7 +137,7 @@ func TestConnectionIDsInLog(t *testing.T) {
 		"b": {"id=b-", "entry b-", `"bogus-b"`, `"frobnicate-b"`, `"lmtp-b-seed"`},
 	}
 	counts := map[string]int{}
-	for _, line := range strings.Split(f.log.text(), "\n") {
+	for _, line := range strings.Split(f.log.String(), "\n") {
 		var who []string
 		for name, peer := range peers {
 			if strings.Contains(line, peer) {
@@ -176,14 +176,14 @@ func TestConnectionIDsInLog(t *testing.T) {
 			"request from " + peer + " exceeds the size limits",
 			"disconnect from " + peer,
 		} {
-			if !f.log.has(want) {
+			if !f.log.Has(want) {
 				t.Errorf("log lacks %q", want)
 			}
 		}
 	}
 	t.Logf("lines per connection: %v", counts)
 	if t.Failed() {
-		t.Logf("log:\n%s", f.log.text())
+		t.Logf("log:\n%s", f.log.String())
 	}
 }
 
@@ -199,8 +199,8 @@ func TestConnectionIDsOfEvictionAndTimeout(t *testing.T) {
 	f.waitTable(t, 1, 0)
 	f.dial(t)
 	first.expectEOF()
-	f.log.waitFor(t, "too many clients (limit 1): closing the connection from "+peerOf(1, f.path)+" idle for")
-	f.log.waitFor(t, "timeout while waiting for data from "+peerOf(2, f.path))
+	f.log.WaitFor(t, "too many clients (limit 1): closing the connection from "+peerOf(1, f.path)+" idle for")
+	f.log.WaitFor(t, "timeout while waiting for data from "+peerOf(2, f.path))
 }
 
 // fixtureWatchdog, if set, watches the requests of every fixture's server:

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 )
 
 // memStore is an EpochStore in memory shared by a test fleet. Entries
@@ -338,33 +340,6 @@ func (l *lockedRand) Read(p []byte) (int, error) {
 	return l.r.Read(p)
 }
 
-type fleetLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *fleetLog) add(s string)            { l.mu.Lock(); l.lines = append(l.lines, s); l.mu.Unlock() }
-func (l *fleetLog) Warn(f string, a ...any) { l.add("warn: " + fmt.Sprintf(f, a...)) }
-func (l *fleetLog) Info(f string, a ...any) { l.add("info: " + fmt.Sprintf(f, a...)) }
-
-func (l *fleetLog) count(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, s := range l.lines {
-		if strings.Contains(s, sub) {
-			n++
-		}
-	}
-	return n
-}
-
-func (l *fleetLog) text() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
 type testFleet struct {
 	t       *testing.T
 	clk     *simClock
@@ -397,7 +372,7 @@ type member struct {
 	name string
 	m    *Manager
 	st   *faultStore
-	log  *fleetLog
+	log  *testlog.Recorder
 	now  func() time.Time
 	stop func()
 	ran  chan struct{} // closed when Run returns
@@ -407,7 +382,7 @@ func (f *testFleet) joinWith(name string, st *faultStore, skew time.Duration, ru
 	t := f.t
 	t.Helper()
 	f.seed++
-	mb := &member{name: name, st: st, log: &fleetLog{}, now: f.clk.nowFunc(skew)}
+	mb := &member{name: name, st: st, log: &testlog.Recorder{}, now: f.clk.nowFunc(skew)}
 	o := Options{
 		Timeout: f.timeout, Rand: newSeededRand(f.seed), Log: mb.log, Now: mb.now,
 		Fleet: st, After: f.clk.afterFunc(name), StoreTimeout: time.Minute, LookupTimeout: time.Minute,
@@ -639,8 +614,8 @@ func TestFleetSkewedClocksAcrossBoundaries(t *testing.T) {
 		if s := x.m.Stats(); s.LocalKeys != 0 || s.RefreshFailures != 0 || s.Refreshes < 12 {
 			t.Errorf("%s stats = %+v", x.name, s)
 		}
-		if x.log.count("warn:") != 0 {
-			t.Errorf("%s warned: %s", x.name, x.log.text())
+		if x.log.Count("warn", "") != 0 {
+			t.Errorf("%s warned: %s", x.name, x.log.String())
 		}
 	}
 	// Halfway into an epoch every member holds previous, current, next.
@@ -713,12 +688,12 @@ func TestFleetOutageAfterNextKeyLoaded(t *testing.T) {
 		if s := mb.m.Stats(); s.LocalKeys != 0 {
 			t.Errorf("%s made %d local keys", mb.name, s.LocalKeys)
 		}
-		if mb.log.count("local key") != 0 {
-			t.Errorf("%s: %s", mb.name, mb.log.text())
+		if mb.log.Count("", "local key") != 0 {
+			t.Errorf("%s: %s", mb.name, mb.log.String())
 		}
 	}
-	if n := a.log.count("cannot refresh the fleet ring"); n != 1 {
-		t.Errorf("three failed refreshes logged %d times, want once:\n%s", n, a.log.text())
+	if n := a.log.Count("", "cannot refresh the fleet ring"); n != 1 {
+		t.Errorf("three failed refreshes logged %d times, want once:\n%s", n, a.log.String())
 	}
 	if s := a.m.Stats(); s.FleetUp || s.RefreshFailures != 3 || s.StoreErrors != 3 {
 		t.Errorf("stats = %+v", s)
@@ -751,16 +726,16 @@ func TestFleetOutageOutlastingNextKey(t *testing.T) {
 			t.Fatal("a second local key in one epoch")
 		}
 	}
-	if n := a.log.count("no fleet key for epoch"); n != 1 || a.m.Stats().LocalKeys != 1 {
-		t.Errorf("local fallback logged %d times, %d local keys; want 1, 1:\n%s", n, a.m.Stats().LocalKeys, a.log.text())
+	if n := a.log.Count("", "no fleet key for epoch"); n != 1 || a.m.Stats().LocalKeys != 1 {
+		t.Errorf("local fallback logged %d times, %d local keys; want 1, 1:\n%s", n, a.m.Stats().LocalKeys, a.log.String())
 	}
-	if !strings.Contains(a.log.text(), fmt.Sprintf("no fleet key for epoch %d (store unavailable); using a local key", e+2)) {
-		t.Errorf("log: %s", a.log.text())
+	if !strings.Contains(a.log.String(), fmt.Sprintf("no fleet key for epoch %d (store unavailable); using a local key", e+2)) {
+		t.Errorf("log: %s", a.log.String())
 	}
 	if _, ok := b.dec(t, local.Name); ok {
 		t.Fatal("b decrypts a's local key")
 	}
-	if strings.Contains(a.log.text(), fmt.Sprintf("%x", local.AES)) || strings.Contains(a.log.text(), fmt.Sprintf("%x", local.Name)) {
+	if strings.Contains(a.log.String(), fmt.Sprintf("%x", local.AES)) || strings.Contains(a.log.String(), fmt.Sprintf("%x", local.Name)) {
 		t.Fatal("key material in the log")
 	}
 
@@ -789,8 +764,8 @@ func TestFleetOutageOutlastingNextKey(t *testing.T) {
 	if !sawLocal {
 		t.Errorf("Keys does not list the local key as local: %+v", a.m.Keys())
 	}
-	if a.log.count("fleet key of epoch") != 1 || a.log.count("info: session ticket keys: fleet ring refreshed again") != 1 {
-		t.Errorf("log: %s", a.log.text())
+	if a.log.Count("", "fleet key of epoch") != 1 || a.log.Count("info", "session ticket keys: fleet ring refreshed again") != 1 {
+		t.Errorf("log: %s", a.log.String())
 	}
 
 	ptr := a.entryOf(local.Name)
@@ -819,8 +794,8 @@ func TestFleetLocalKeyBecomesFleetKey(t *testing.T) {
 	st := f.newStore()
 	st.set(modeDown)
 	a := f.joinWith("a", st, 0, false, nil) // starts with the store away
-	if a.log.count("cannot refresh the fleet ring") != 1 {
-		t.Fatalf("start-up refresh failure not logged: %s", a.log.text())
+	if a.log.Count("", "cannot refresh the fleet ring") != 1 {
+		t.Fatalf("start-up refresh failure not logged: %s", a.log.String())
 	}
 	local := a.enc(t)
 	st.set(modeUp)
@@ -838,8 +813,8 @@ func TestFleetLocalKeyBecomesFleetKey(t *testing.T) {
 			t.Errorf("still listed as local: %+v", k)
 		}
 	}
-	if a.log.count("is now the fleet's") != 1 {
-		t.Errorf("log: %s", a.log.text())
+	if a.log.Count("", "is now the fleet's") != 1 {
+		t.Errorf("log: %s", a.log.String())
 	}
 	b := f.join("b")
 	if k, ok := b.dec(t, local.Name); !ok || k != local {
@@ -1114,8 +1089,8 @@ func TestFleetRunSchedule(t *testing.T) {
 	a.st.set(modeUp)
 	f.clk.advanceTo(t, f.clk.last("a").at)
 	checkPoint(f.clk.Now())
-	if a.log.count("warn: session ticket keys: cannot refresh") != 1 || a.log.count("info: session ticket keys: fleet ring refreshed again") != 1 {
-		t.Errorf("log:\n%s", a.log.text())
+	if a.log.Count("warn", "session ticket keys: cannot refresh") != 1 || a.log.Count("info", "session ticket keys: fleet ring refreshed again") != 1 {
+		t.Errorf("log:\n%s", a.log.String())
 	}
 	if s := a.m.Stats(); !s.FleetUp || s.RefreshFailures != 8 || s.Refreshes != 14 || !s.LastRefresh.Equal(f.clk.Now()) {
 		t.Errorf("stats = %+v", s)
@@ -1268,11 +1243,11 @@ func TestFleetStoreLosesOrReplacesKey(t *testing.T) {
 	if s := a.m.Stats(); s.Displaced != 1 {
 		t.Errorf("displaced = %d", s.Displaced)
 	}
-	if a.log.count(fmt.Sprintf("the store holds another key for epoch %d", e+1)) != 1 {
-		t.Errorf("log: %s", a.log.text())
+	if a.log.Count("", fmt.Sprintf("the store holds another key for epoch %d", e+1)) != 1 {
+		t.Errorf("log: %s", a.log.String())
 	}
-	if err := a.m.Refresh(bg); err != nil || a.log.count("another key") != 1 {
-		t.Errorf("a second refresh: %v, log %s", err, a.log.text())
+	if err := a.m.Refresh(bg); err != nil || a.log.Count("", "another key") != 1 {
+		t.Errorf("a second refresh: %v, log %s", err, a.log.String())
 	}
 }
 
@@ -1311,8 +1286,8 @@ func TestFleetRefusesMisfitKey(t *testing.T) {
 	bad := Key{Name: [NameLen]byte{0xbb}, AES: [AESKeyLen]byte{1}, HMAC: [HMACKeyLen]byte{2}, Expiry: f.expiryOf(e) + 60}
 	f.store.put(e, bad, f.until(e+1))
 	a := f.join("a")
-	if !strings.Contains(a.log.text(), "do all members use the same session timeout?") {
-		t.Errorf("log: %s", a.log.text())
+	if !strings.Contains(a.log.String(), "do all members use the same session timeout?") {
+		t.Errorf("log: %s", a.log.String())
 	}
 	if _, ok := a.fleetKeys()[e]; ok {
 		t.Error("misfit key adopted")
@@ -1461,7 +1436,7 @@ func TestFleetConcurrent(t *testing.T) {
 	var mu sync.Mutex
 	for i := range ms {
 		wg.Go(func() {
-			mb := &member{name: fmt.Sprint("m", i), st: f.newStore(), log: &fleetLog{}, now: f.clk.Now}
+			mb := &member{name: fmt.Sprint("m", i), st: f.newStore(), log: &testlog.Recorder{}, now: f.clk.Now}
 			m, err := NewManager(bg, Options{Timeout: f.timeout, Rand: newSeededRand(uint64(100 + i)), Log: mb.log,
 				Now: mb.now, Fleet: mb.st, StoreTimeout: time.Minute})
 			if err != nil {

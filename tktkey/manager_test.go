@@ -98,6 +98,7 @@ func (s *fakeStore) saved() []Ring {
 	return append([]Ring(nil), s.saves...)
 }
 
+// logger lacks Info, unlike testlog.Recorder, to exercise Manager.info's fallback to Warn.
 type logger struct {
 	mu    sync.Mutex
 	lines []string

@@ -1,5 +1,5 @@
 // Package testlog is the recording logger of the tests: it keeps every
-// Info and Warn line, and checks them against a list.
+// Info, Warn and Debug line, and checks them against a list.
 package testlog
 
 import (
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Line is one logged line.
@@ -21,6 +22,9 @@ type Recorder struct {
 
 func (l *Recorder) Info(f string, a ...any) { l.add("info", f, a...) }
 func (l *Recorder) Warn(f string, a ...any) { l.add("warn", f, a...) }
+
+// Debug records a line of level "debug", whatever its verbosity level.
+func (l *Recorder) Debug(_ int, f string, a ...any) { l.add("debug", f, a...) }
 
 func (l *Recorder) add(level, f string, a ...any) {
 	l.mu.Lock()
@@ -36,19 +40,50 @@ func (l *Recorder) Lines() []Line {
 }
 
 // String returns the lines logged so far, one a line, as Postfix logs
-// them: a warning after "warning: ", an info line as it is.
+// them: a warning after "warning: ", a debug line after "debug: ", an
+// info line as it is.
 func (l *Recorder) String() string {
 	var b strings.Builder
 	for i, ln := range l.Lines() {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		if ln.Level == "warn" {
+		switch ln.Level {
+		case "warn":
 			b.WriteString("warning: ")
+		case "debug":
+			b.WriteString("debug: ")
 		}
 		b.WriteString(ln.Text)
 	}
 	return b.String()
+}
+
+// Has reports whether String contains s.
+func (l *Recorder) Has(s string) bool { return strings.Contains(l.String(), s) }
+
+// Count returns how many lines of the level, or of any level when level
+// is "", have a text that contains s.
+func (l *Recorder) Count(level, s string) int {
+	n := 0
+	for _, ln := range l.Lines() {
+		if (level == "" || ln.Level == level) && strings.Contains(ln.Text, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// WaitFor polls for up to 5 s until Has(s), and fails the test if that
+// never happens.
+func (l *Recorder) WaitFor(t testing.TB, s string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if l.Has(s) {
+			return
+		}
+	}
+	t.Fatalf("log never showed %q; log:\n%s", s, l.String())
 }
 
 // Want checks the lines logged so far: one per entry of want, each entry

@@ -7,15 +7,14 @@ package servertest
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
 	"net"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/gotlsmgr/tlsmgr/scache/memstore"
 	"github.com/gotlsmgr/tlsmgr/server"
@@ -25,29 +24,8 @@ import (
 // Timeout is the session timeout of every cache type, and so of tickets.
 const Timeout = time.Hour
 
-// Log records log lines, warnings prefixed "warning: " and debug lines
-// "debug: " as in the daemon's log.
-type Log struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *Log) add(prefix, format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, prefix+fmt.Sprintf(format, args...))
-}
-
-func (l *Log) Info(format string, args ...any)         { l.add("", format, args...) }
-func (l *Log) Warn(format string, args ...any)         { l.add("warning: ", format, args...) }
-func (l *Log) Debug(_ int, format string, args ...any) { l.add("debug: ", format, args...) }
-
-// Text is everything logged so far, a line each.
-func (l *Log) Text() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
+// Log records the server's log lines.
+type Log = testlog.Recorder
 
 // Server is a running in-process server.
 type Server struct {
@@ -65,7 +43,7 @@ func Start(t testing.TB, path string) *Server {
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "tlsmgr")
 	}
-	s := &Server{Path: path, Log: &Log{}, done: make(chan struct{})}
+	s := &Server{Path: path, Log: &testlog.Recorder{}, done: make(chan struct{})}
 	lim := scache.Limits{MaxEntries: 100_000, MaxBytes: 256 << 20}
 	var caches []server.CacheType
 	for _, name := range []string{"smtpd", "smtp", "lmtp"} {
