@@ -1,6 +1,6 @@
 # make            build bin/tlsmgr and bin/tlsmgrctl
 # make test       the README's test command
-# make bench      benchmark report in bench/results/ (scripts/bench-report; needs
+# make bench      benchmark report in bench/results/ (scripts/bench-compare; needs
 #                 root for Postfix's column), e.g. BENCH_FLAGS="-d 10s -rounds 5"
 # make install    put tlsmgr into Postfix's daemon_directory as tlsmgr-go
 #                 (Postfix's own tlsmgr is left alone), tlsmgr (standalone,
@@ -36,7 +36,7 @@ test:
 
 .PHONY: bench
 bench:
-	BENCH_COMMAND="make bench$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" scripts/bench-report $(BENCH_FLAGS)
+	BENCH_COMMAND="make bench$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" scripts/bench-compare $(BENCH_FLAGS)
 
 install: build
 	install -d $(DESTDIR)$(DAEMON_DIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man1

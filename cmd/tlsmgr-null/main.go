@@ -5,7 +5,7 @@
 // prepared at start: a hit with a fixed session for every lookup, success
 // for every update and delete, fixed bytes for a seed, one fixed ticket
 // key. Its throughput is the IPC limit of the machine it runs on, the
-// ceiling no tlsmgr can beat there; scripts/bench-report runs it beside
+// ceiling no tlsmgr can beat there; scripts/bench-compare runs it beside
 // the real daemons.
 //
 //	tlsmgr-null -listen PATH [-payload BYTES]

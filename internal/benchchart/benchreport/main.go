@@ -1,8 +1,14 @@
-// Command benchreport turns the results of scripts/bench-report (a TSV
+// Command benchreport turns the results of scripts/bench-compare (a TSV
 // file: "#"-lines of metadata, then one line per run) into a Markdown
-// report and a PNG chart.
+// report and a PNG chart, and rewrites the README's performance tables
+// from them.
 //
-//	go run ./internal/benchchart/benchreport -in RESULTS.tsv -md REPORT.md -png CHART.png
+//	go run ./internal/benchchart/benchreport -in RESULTS.tsv -md REPORT.md -png CHART.png [-readme README.md]
+//
+// With -readme, the text between the README's lines "<!-- bench-compare:
+// begin ... -->" and "<!-- bench-compare: end -->" is replaced by the
+// summary tables, with links to the report and the chart; the begin line
+// names the results it came from, so that a test can tell a hand edit.
 //
 // Metadata lines are "#KEY<TAB>VALUE...": date, cpu, cores, kernel, go,
 // postfix (its version, or "absent: why"), command, load, rounds,
@@ -32,8 +38,9 @@ import (
 )
 
 const (
-	baseline = "postfix"
-	limit    = "null"
+	baseline    = "postfix"
+	limit       = "null"
+	memoryStore = "memory"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -44,11 +51,12 @@ func run(args []string, stderr io.Writer) int {
 	in := fs.String("in", "", "results (TSV) to read")
 	mdOut := fs.String("md", "", "Markdown report to write")
 	pngOut := fs.String("png", "", "PNG chart to write")
+	readme := fs.String("readme", "", "README whose performance tables to rewrite (needs -md)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *in == "" || (*mdOut == "" && *pngOut == "") || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: benchreport -in RESULTS.tsv [-md REPORT.md] [-png CHART.png]")
+	if *in == "" || (*mdOut == "" && *pngOut == "") || (*readme != "" && *mdOut == "") || fs.NArg() != 0 {
+		fmt.Fprintln(stderr, "usage: benchreport -in RESULTS.tsv [-md REPORT.md] [-png CHART.png] [-readme README.md]")
 		return 2
 	}
 	f, err := os.Open(*in)
@@ -83,7 +91,77 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 	}
+	if *readme != "" {
+		if err := rewriteReadme(*readme, res, *in, *mdOut, *pngOut); err != nil {
+			fmt.Fprintf(stderr, "benchreport: %v\n", err)
+			return 1
+		}
+	}
 	return 0
+}
+
+// The README's generated block.
+const (
+	readmeBegin = "<!-- bench-compare: begin "
+	readmeEnd   = "<!-- bench-compare: end -->"
+)
+
+// rewriteReadme replaces the generated block of the README at path.
+func rewriteReadme(path string, res *results, in, md, png string) error {
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	rel := func(p string) string {
+		if p == "" {
+			return ""
+		}
+		if r, err := filepath.Rel(filepath.Dir(path), p); err == nil {
+			return filepath.ToSlash(r)
+		}
+		return p
+	}
+	out, err := replaceBlock(string(text), res.readmeBlock(rel(in), rel(md), rel(png)))
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return os.WriteFile(path, []byte(out), 0o644)
+}
+
+// replaceBlock puts block in place of the generated block of text.
+func replaceBlock(text, block string) (string, error) {
+	i := strings.Index(text, readmeBegin)
+	j := strings.Index(text, readmeEnd)
+	if i < 0 || j < i {
+		return "", fmt.Errorf("no %q ... %q block", readmeBegin+"-->", readmeEnd)
+	}
+	return text[:i] + block + text[j+len(readmeEnd):], nil
+}
+
+// readmeBlock is the README's generated block, from the results in, with
+// links to the report md and the chart png (paths relative to the README).
+func (r *results) readmeBlock(in, md, png string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s%s -->\n", readmeBegin, in)
+	m := r.meta
+	fmt.Fprintf(&b, "Latest, [%s](%s): %s", md, md, r.machine())
+	if m["machine_note"] != "" {
+		fmt.Fprintf(&b, " (%s)", m["machine_note"])
+	}
+	fmt.Fprintf(&b, "; %s of %s", rounds(m["rounds"]), orDefault(m["duration"], "?"))
+	if m["elapsed"] != "" {
+		fmt.Fprintf(&b, ", %s in all", m["elapsed"])
+	}
+	if m["command"] != "" {
+		fmt.Fprintf(&b, "; `%s`", m["command"])
+	}
+	b.WriteString(". Generated from the run by `scripts/bench-compare`; do not edit.\n\n")
+	b.WriteString(r.summary())
+	if png != "" {
+		fmt.Fprintf(&b, "\n![requests/s and p99 per workload, with the IPC limit](%s)\n", png)
+	}
+	b.WriteString(readmeEnd)
+	return b.String()
 }
 
 type server struct{ name, short, desc string }
@@ -412,8 +490,8 @@ func p99(c *cell) float64 {
 }
 
 // summary is one table of requests/s and one of p99 over all workloads,
-// a column per server and, for ours, the ratio to Postfix and the
-// fraction of the limit.
+// a column per server and, for ours, the ratio to Postfix, the other
+// stores' ratio to the memory store, and the fraction of the limit.
 func (r *results) summary() string {
 	var b strings.Builder
 	hasBase, hasLimit := r.has(baseline), r.has(limit)
@@ -435,6 +513,20 @@ func (r *results) summary() string {
 			}})
 			latency = append(latency, column{s.short + " ÷ Postfix", func(w workload) string {
 				return ratio(p99(r.cell(s.name, w)), p99(r.cell(baseline, w)))
+			}})
+		}
+	}
+	// The other stores against the memory store, what they are measured by.
+	if r.has(memoryStore) {
+		for _, s := range ours {
+			if s.name == memoryStore {
+				continue
+			}
+			perSecond = append(perSecond, column{s.short + " ÷ memory", func(w workload) string {
+				return ratio(rps(r.cell(s.name, w)), rps(r.cell(memoryStore, w)))
+			}})
+			latency = append(latency, column{s.short + " ÷ memory", func(w workload) string {
+				return ratio(p99(r.cell(s.name, w)), p99(r.cell(memoryStore, w)))
 			}})
 		}
 	}

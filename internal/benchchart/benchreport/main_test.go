@@ -15,7 +15,7 @@ const sample = `#date	2026-12-01
 #kernel	6.1.0
 #go	go1.26.8
 #postfix	3.7.11
-#command	make bench, i.e. scripts/bench-report -d 3s -rounds 2
+#command	make bench, i.e. scripts/bench-compare -d 3s -rounds 2
 #load	` + "`tlsmgrctl bench -d 3s`" + `
 #rounds	2
 #duration	3s
@@ -59,7 +59,7 @@ func TestReport(t *testing.T) {
 	for _, want := range []string{
 		"# tlsmgr benchmark, 2026-12-01",
 		"Machine: Test CPU, 2 cores, Linux 6.1.0, go1.26.8, Postfix 3.7.11.",
-		"Command: `make bench, i.e. scripts/bench-report -d 3s -rounds 2`.",
+		"Command: `make bench, i.e. scripts/bench-compare -d 3s -rounds 2`.",
 		"mean of 2 rounds of 3s",
 		"![requests/s and p99 per workload](2026-12-01.png)",
 		// Means over rounds; ratios to Postfix; fractions of the limit.
@@ -158,5 +158,105 @@ func TestLatency(t *testing.T) {
 	}
 	if got := ratio(1, 500); got != "0.002×" {
 		t.Errorf("ratio(1, 500) = %q", got)
+	}
+}
+
+// TestReadme: -readme replaces the README's generated block, and only
+// it, with the summary tables and links relative to the README; a
+// README without the block is an error and is left alone.
+func TestReadme(t *testing.T) {
+	btree := sample + "#server\tbtree\tours btree\tours, btree store\n" +
+		"btree\tlookup\t1\t1\t27000\t20.0\t80.0\t90.0\t0\n" +
+		"btree\tlookup\t1\t2\t29000\t20.0\t60.0\t90.0\t0\n" +
+		"btree\tmix\t8\t1\t30000\t20.0\t300.0\t400.0\t0\n"
+	dir := t.TempDir()
+	res := filepath.Join(dir, "bench", "results")
+	if err := os.MkdirAll(res, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(res, "2026-12-01.tsv")
+	if err := os.WriteFile(in, []byte(btree), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	readme := filepath.Join(dir, "README.md")
+	before, after := "# x\n\n## Performance\n\n", "\n\n## Development\n"
+	write := func(text string) {
+		if err := os.WriteFile(readme, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(before + readmeBegin + "old.tsv -->\nhand-made table\n" + readmeEnd + after)
+	args := []string{"-in", in, "-md", filepath.Join(res, "2026-12-01.md"), "-png", filepath.Join(res, "2026-12-01.png"), "-readme", readme}
+	var stderr bytes.Buffer
+	for range 2 { // a second run finds its own block
+		if code := run(args, &stderr); code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+	}
+	b, _ := os.ReadFile(readme)
+	text := string(b)
+	if !strings.HasPrefix(text, before+readmeBegin+"bench/results/2026-12-01.tsv -->\n") || !strings.HasSuffix(text, readmeEnd+after) {
+		t.Errorf("block not in place of the old one:\n%s", text)
+	}
+	for _, want := range []string{
+		"Latest, [bench/results/2026-12-01.md](bench/results/2026-12-01.md): Test CPU, 2 cores",
+		"2 rounds of 3s",
+		"| workload | Postfix req/s | ours memory req/s | IPC limit req/s | ours btree req/s | ours memory ÷ Postfix | ours btree ÷ Postfix | ours btree ÷ memory |",
+		"| lookup, 1 connection | 11000 | 32000 | 62000 | 28000 | 2.91× | 2.55× | 0.88× |",
+		"| mix, 8 connections | 1000 µs | 200 µs | 50 µs | 300 µs | 0.20× | 0.30× | 1.50× |",
+		"![requests/s and p99 per workload, with the IPC limit](bench/results/2026-12-01.png)",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("README lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "hand-made") {
+		t.Errorf("old block kept:\n%s", text)
+	}
+
+	write("# no block\n")
+	stderr.Reset()
+	if code := run(args, &stderr); code != 1 || !strings.Contains(stderr.String(), "bench-compare: begin") {
+		t.Errorf("README without the block: exit %d, %s", code, stderr.String())
+	}
+	if b, _ := os.ReadFile(readme); string(b) != "# no block\n" {
+		t.Errorf("README without the block changed: %q", b)
+	}
+}
+
+// TestReadmeIsGenerated: the repository's README holds exactly what
+// benchreport makes of the results its block names, so that its
+// performance tables are never hand copies.
+func TestReadmeIsGenerated(t *testing.T) {
+	const root = "../../.."
+	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	i := strings.Index(text, readmeBegin)
+	j := strings.Index(text, readmeEnd)
+	if i < 0 || j < i {
+		t.Fatalf("README has no generated block (%q ... %q)", readmeBegin, readmeEnd)
+	}
+	block := text[i : j+len(readmeEnd)]
+	in := strings.TrimSuffix(strings.SplitN(strings.TrimPrefix(block, readmeBegin), "\n", 2)[0], " -->")
+	f, err := os.Open(filepath.Join(root, in))
+	if err != nil {
+		t.Fatalf("the block's results: %v", err)
+	}
+	defer f.Close()
+	res, err := parse(f)
+	if err != nil {
+		t.Fatalf("%s: %v", in, err)
+	}
+	stem := strings.TrimSuffix(in, ".tsv")
+	for _, p := range []string{stem + ".md", stem + ".png"} {
+		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
+			t.Errorf("the block links to %s: %v", p, err)
+		}
+	}
+	if want := res.readmeBlock(in, stem+".md", stem+".png"); block != want {
+		t.Errorf("README's block is not what %s makes; rerun scripts/bench-compare or benchreport -readme.\ngot:\n%s\nwant:\n%s", in, block, want)
 	}
 }
