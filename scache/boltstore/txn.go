@@ -35,21 +35,23 @@ func (w *write) finish() error {
 
 // remove deletes entry id, whose stored value is v, and its index key.
 func (w *write) remove(id, v []byte) error {
-	size := storedSize(id, v)
-	var ikey []byte
-	if len(v) >= writtenLen {
-		ikey = expiryKey(v, id)
-	}
 	if err := w.entries.Delete(id); err != nil {
 		return err
 	}
-	if ikey != nil {
-		if err := w.expiry.Delete(ikey); err != nil {
+	return w.unindex(id, v)
+}
+
+// unindex deletes the index key of entry id, whose stored value is v, and
+// takes it out of the counts: what remove does besides deleting the entry,
+// which a Put of the same id replaces in place instead.
+func (w *write) unindex(id, v []byte) error {
+	if len(v) >= writtenLen {
+		if err := w.expiry.Delete(expiryKey(v, id)); err != nil {
 			return err
 		}
 	}
 	w.c.entries = max(w.c.entries-1, 0)
-	w.c.bytes = max(w.c.bytes-size, 0)
+	w.c.bytes = max(w.c.bytes-storedSize(id, v), 0)
 	return nil
 }
 
@@ -95,11 +97,11 @@ func (w *write) evictOldest() bool {
 // entries (possibly this one) while the limits are exceeded.
 func (s *Store) applyPut(w *write, k, v []byte, size int64) error {
 	if old := w.entries.Get(k); old != nil {
-		if err := w.remove(k, old); err != nil {
+		if err := w.unindex(k, old); err != nil {
 			return err
 		}
 	}
-	if err := w.entries.Put(k, v); err != nil {
+	if err := w.entries.Put(k, v); err != nil { // replaces old in place
 		return err
 	}
 	if err := w.expiry.Put(expiryKey(v, k), []byte{}); err != nil {
