@@ -4,11 +4,13 @@ package boltstore
 // moving it aside), marking it in use, and at Close marking it clean.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -273,21 +275,13 @@ func checkContents(tx *bolt.Tx, boot string) error {
 	// The index and the entries must hold the same (written, id) pairs:
 	// compare an order-independent sum of their hashes.
 	seed := maphash.MakeSeed()
-	var got counts
-	var entrySum, indexSum uint64
-	var pair []byte
-	c := entries.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if _, _, ok := decodeValue(k, v); !ok {
-			return fmt.Errorf("entry %d fails its checksum", got.entries+1)
-		}
-		got.entries++
-		got.bytes += storedSize(k, v)
-		pair = append(append(pair[:0], v[:writtenLen]...), k...)
-		entrySum += maphash.Bytes(seed, pair)
+	got, entrySum, err := checkEntries(tx, seed, want.entries)
+	if err != nil {
+		return err
 	}
+	var indexSum uint64
 	indexed := int64(0)
-	c = expiry.Cursor()
+	c := expiry.Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
 		if len(k) <= writtenLen {
 			return errors.New("damaged expiry index")
@@ -300,6 +294,100 @@ func checkContents(tx *bolt.Tx, boot string) error {
 			want.entries, want.bytes, got.entries, got.bytes, indexed, indexSum == entrySum)
 	}
 	return nil
+}
+
+// checkEntries verifies every entry's checksum and tallies the entries,
+// their bytes and a sum of the hashes of their (written, id) pairs. This
+// is most of a big file's start-up, so a big file is checked in two
+// halves of its keys at once, the second in a read transaction of its
+// own; the split is the median of the ids of a sample of entries.
+func checkEntries(tx *bolt.Tx, seed maphash.Seed, expected int64) (counts, uint64, error) {
+	var mid []byte
+	if expected >= splitEntries {
+		mid = splitKey(tx.Bucket(bucketExpiry))
+	}
+	if mid == nil {
+		return tallyEntries(tx.Bucket(bucketEntries), nil, nil, seed, "")
+	}
+	type half struct {
+		c   counts
+		sum uint64
+		err error
+	}
+	second := make(chan half, 1)
+	go func() {
+		var h half
+		err := guard(func() error {
+			return tx.DB().View(func(tx *bolt.Tx) error {
+				var err error
+				h.c, h.sum, err = tallyEntries(tx.Bucket(bucketEntries), mid, nil, seed, " of the second half")
+				return err
+			})
+		})
+		h.err = err // a fault is "damaged: ..." from guard
+		second <- h
+	}()
+	// The second half is done with the map before this returns, even if
+	// the first half faults (Close would wait for its transaction anyway).
+	var h half
+	received := false
+	defer func() {
+		if !received {
+			<-second
+		}
+	}()
+	c, sum, err := tallyEntries(tx.Bucket(bucketEntries), nil, mid, seed, "")
+	h, received = <-second, true
+	if err != nil {
+		return counts{}, 0, err
+	}
+	if h.err != nil {
+		return counts{}, 0, h.err
+	}
+	return counts{entries: c.entries + h.c.entries, bytes: c.bytes + h.c.bytes}, sum + h.sum, nil
+}
+
+// tallyEntries checks the entries with keys from lo (nil: the first) up
+// to hi (nil: past the last).
+func tallyEntries(b *bolt.Bucket, lo, hi []byte, seed maphash.Seed, which string) (got counts, sum uint64, err error) {
+	var pair []byte
+	c := b.Cursor()
+	k, v := c.First()
+	if lo != nil {
+		k, v = c.Seek(lo)
+	}
+	for ; k != nil && (hi == nil || bytes.Compare(k, hi) < 0); k, v = c.Next() {
+		if _, _, ok := decodeValue(k, v); !ok {
+			return counts{}, 0, fmt.Errorf("entry %d%s fails its checksum", got.entries+1, which)
+		}
+		got.entries++
+		got.bytes += storedSize(k, v)
+		pair = append(append(pair[:0], v[:writtenLen]...), k...)
+		sum += maphash.Bytes(seed, pair)
+	}
+	return got, sum, nil
+}
+
+// splitEntries is the size from which a file is checked in two halves.
+const splitEntries = 20_000
+
+// splitKey is the median id of the first entries in the expiry index (nil
+// if there are too few). Write times say nothing of ids, so these are a
+// sample of the id space.
+func splitKey(expiry *bolt.Bucket) []byte {
+	const sample = 64
+	var ids [][]byte
+	c := expiry.Cursor()
+	for k, _ := c.First(); k != nil && len(ids) < sample; k, _ = c.Next() {
+		if len(k) > writtenLen {
+			ids = append(ids, bytes.Clone(k[writtenLen:]))
+		}
+	}
+	if len(ids) < sample {
+		return nil
+	}
+	slices.SortFunc(ids, bytes.Compare)
+	return ids[len(ids)/2]
 }
 
 // markOpen records, synced, that the file is in use during this boot;
