@@ -568,6 +568,7 @@ func TestClusterNodePaused(t *testing.T) {
 		// Once one healthy call succeeded, it has a map: no more failures.
 		// (Each refused call takes microseconds, so the allowance is time.)
 		hasMap, since := c != cold, time.Now()
+		slowHealthy := 0
 		for i := 0; i < 200 || c.breaker(down.Addr).stateName() == StateUp; i++ {
 			for n, k := range keys {
 				v, d, err := get(c, k)
@@ -577,6 +578,13 @@ func TestClusterNodePaused(t *testing.T) {
 						t.Fatalf("%s: GET on the paused node succeeded", what)
 					}
 				} else if err != nil || v != n.Addr {
+					if hasMap && isTimeout(err) {
+						// A healthy node missed the 10ms deadline: the
+						// machine is loaded (-race, packages in parallel),
+						// which a few calls in a thousand may show.
+						slowHealthy++
+						continue
+					}
 					if hasMap {
 						t.Fatalf("%s: GET %s on %s: %q, %v", what, k, n.Addr, v, err)
 					}
@@ -594,7 +602,10 @@ func TestClusterNodePaused(t *testing.T) {
 				t.Fatalf("%s: the paused node's breaker never opened", what)
 			}
 		}
-		t.Logf("%s, one node paused: %v", what, lat)
+		t.Logf("%s, one node paused: %v; %d calls to healthy nodes timed out", what, lat, slowHealthy)
+		if slowHealthy > len(lat)/100 {
+			t.Errorf("%s: %d of %d calls to healthy nodes timed out", what, slowHealthy, len(lat))
+		}
 		if lat.max() > timeout+slack {
 			t.Errorf("%s: a call took %v", what, lat.max())
 		}
