@@ -32,6 +32,13 @@ func (l *Recorder) add(level, f string, a ...any) {
 	l.lines = append(l.lines, Line{level, fmt.Sprintf(f, a...)})
 }
 
+// Reset forgets the lines logged so far.
+func (l *Recorder) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = nil
+}
+
 // Lines returns the lines logged so far.
 func (l *Recorder) Lines() []Line {
 	l.mu.Lock()

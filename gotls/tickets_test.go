@@ -1,0 +1,525 @@
+package gotls
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/client"
+	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
+	"github.com/gotlsmgr/tlsmgr/tktkey"
+)
+
+// The ticket tests run every TLS server in a process of its own: the test
+// binary again, running TestTicketServerChild with these variables set.
+const (
+	ticketChildEnv = "GOTLS_TICKET_CHILD" // the directory holding cert.pem and key.pem
+	ticketSockEnv  = "GOTLS_TICKET_SOCK"  // the daemon's socket; empty: no ShareTicketKeys
+	ticketHost     = "tlsmgr.test"        // the certificate's name, and the client's ServerName
+)
+
+func TestTicketDeriveKey(t *testing.T) {
+	var k tktkey.Key
+	for i := range k.AES {
+		k.AES[i], k.HMAC[i] = byte(i), byte(100+i)
+	}
+	copy(k.Name[:], "0123456789abcdef")
+	a, b := DeriveTicketKey(&k), DeriveTicketKey(&k)
+	if a != b {
+		t.Fatal("derivation is not deterministic")
+	}
+	if a == ([32]byte{}) {
+		t.Fatal("derived key is zero")
+	}
+	for _, change := range []func(*tktkey.Key){
+		func(k *tktkey.Key) { k.Name[0] ^= 1 },
+		func(k *tktkey.Key) { k.AES[31] ^= 1 },
+		func(k *tktkey.Key) { k.HMAC[0] ^= 1 },
+	} {
+		k2 := k
+		change(&k2)
+		if DeriveTicketKey(&k2) == a {
+			t.Error("a change of name or material does not change the derived key")
+		}
+	}
+	k2 := k
+	k2.Expiry = 12345
+	if DeriveTicketKey(&k2) != a {
+		t.Error("the expiry changes the derived key")
+	}
+}
+
+// TestTicketServerChild is a TLS server of the ticket tests; it does
+// nothing unless run by one of them.
+func TestTicketServerChild(t *testing.T) {
+	dir := os.Getenv(ticketChildEnv)
+	if dir == "" {
+		t.Skip("the ticket tests' server process")
+	}
+	os.Exit(ticketChild(dir, os.Getenv(ticketSockEnv)))
+}
+
+// ticketChild serves TLS on a loopback port it prints as "ADDR host:port",
+// writing "ok\n" after each handshake, and answers commands on standard
+// input: "refresh" (REFRESH ok / REFRESH err ...) and "keys" (KEYS n). It
+// returns when standard input ends.
+func ticketChild(dir, sock string) int {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	var tk *Tickets
+	if sock != "" {
+		d := Dial(Options{Socket: sock, Timeout: 2 * time.Second, Logf: func(format string, args ...any) {
+			fmt.Fprintf(os.Stderr, "LOG "+format+"\n", args...)
+		}})
+		defer d.Close()
+		tk = ShareTicketKeys(cfg, d)
+		defer tk.Close()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				tc := tls.Server(c, cfg)
+				if err := tc.Handshake(); err != nil {
+					fmt.Fprintf(os.Stderr, "handshake: %v\n", err)
+					return
+				}
+				io.WriteString(tc, "ok\n")
+				io.Copy(io.Discard, tc)
+			}()
+		}
+	}()
+	fmt.Printf("ADDR %s\n", ln.Addr())
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		switch in.Text() {
+		case "refresh":
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := tk.Refresh(ctx)
+			cancel()
+			if err != nil {
+				fmt.Printf("REFRESH err %v\n", err)
+			} else {
+				fmt.Println("REFRESH ok")
+			}
+		case "keys":
+			fmt.Printf("KEYS %d\n", tk.Keys())
+		default:
+			fmt.Println("?")
+		}
+	}
+	return 0
+}
+
+// ticketServer is a running ticketChild.
+type ticketServer struct {
+	addr   string
+	in     io.WriteCloser
+	out    *bufio.Scanner
+	stderr *daemontest.Buffer
+}
+
+func startTicketServer(t *testing.T, dir, sock string) *ticketServer {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTicketServerChild$")
+	cmd.Env = append(os.Environ(), ticketChildEnv+"="+dir, ticketSockEnv+"="+sock)
+	s := &ticketServer{stderr: &daemontest.Buffer{}}
+	cmd.Stderr = s.stderr
+	var err error
+	if s.in, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.in.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	s.out = bufio.NewScanner(stdout)
+	line := s.line(t)
+	addr, ok := strings.CutPrefix(line, "ADDR ")
+	if !ok {
+		t.Fatalf("server child said %q:\n%s", line, s.stderr)
+	}
+	s.addr = addr
+	return s
+}
+
+func (s *ticketServer) line(t *testing.T) string {
+	t.Helper()
+	if !s.out.Scan() {
+		t.Fatalf("server child ended (%v):\n%s", s.out.Err(), s.stderr)
+	}
+	return s.out.Text()
+}
+
+func (s *ticketServer) ask(t *testing.T, cmd string) string {
+	t.Helper()
+	if _, err := io.WriteString(s.in, cmd+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	return s.line(t)
+}
+
+func (s *ticketServer) keys(t *testing.T) string { t.Helper(); return s.ask(t, "keys") }
+
+// logged counts the child's log lines holding what.
+func (s *ticketServer) logged(what string) int {
+	n := 0
+	for _, l := range strings.Split(s.stderr.String(), "\n") {
+		if strings.HasPrefix(l, "LOG ") && strings.Contains(l, what) {
+			n++
+		}
+	}
+	return n
+}
+
+// ticketCert writes a self-signed certificate for ticketHost into dir and
+// returns a pool trusting it.
+func ticketCert(t *testing.T, dir string) *x509.CertPool {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: ticketHost},
+		DNSNames:     []string{ticketHost},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return pool
+}
+
+// ticketClient is a Go TLS client with its own in-memory session cache.
+type ticketClient struct {
+	cfg *tls.Config
+}
+
+func newTicketClient(roots *x509.CertPool, version uint16) *ticketClient {
+	return &ticketClient{cfg: &tls.Config{
+		RootCAs:            roots,
+		ServerName:         ticketHost, // also the session cache key: the same for every server
+		ClientSessionCache: tls.NewLRUClientSessionCache(8),
+		MinVersion:         version,
+		MaxVersion:         version,
+	}}
+}
+
+// connect makes one connection to addr and reports whether it resumed.
+// Reading the server's "ok" makes the client take TLS 1.3's tickets.
+func (c *ticketClient) connect(t *testing.T, addr string) bool {
+	t.Helper()
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, c.cfg)
+	if err != nil {
+		t.Fatalf("handshake with %s: %v", addr, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || line != "ok\n" {
+		t.Fatalf("after the handshake with %s: %q, %v", addr, line, err)
+	}
+	st := conn.ConnectionState()
+	if st.Version != c.cfg.MaxVersion {
+		t.Fatalf("version %x, want %x", st.Version, c.cfg.MaxVersion)
+	}
+	return st.DidResume
+}
+
+var ticketVersions = []struct {
+	name    string
+	version uint16
+}{{"TLS1.3", tls.VersionTLS13}, {"TLS1.2", tls.VersionTLS12}}
+
+// ticketDaemon builds and starts a tlsmgr with the memory caches and
+// mainCF added.
+func ticketDaemon(t *testing.T, mainCF string) (*daemontest.Env, string, *daemontest.Proc) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the daemon")
+	}
+	tlsmgr := tlsmgrBin // built by TestMain
+	if tlsmgr == "" {
+		dir, bin, _, err := daemontest.Build("..")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		tlsmgr = bin
+	}
+	env := daemontest.NewEnv(t, daemontest.MemoryCaches+mainCF)
+	return env, tlsmgr, env.Start(t, tlsmgr)
+}
+
+// TestTicketSharedResume: a session from one server process resumes on
+// another that shares the daemon's ticket keys, and not on one with Go's
+// own keys.
+func TestTicketSharedResume(t *testing.T) {
+	t.Parallel()
+	env, _, _ := ticketDaemon(t, "")
+	dir := t.TempDir()
+	roots := ticketCert(t, dir)
+	a, b := startTicketServer(t, dir, env.Sock), startTicketServer(t, dir, env.Sock)
+	for _, s := range []*ticketServer{a, b} {
+		if got := s.keys(t); got != "KEYS 1" {
+			t.Fatalf("server has %q after ShareTicketKeys", got)
+		}
+	}
+	for _, v := range ticketVersions {
+		t.Run(v.name, func(t *testing.T) {
+			c := newTicketClient(roots, v.version)
+			if c.connect(t, a.addr) {
+				t.Fatal("first handshake resumed")
+			}
+			if !c.connect(t, b.addr) {
+				t.Fatal("session from the first server does not resume on the second")
+			}
+			if !c.connect(t, a.addr) {
+				t.Fatal("session from the second server does not resume on the first")
+			}
+		})
+	}
+
+	// Control: the same two processes without ShareTicketKeys.
+	ca, cb := startTicketServer(t, dir, ""), startTicketServer(t, dir, "")
+	for _, v := range ticketVersions {
+		t.Run("control/"+v.name, func(t *testing.T) {
+			c := newTicketClient(roots, v.version)
+			if c.connect(t, ca.addr) {
+				t.Fatal("first handshake resumed")
+			}
+			if !c.connect(t, ca.addr) {
+				t.Fatal("session does not even resume on the same server")
+			}
+			if c.connect(t, cb.addr) {
+				t.Fatal("session resumed on another server with its own keys")
+			}
+		})
+	}
+	for _, s := range []*ticketServer{a, b} {
+		if n := s.logged(""); n != 0 {
+			t.Errorf("server logged:\n%s", s.stderr)
+		}
+	}
+}
+
+// TestTicketRotation: with the shortest key lifetime the daemon allows,
+// the servers pick up the new key by themselves, and tickets issued under
+// the previous one still resume on either server.
+func TestTicketRotation(t *testing.T) {
+	t.Parallel()
+	// 120s, the minimum: a key encrypts for 59s and decrypts 60s more.
+	env, _, _ := ticketDaemon(t, "smtpd_tls_session_cache_timeout = 120s\n")
+	dir := t.TempDir()
+	roots := ticketCert(t, dir)
+	a, b := startTicketServer(t, dir, env.Sock), startTicketServer(t, dir, env.Sock)
+
+	old := map[string]*ticketClient{}
+	for _, v := range ticketVersions {
+		c := newTicketClient(roots, v.version)
+		if c.connect(t, a.addr) {
+			t.Fatal("first handshake resumed")
+		}
+		old[v.name] = c
+	}
+	cl := client.New(env.Sock, client.Options{})
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	k1, err := cl.TicketKey(ctx, nil)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := time.Until(k1.ExpiryTime())
+	if wait > 2*time.Minute {
+		t.Fatalf("key expires in %v", wait)
+	}
+	t.Logf("waiting %v for the key to stop encrypting", wait.Round(time.Second))
+	time.Sleep(wait)
+
+	// The servers' own refreshes get the new key about a second after.
+	deadline := time.Now().Add(15 * time.Second)
+	for _, s := range []*ticketServer{a, b} {
+		for s.keys(t) != "KEYS 2" {
+			if time.Now().After(deadline) {
+				t.Fatalf("server has %s, not the new key and the previous one", s.keys(t))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	k2, err := cl.TicketKey(ctx, nil)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k2.Name == k1.Name {
+		t.Fatal("the daemon did not rotate")
+	}
+	for _, v := range ticketVersions {
+		t.Run(v.name, func(t *testing.T) {
+			if !old[v.name].connect(t, b.addr) {
+				t.Fatal("ticket under the previous key does not resume after the rotation")
+			}
+			c := newTicketClient(roots, v.version)
+			if c.connect(t, b.addr) {
+				t.Fatal("first handshake resumed")
+			}
+			if !c.connect(t, a.addr) {
+				t.Fatal("ticket under the new key does not resume on the other server")
+			}
+		})
+	}
+}
+
+// TestTicketDaemonDown: with the daemon gone the servers keep their keys,
+// handshakes and resumptions go on, and each server logs it once; back,
+// the daemon's new ring replaces the kept keys.
+func TestTicketDaemonDown(t *testing.T) {
+	t.Parallel()
+	env, tlsmgr, p := ticketDaemon(t, "")
+	dir := t.TempDir()
+	roots := ticketCert(t, dir)
+	a, b := startTicketServer(t, dir, env.Sock), startTicketServer(t, dir, env.Sock)
+
+	before := map[string]*ticketClient{}
+	for _, v := range ticketVersions {
+		c := newTicketClient(roots, v.version)
+		if c.connect(t, a.addr) {
+			t.Fatal("first handshake resumed")
+		}
+		before[v.name] = c
+	}
+	p.Kill()
+	for _, s := range []*ticketServer{a, b} {
+		for range 3 {
+			if got := s.ask(t, "refresh"); !strings.HasPrefix(got, "REFRESH err") {
+				t.Fatalf("refresh with the daemon gone: %q", got)
+			}
+		}
+		if got := s.keys(t); got != "KEYS 1" {
+			t.Fatalf("server has %q with the daemon gone", got)
+		}
+	}
+	for _, v := range ticketVersions {
+		t.Run(v.name, func(t *testing.T) {
+			if !before[v.name].connect(t, b.addr) {
+				t.Fatal("ticket from before the daemon went does not resume")
+			}
+			c := newTicketClient(roots, v.version)
+			if c.connect(t, b.addr) {
+				t.Fatal("first handshake resumed")
+			}
+			if !c.connect(t, a.addr) {
+				t.Fatal("ticket issued with the daemon gone does not resume on the other server")
+			}
+		})
+	}
+	for _, s := range []*ticketServer{a, b} {
+		if n := s.logged("not answering"); n != 1 {
+			t.Errorf("server logged the daemon's absence %d times:\n%s", n, s.stderr)
+		}
+	}
+
+	// A new daemon has a new ring (in memory): the kept key is dropped.
+	env.Start(t, tlsmgr)
+	for _, s := range []*ticketServer{a, b} {
+		// The Daemon asks again at most once a second while it is down.
+		deadline := time.Now().Add(10 * time.Second)
+		for got := s.ask(t, "refresh"); got != "REFRESH ok"; got = s.ask(t, "refresh") {
+			if time.Now().After(deadline) {
+				t.Fatalf("refresh with the daemon back: %q", got)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if got := s.keys(t); got != "KEYS 1" {
+			t.Fatalf("server has %q with the daemon back", got)
+		}
+		if n := s.logged("answering again"); n != 1 {
+			t.Errorf("server logged the daemon's return %d times:\n%s", n, s.stderr)
+		}
+	}
+	for _, v := range ticketVersions {
+		t.Run("back/"+v.name, func(t *testing.T) {
+			c := newTicketClient(roots, v.version)
+			if c.connect(t, a.addr) {
+				t.Fatal("first handshake resumed")
+			}
+			if !c.connect(t, b.addr) {
+				t.Fatal("session does not resume across servers with the daemon back")
+			}
+			// Only the old ring knew the key of the ticket from before.
+			if before[v.name].connect(t, b.addr) {
+				t.Fatal("ticket under a key the daemon no longer knows resumed")
+			}
+		})
+	}
+}
