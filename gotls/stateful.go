@@ -1,10 +1,13 @@
 package gotls
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"sync"
 
 	"github.com/gotlsmgr/tlsmgr/client"
 )
@@ -25,10 +28,20 @@ const IdentityLen = 32
 // be stored, the client still gets a fresh identity (an empty one would
 // end a TLS 1.3 handshake in Go's client); it is a miss when presented.
 func SetStatefulSessions(cfg *tls.Config, d *Daemon, cacheType string) {
-	cfg.WrapSession = func(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	var resumed recentSessions
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		sb, err := ss.Bytes()
+		if err == nil && cs.DidResume && cs.Version <= tls.VersionTLS12 {
+			// TLS 1.2 re-issues the very state it resumed (same secret,
+			// same creation time): hand back its identity, which the
+			// daemon holds already, instead of storing it again.
+			if identity, ok := resumed.take(sb); ok {
+				clear(sb)
+				return identity, nil
+			}
+		}
 		identity := make([]byte, IdentityLen)
 		rand.Read(identity) // never fails (crypto/rand, Go 1.24+)
-		sb, err := ss.Bytes()
 		if err != nil {
 			return identity, nil
 		}
@@ -42,7 +55,7 @@ func SetStatefulSessions(cfg *tls.Config, d *Daemon, cacheType string) {
 		clear(b)
 		return identity, nil
 	}
-	cfg.UnwrapSession = func(identity []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
+	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 		if len(identity) != IdentityLen {
 			return nil, nil
 		}
@@ -58,8 +71,51 @@ func SetStatefulSessions(cfg *tls.Config, d *Daemon, cacheType string) {
 		if err != nil {
 			return nil, nil
 		}
+		if cs.Version <= tls.VersionTLS12 {
+			resumed.add(b[1:], identity)
+		}
 		return ss, nil
 	}
+}
+
+// recentSessions remembers the identities of the last sessions unwrapped,
+// by a digest of their state, so that a TLS 1.2 resumption's re-issued
+// ticket is the same identity. Bounded; safe for concurrent use.
+type recentSessions struct {
+	mu    sync.Mutex
+	byKey map[[sha256.Size]byte][]byte
+	order [][sha256.Size]byte
+}
+
+const recentLen = 1024
+
+func (r *recentSessions) add(state, identity []byte) {
+	k := sha256.Sum256(state)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byKey == nil {
+		r.byKey = make(map[[sha256.Size]byte][]byte)
+	}
+	if _, ok := r.byKey[k]; ok {
+		return
+	}
+	if len(r.order) == recentLen {
+		delete(r.byKey, r.order[0])
+		r.order = r.order[1:]
+	}
+	r.byKey[k] = bytes.Clone(identity)
+	r.order = append(r.order, k)
+}
+
+// take returns and forgets the identity of the session whose state is
+// state, if it was unwrapped lately.
+func (r *recentSessions) take(state []byte) ([]byte, bool) {
+	k := sha256.Sum256(state)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id, ok := r.byKey[k]
+	delete(r.byKey, k) // its place in order ages out harmlessly
+	return id, ok
 }
 
 // identityID is the cache_id of a session identity.

@@ -1,6 +1,7 @@
 package gotls
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/hex"
@@ -213,5 +214,47 @@ func TestDaemonGone(t *testing.T) {
 				clog.Reset()
 			}
 		})
+	}
+}
+
+// TestStatefulTLS12ResumptionStoresNothing: a TLS 1.2 server re-issues
+// the session it resumed; the adapter hands back the same identity
+// instead of storing the state again, so a resumption costs one call to
+// the daemon (the lookup), and the identity keeps resuming.
+func TestStatefulTLS12ResumptionStoresNothing(t *testing.T) {
+	dm := startDaemon(t)
+	c := getCert(t)
+	d := dm.dial(t, time.Second, nil)
+	scfg := serverConfig(c.cert, tls.VersionTLS12)
+	SetStatefulSessions(scfg, d, "smtpd")
+	addr := startServer(t, scfg)
+	cache := tls.NewLRUClientSessionCache(4)
+	ccfg := clientConfig(c.pool, tls.VersionTLS12, cache)
+	if mustConnect(t, addr, ccfg).DidResume {
+		t.Fatal("the first handshake resumed")
+	}
+	ticket := func() []byte {
+		cs, ok := cache.Get(serverName)
+		if !ok {
+			t.Fatal("the client holds no session")
+		}
+		tk, _, err := cs.ResumptionState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	first := ticket()
+	for i := range 3 {
+		before := d.Stats().Calls
+		if !mustConnect(t, addr, ccfg).DidResume {
+			t.Fatalf("resumption %d did not resume", i)
+		}
+		if calls := d.Stats().Calls - before; calls != 1 {
+			t.Errorf("resumption %d made %d calls to the daemon, want 1 (the lookup)", i, calls)
+		}
+		if got := ticket(); !bytes.Equal(got, first) {
+			t.Errorf("resumption %d: the client was given another identity", i)
+		}
 	}
 }
