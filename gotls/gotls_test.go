@@ -31,9 +31,6 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv("GOTLS_HELPER"); mode != "" {
 		os.Exit(helper(mode))
 	}
-	if os.Getenv(ticketChildEnv) != "" {
-		os.Exit(m.Run()) // a ticket server child: it needs no binaries
-	}
 	daemontest.Main(m, "..", func(b daemontest.Bins) { tlsmgrBin = b.Tlsmgr })
 }
 
@@ -45,9 +42,10 @@ type daemon struct {
 	proc *daemontest.Proc
 }
 
-func startDaemon(t testing.TB) *daemon {
+// startDaemon runs one, with mainCF's lines added to the memory caches.
+func startDaemon(t testing.TB, mainCF ...string) *daemon {
 	t.Helper()
-	e := daemontest.NewEnv(t, daemontest.MemoryCaches)
+	e := daemontest.NewEnv(t, daemontest.MemoryCaches+strings.Join(mainCF, ""))
 	return &daemon{env: e, proc: e.Start(t, tlsmgrBin)}
 }
 
@@ -254,8 +252,13 @@ var versions = []struct {
 //	        GOTLS_SOCK; prints "resumed=BOOL version=N".
 //	server: a server with SetStatefulSessions on GOTLS_SOCK; prints its
 //	        address, serves until its standard input is closed.
+//	tickets: a server with ShareTicketKeys on GOTLS_SOCK (none if empty),
+//	        driven over standard input (ticketChild).
 func helper(mode string) int {
 	sock := os.Getenv("GOTLS_SOCK")
+	if mode == "tickets" {
+		return ticketChild(os.Getenv("GOTLS_CERT"), os.Getenv("GOTLS_KEY"), sock)
+	}
 	var maxVersion uint16
 	fmt.Sscan(os.Getenv("GOTLS_MAXVER"), &maxVersion)
 	d := Dial(Options{Socket: sock, Timeout: time.Second, Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }})

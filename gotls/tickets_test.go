@@ -3,20 +3,12 @@ package gotls
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,12 +19,7 @@ import (
 )
 
 // The ticket tests run every TLS server in a process of its own: the test
-// binary again, running TestTicketServerChild with these variables set.
-const (
-	ticketChildEnv = "GOTLS_TICKET_CHILD" // the directory holding cert.pem and key.pem
-	ticketSockEnv  = "GOTLS_TICKET_SOCK"  // the daemon's socket; empty: no ShareTicketKeys
-	ticketHost     = "tlsmgr.test"        // the certificate's name, and the client's ServerName
-)
+// binary again, as the "tickets" helper (see helper).
 
 func TestTicketDeriveKey(t *testing.T) {
 	var k tktkey.Key
@@ -65,27 +52,18 @@ func TestTicketDeriveKey(t *testing.T) {
 	}
 }
 
-// TestTicketServerChild is a TLS server of the ticket tests; it does
-// nothing unless run by one of them.
-func TestTicketServerChild(t *testing.T) {
-	dir := os.Getenv(ticketChildEnv)
-	if dir == "" {
-		t.Skip("the ticket tests' server process")
-	}
-	os.Exit(ticketChild(dir, os.Getenv(ticketSockEnv)))
-}
-
-// ticketChild serves TLS on a loopback port it prints as "ADDR host:port",
-// writing "ok\n" after each handshake, and answers commands on standard
+// ticketChild serves TLS on a loopback port it prints as "ADDR host:port"
+// (each connection as serve does), with the daemon's ticket keys if sock
+// is not empty, and answers commands on standard
 // input: "refresh" (REFRESH ok / REFRESH err ...) and "keys" (KEYS n). It
 // returns when standard input ends.
-func ticketChild(dir, sock string) int {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+func ticketChild(certFile, keyFile, sock string) int {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	cfg := serverConfig(cert, tls.VersionTLS13)
 	var tk *Tickets
 	if sock != "" {
 		d := Dial(Options{Socket: sock, Timeout: 2 * time.Second, Logf: func(format string, args ...any) {
@@ -101,25 +79,7 @@ func ticketChild(dir, sock string) int {
 		return 1
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				tc := tls.Server(c, cfg)
-				if err := tc.Handshake(); err != nil {
-					fmt.Fprintf(os.Stderr, "handshake: %v\n", err)
-					return
-				}
-				io.WriteString(tc, "ok\n")
-				io.Copy(io.Discard, tc)
-			}()
-		}
-	}()
+	go serve(ln, cfg, func(err error) { fmt.Fprintf(os.Stderr, "handshake: %v\n", err) })
 	fmt.Printf("ADDR %s\n", ln.Addr())
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
@@ -150,10 +110,11 @@ type ticketServer struct {
 	stderr *daemontest.Buffer
 }
 
-func startTicketServer(t *testing.T, dir, sock string) *ticketServer {
+func startTicketServer(t *testing.T, sock string) *ticketServer {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTicketServerChild$")
-	cmd.Env = append(os.Environ(), ticketChildEnv+"="+dir, ticketSockEnv+"="+sock)
+	certFile, keyFile := getCert(t).files(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "GOTLS_HELPER=tickets", "GOTLS_SOCK="+sock, "GOTLS_CERT="+certFile, "GOTLS_KEY="+keyFile)
 	s := &ticketServer{stderr: &daemontest.Buffer{}}
 	cmd.Stderr = s.stderr
 	var err error
@@ -217,106 +178,26 @@ func (s *ticketServer) logged(what string) int {
 	return n
 }
 
-// ticketCert writes a self-signed certificate for ticketHost into dir and
-// returns a pool trusting it.
-func ticketCert(t *testing.T, dir string) *x509.CertPool {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: ticketHost},
-		DNSNames:     []string{ticketHost},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool
-}
-
 // ticketClient is a Go TLS client with its own in-memory session cache.
 type ticketClient struct {
 	cfg *tls.Config
 }
 
-func newTicketClient(roots *x509.CertPool, version uint16) *ticketClient {
-	return &ticketClient{cfg: &tls.Config{
-		RootCAs:            roots,
-		ServerName:         ticketHost, // also the session cache key: the same for every server
-		ClientSessionCache: tls.NewLRUClientSessionCache(8),
-		MinVersion:         version,
-		MaxVersion:         version,
-	}}
+func newTicketClient(t testing.TB, version uint16) *ticketClient {
+	// serverName is also the session cache key: the same for every server.
+	cfg := clientConfig(getCert(t).pool, version, tls.NewLRUClientSessionCache(8))
+	cfg.MinVersion = version
+	return &ticketClient{cfg: cfg}
 }
 
 // connect makes one connection to addr and reports whether it resumed.
-// Reading the server's "ok" makes the client take TLS 1.3's tickets.
 func (c *ticketClient) connect(t *testing.T, addr string) bool {
 	t.Helper()
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", addr, c.cfg)
-	if err != nil {
-		t.Fatalf("handshake with %s: %v", addr, err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil || line != "ok\n" {
-		t.Fatalf("after the handshake with %s: %q, %v", addr, line, err)
-	}
-	st := conn.ConnectionState()
+	st := mustConnect(t, addr, c.cfg)
 	if st.Version != c.cfg.MaxVersion {
 		t.Fatalf("version %x, want %x", st.Version, c.cfg.MaxVersion)
 	}
 	return st.DidResume
-}
-
-var ticketVersions = []struct {
-	name    string
-	version uint16
-}{{"TLS1.3", tls.VersionTLS13}, {"TLS1.2", tls.VersionTLS12}}
-
-// ticketDaemon builds and starts a tlsmgr with the memory caches and
-// mainCF added.
-func ticketDaemon(t *testing.T, mainCF string) (*daemontest.Env, string, *daemontest.Proc) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("runs the daemon")
-	}
-	tlsmgr := tlsmgrBin // built by TestMain
-	if tlsmgr == "" {
-		dir, bin, _, err := daemontest.Build("..")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		tlsmgr = bin
-	}
-	env := daemontest.NewEnv(t, daemontest.MemoryCaches+mainCF)
-	return env, tlsmgr, env.Start(t, tlsmgr)
 }
 
 // TestTicketSharedResume: a session from one server process resumes on
@@ -324,18 +205,16 @@ func ticketDaemon(t *testing.T, mainCF string) (*daemontest.Env, string, *daemon
 // own keys.
 func TestTicketSharedResume(t *testing.T) {
 	t.Parallel()
-	env, _, _ := ticketDaemon(t, "")
-	dir := t.TempDir()
-	roots := ticketCert(t, dir)
-	a, b := startTicketServer(t, dir, env.Sock), startTicketServer(t, dir, env.Sock)
+	env := startDaemon(t).env
+	a, b := startTicketServer(t, env.Sock), startTicketServer(t, env.Sock)
 	for _, s := range []*ticketServer{a, b} {
 		if got := s.keys(t); got != "KEYS 1" {
 			t.Fatalf("server has %q after ShareTicketKeys", got)
 		}
 	}
-	for _, v := range ticketVersions {
+	for _, v := range versions {
 		t.Run(v.name, func(t *testing.T) {
-			c := newTicketClient(roots, v.version)
+			c := newTicketClient(t, v.v)
 			if c.connect(t, a.addr) {
 				t.Fatal("first handshake resumed")
 			}
@@ -349,10 +228,10 @@ func TestTicketSharedResume(t *testing.T) {
 	}
 
 	// Control: the same two processes without ShareTicketKeys.
-	ca, cb := startTicketServer(t, dir, ""), startTicketServer(t, dir, "")
-	for _, v := range ticketVersions {
+	ca, cb := startTicketServer(t, ""), startTicketServer(t, "")
+	for _, v := range versions {
 		t.Run("control/"+v.name, func(t *testing.T) {
-			c := newTicketClient(roots, v.version)
+			c := newTicketClient(t, v.v)
 			if c.connect(t, ca.addr) {
 				t.Fatal("first handshake resumed")
 			}
@@ -377,14 +256,12 @@ func TestTicketSharedResume(t *testing.T) {
 func TestTicketRotation(t *testing.T) {
 	t.Parallel()
 	// 120s, the minimum: a key encrypts for 59s and decrypts 60s more.
-	env, _, _ := ticketDaemon(t, "smtpd_tls_session_cache_timeout = 120s\n")
-	dir := t.TempDir()
-	roots := ticketCert(t, dir)
-	a, b := startTicketServer(t, dir, env.Sock), startTicketServer(t, dir, env.Sock)
+	env := startDaemon(t, "smtpd_tls_session_cache_timeout = 120s\n").env
+	a, b := startTicketServer(t, env.Sock), startTicketServer(t, env.Sock)
 
 	old := map[string]*ticketClient{}
-	for _, v := range ticketVersions {
-		c := newTicketClient(roots, v.version)
+	for _, v := range versions {
+		c := newTicketClient(t, v.v)
 		if c.connect(t, a.addr) {
 			t.Fatal("first handshake resumed")
 		}
@@ -424,12 +301,12 @@ func TestTicketRotation(t *testing.T) {
 	if k2.Name == k1.Name {
 		t.Fatal("the daemon did not rotate")
 	}
-	for _, v := range ticketVersions {
+	for _, v := range versions {
 		t.Run(v.name, func(t *testing.T) {
 			if !old[v.name].connect(t, b.addr) {
 				t.Fatal("ticket under the previous key does not resume after the rotation")
 			}
-			c := newTicketClient(roots, v.version)
+			c := newTicketClient(t, v.v)
 			if c.connect(t, b.addr) {
 				t.Fatal("first handshake resumed")
 			}
@@ -445,14 +322,13 @@ func TestTicketRotation(t *testing.T) {
 // the daemon's new ring replaces the kept keys.
 func TestTicketDaemonDown(t *testing.T) {
 	t.Parallel()
-	env, tlsmgr, p := ticketDaemon(t, "")
-	dir := t.TempDir()
-	roots := ticketCert(t, dir)
-	a, b := startTicketServer(t, dir, env.Sock), startTicketServer(t, dir, env.Sock)
+	dm := startDaemon(t)
+	env, p := dm.env, dm.proc
+	a, b := startTicketServer(t, env.Sock), startTicketServer(t, env.Sock)
 
 	before := map[string]*ticketClient{}
-	for _, v := range ticketVersions {
-		c := newTicketClient(roots, v.version)
+	for _, v := range versions {
+		c := newTicketClient(t, v.v)
 		if c.connect(t, a.addr) {
 			t.Fatal("first handshake resumed")
 		}
@@ -469,12 +345,12 @@ func TestTicketDaemonDown(t *testing.T) {
 			t.Fatalf("server has %q with the daemon gone", got)
 		}
 	}
-	for _, v := range ticketVersions {
+	for _, v := range versions {
 		t.Run(v.name, func(t *testing.T) {
 			if !before[v.name].connect(t, b.addr) {
 				t.Fatal("ticket from before the daemon went does not resume")
 			}
-			c := newTicketClient(roots, v.version)
+			c := newTicketClient(t, v.v)
 			if c.connect(t, b.addr) {
 				t.Fatal("first handshake resumed")
 			}
@@ -490,7 +366,7 @@ func TestTicketDaemonDown(t *testing.T) {
 	}
 
 	// A new daemon has a new ring (in memory): the kept key is dropped.
-	env.Start(t, tlsmgr)
+	env.Start(t, tlsmgrBin)
 	for _, s := range []*ticketServer{a, b} {
 		// The Daemon asks again at most once a second while it is down.
 		deadline := time.Now().Add(10 * time.Second)
@@ -507,9 +383,9 @@ func TestTicketDaemonDown(t *testing.T) {
 			t.Errorf("server logged the daemon's return %d times:\n%s", n, s.stderr)
 		}
 	}
-	for _, v := range ticketVersions {
+	for _, v := range versions {
 		t.Run("back/"+v.name, func(t *testing.T) {
-			c := newTicketClient(roots, v.version)
+			c := newTicketClient(t, v.v)
 			if c.connect(t, a.addr) {
 				t.Fatal("first handshake resumed")
 			}
