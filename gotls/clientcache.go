@@ -1,20 +1,34 @@
 package gotls
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"sync"
+	"time"
 
 	"github.com/gotlsmgr/tlsmgr/client"
 )
 
 // Entries are a format byte and then the format's fields. Version 1 of
-// the client format is the ticket, length-prefixed (4 bytes, big-endian),
-// then the SessionState's Bytes; version 1 of the server format is the
-// SessionState's Bytes alone.
-const formatV1 = 1
+// the server format is the SessionState's Bytes alone. Version 2 of the
+// client format is the time it was stored (8 bytes, big-endian Unix
+// seconds), the ticket, length-prefixed (4 bytes, big-endian), then the
+// SessionState's Bytes; version 1 lacked the time.
+const (
+	formatV1       = 1
+	clientFormatV2 = 2
+)
+
+// clientRefreshAfter is how long the client cache may keep a ticket in
+// place of the one a resumption of the same TLS 1.2 session brought:
+// the server took the kept one moments ago, and any server rotates its
+// ticket keys much less often than this.
+const clientRefreshAfter = time.Minute
 
 // idPrefix starts every cache_id the adapters use, keeping them apart
 // from the ids Postfix's smtp and smtpd put in the same caches.
@@ -43,6 +57,8 @@ func cacheID(key string) string {
 type clientCache struct {
 	d         *Daemon
 	cacheType string
+	held      heldEntries
+	now       func() time.Time
 }
 
 // NewClientSessionCache returns a tls.ClientSessionCache kept in the
@@ -51,21 +67,31 @@ type clientCache struct {
 // made. The daemon being down, slow or holding an entry this Go version
 // cannot parse is a miss, and a Put it does not take is dropped: the
 // handshake then is a full one.
+//
+// A Go TLS 1.2 server sends a new ticket on every resumption, for the
+// same session. The cache does not store it when the entry it resumed
+// from is less than a minute old, so a resumption costs one call to the
+// daemon, not two.
 func NewClientSessionCache(d *Daemon, cacheType string) tls.ClientSessionCache {
-	return &clientCache{d: d, cacheType: cacheType}
+	return &clientCache{d: d, cacheType: cacheType, now: time.Now}
 }
 
 func (c *clientCache) Get(key string) (*tls.ClientSessionState, bool) {
+	id := cacheID(key)
 	var b []byte
 	err := c.d.do(func(ctx context.Context, cl *client.Client) (err error) {
-		b, err = cl.Lookup(ctx, c.cacheType, cacheID(key))
+		b, err = cl.Lookup(ctx, c.cacheType, id)
 		return err
 	})
 	if err != nil {
+		if errors.Is(err, client.ErrNotFound) {
+			c.held.forget(id)
+		}
 		return nil, false
 	}
-	ticket, sb, ok := decodeClient(b)
+	stored, ticket, sb, ok := decodeClient(b)
 	if !ok {
+		c.held.forget(id)
 		return nil, false
 	}
 	state, err := tls.ParseSessionState(sb)
@@ -76,12 +102,14 @@ func (c *clientCache) Get(key string) (*tls.ClientSessionState, bool) {
 	if err != nil {
 		return nil, false
 	}
+	c.held.set(id, sb, stored)
 	return cs, true
 }
 
 func (c *clientCache) Put(key string, cs *tls.ClientSessionState) {
 	id := cacheID(key)
 	if cs == nil {
+		c.held.forget(id)
 		c.d.do(func(ctx context.Context, cl *client.Client) error {
 			return cl.Delete(ctx, c.cacheType, id) // nothing to delete is an answer
 		})
@@ -95,27 +123,127 @@ func (c *clientCache) Put(key string, cs *tls.ClientSessionState) {
 	if err != nil {
 		return
 	}
-	b := encodeClient(ticket, sb)
-	c.d.do(func(ctx context.Context, cl *client.Client) error {
+	defer clear(sb)
+	now := c.now().Unix()
+	if c.held.holds(id, sb, now-int64(clientRefreshAfter/time.Second)) {
+		return // the entry the handshake resumed from holds this session
+	}
+	b := encodeClient(now, ticket, sb)
+	defer clear(b)
+	if c.d.do(func(ctx context.Context, cl *client.Client) error {
 		return cl.Update(ctx, c.cacheType, id, b)
-	})
+	}) == nil {
+		c.held.set(id, sb, now)
+	}
 }
 
-func encodeClient(ticket, state []byte) []byte {
-	b := make([]byte, 0, 1+4+len(ticket)+len(state))
-	b = append(b, formatV1)
+// sameSessionButTime reports whether two serialized session states differ
+// at most within 8 consecutive bytes: the creation time, which a Go TLS
+// 1.2 client sets anew when it resumes, while everything else (version,
+// suite, the 48-byte master secret, certificates) is the same. Two
+// sessions' master secrets differ in far more bytes, and a state from
+// another Go version differs in its layout, so both are stored.
+func sameSessionButTime(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	first, last := -1, -1
+	for i := range a {
+		if a[i] != b[i] {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	return last-first < 8
+}
+
+func encodeClient(stored int64, ticket, state []byte) []byte {
+	b := make([]byte, 0, 1+8+4+len(ticket)+len(state))
+	b = append(b, clientFormatV2)
+	b = binary.BigEndian.AppendUint64(b, uint64(stored))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(ticket)))
 	b = append(b, ticket...)
 	return append(b, state...)
 }
 
-func decodeClient(b []byte) (ticket, state []byte, ok bool) {
-	if len(b) < 5 || b[0] != formatV1 {
-		return nil, nil, false
+// decodeClient parses an entry of either client format; stored is 0 for
+// version 1.
+func decodeClient(b []byte) (stored int64, ticket, state []byte, ok bool) {
+	switch {
+	case len(b) >= 1+8 && b[0] == clientFormatV2:
+		stored = int64(binary.BigEndian.Uint64(b[1:9]))
+		if stored <= 0 {
+			return 0, nil, nil, false
+		}
+		b = b[9:]
+	case len(b) >= 1 && b[0] == formatV1:
+		b = b[1:]
+	default:
+		return 0, nil, nil, false
 	}
-	n := binary.BigEndian.Uint32(b[1:5])
-	if uint64(n) > uint64(len(b)-5) {
-		return nil, nil, false
+	if len(b) < 4 {
+		return 0, nil, nil, false
 	}
-	return b[5 : 5+n], b[5+n:], true
+	n := binary.BigEndian.Uint32(b)
+	if uint64(n) > uint64(len(b)-4) {
+		return 0, nil, nil, false
+	}
+	return stored, b[4 : 4+n], b[4+n:], true
+}
+
+// heldEntries remembers, for the ids last looked up or stored here, a copy
+// of the session state the daemon held and when it was stored, so that Put
+// can tell a resumption's re-issued session from a new one. Concurrent
+// handshakes with one server share the id. Bounded (a random one goes
+// when full); the copies are secrets, wiped when dropped; safe for
+// concurrent use.
+type heldEntries struct {
+	mu   sync.Mutex
+	byID map[string]heldEntry
+}
+
+type heldEntry struct {
+	state  []byte
+	stored int64
+}
+
+// set records state (copied: Go's session aliases it), stored at stored
+// (0: not known, which Put treats as old).
+func (h *heldEntries) set(id string, state []byte, stored int64) {
+	e := heldEntry{state: bytes.Clone(state), stored: stored}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.byID == nil {
+		h.byID = make(map[string]heldEntry)
+	}
+	if old, ok := h.byID[id]; ok {
+		clear(old.state)
+	} else if len(h.byID) >= recentLen {
+		for k, old := range h.byID { // map order: a random entry
+			clear(old.state)
+			delete(h.byID, k)
+			break
+		}
+	}
+	h.byID[id] = e
+}
+
+// holds reports whether the entry for id, stored after since, holds state
+// but for its creation time.
+func (h *heldEntries) holds(id string, state []byte, since int64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e, ok := h.byID[id]
+	return ok && e.stored > since && sameSessionButTime(e.state, state)
+}
+
+func (h *heldEntries) forget(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e, ok := h.byID[id]; ok {
+		clear(e.state)
+		delete(h.byID, id)
+	}
 }

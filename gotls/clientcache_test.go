@@ -1,10 +1,12 @@
 package gotls
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -46,15 +48,129 @@ func TestCacheID(t *testing.T) {
 }
 
 func TestClientFormat(t *testing.T) {
-	b := encodeClient([]byte("ticket"), []byte("state"))
-	ticket, state, ok := decodeClient(b)
-	if !ok || string(ticket) != "ticket" || string(state) != "state" {
-		t.Fatalf("decode(encode) = %q, %q, %v", ticket, state, ok)
+	b := encodeClient(1700000000, []byte("ticket"), []byte("state"))
+	stored, ticket, state, ok := decodeClient(b)
+	if !ok || stored != 1700000000 || string(ticket) != "ticket" || string(state) != "state" {
+		t.Fatalf("decode(encode) = %d, %q, %q, %v", stored, ticket, state, ok)
 	}
-	for _, bad := range [][]byte{nil, {formatV1}, {2, 0, 0, 0, 0}, {formatV1, 0, 0, 0, 9, 'x'}, {formatV1, 0xff, 0xff, 0xff, 0xff}} {
-		if _, _, ok := decodeClient(bad); ok {
+	// Version 1 (no time) still decodes, with stored 0.
+	stored, ticket, state, ok = decodeClient([]byte{formatV1, 0, 0, 0, 1, 't', 's', 's'})
+	if !ok || stored != 0 || string(ticket) != "t" || string(state) != "ss" {
+		t.Fatalf("decode(v1) = %d, %q, %q, %v", stored, ticket, state, ok)
+	}
+	for _, bad := range [][]byte{
+		nil,
+		{formatV1},
+		{3, 0, 0, 0, 0},
+		{formatV1, 0, 0, 0, 9, 'x'},
+		{formatV1, 0xff, 0xff, 0xff, 0xff},
+		{clientFormatV2, 0, 0, 0, 0, 0, 0, 0, 1},
+		{clientFormatV2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},      // no time
+		{clientFormatV2, 0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0},   // time < 0
+		{clientFormatV2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 'x'}, // short ticket
+	} {
+		if _, _, _, ok := decodeClient(bad); ok {
 			t.Errorf("decodeClient(%q) ok", bad)
 		}
+	}
+}
+
+func TestSameSessionButTime(t *testing.T) {
+	a := bytes.Repeat([]byte{0xaa}, 100)
+	with := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(a)) }
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"equal", bytes.Clone(a), true},
+		{"one byte", with(func(b []byte) []byte { b[10] = 0; return b }), true},
+		{"eight bytes", with(func(b []byte) []byte { clear(b[5:13]); return b }), true},
+		{"nine bytes", with(func(b []byte) []byte { clear(b[5:14]); return b }), false},
+		{"two places", with(func(b []byte) []byte { b[5], b[60] = 0, 0; return b }), false},
+		{"first and last", with(func(b []byte) []byte { b[0], b[99] = 0, 0; return b }), false},
+		{"longer", append(bytes.Clone(a), 0xaa), false},
+	} {
+		if got := sameSessionButTime(a, tc.b); got != tc.want {
+			t.Errorf("%s: sameSessionButTime = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestClientCacheTLS12ResumptionStoresNothing: a TLS 1.2 resumption costs
+// one call (the lookup) while the entry is fresh, though the server sends
+// a new ticket every time; an entry older than clientRefreshAfter is
+// stored again, and a full handshake's new session always is.
+func TestClientCacheTLS12ResumptionStoresNothing(t *testing.T) {
+	dm := startDaemon(t)
+	c := getCert(t)
+	d := dm.dial(t, time.Second, nil)
+	addr := startServer(t, serverConfig(c.cert, tls.VersionTLS12))
+	cache := NewClientSessionCache(d, "smtp").(*clientCache)
+	now := time.Now()
+	cache.now = func() time.Time { return now }
+	ccfg := clientConfig(c.pool, tls.VersionTLS12, cache)
+	entry := func() []byte {
+		b, err := d.clients[0].Lookup(context.Background(), "smtp", cacheID(serverName))
+		if err != nil {
+			t.Fatalf("no entry in the daemon: %v", err)
+		}
+		return b
+	}
+	handshake := func(what string, resumed bool, wantCalls uint64) {
+		t.Helper()
+		before := d.Stats().Calls
+		if cs := mustConnect(t, addr, ccfg); cs.DidResume != resumed {
+			t.Fatalf("%s: resumed=%v, want %v", what, cs.DidResume, resumed)
+		}
+		if calls := d.Stats().Calls - before; calls != wantCalls {
+			t.Errorf("%s made %d calls to the daemon, want %d", what, calls, wantCalls)
+		}
+	}
+	handshake("the first handshake", false, 2) // a miss, then the Put
+	first := entry()
+	for i := range 3 {
+		now = now.Add(clientRefreshAfter / 4)
+		handshake(fmt.Sprint("resumption ", i), true, 1)
+	}
+	if !bytes.Equal(entry(), first) {
+		t.Error("a resumption replaced the fresh entry")
+	}
+
+	now = now.Add(clientRefreshAfter)
+	handshake("a resumption from an old entry", true, 2)
+	refreshed := entry()
+	if bytes.Equal(refreshed, first) {
+		t.Error("the old entry was not replaced")
+	}
+	if stored, _, _, _ := decodeClient(refreshed); stored != now.Unix() {
+		t.Errorf("refreshed entry stored at %d, want %d", stored, now.Unix())
+	}
+
+	// Another server, other ticket keys: the ticket fails, the full
+	// handshake's session is stored however fresh the entry.
+	addr = startServer(t, serverConfig(c.cert, tls.VersionTLS12))
+	handshake("a full handshake after a refused ticket", false, 2)
+	if bytes.Equal(entry(), refreshed) {
+		t.Error("the new session was not stored")
+	}
+	handshake("a resumption at the new server", true, 1)
+
+	// Concurrent resumptions with that server share its entry.
+	before := d.Stats().Calls
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 4 {
+				if cs, err := connect(addr, ccfg); err != nil || !cs.DidResume {
+					t.Errorf("concurrent resumption: resumed=%v, %v", cs.DidResume, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if calls := d.Stats().Calls - before; calls != 16 {
+		t.Errorf("16 concurrent resumptions made %d calls to the daemon, want 16", calls)
 	}
 }
 
@@ -80,7 +196,7 @@ func TestClientCacheResumes(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the session is not in the daemon's cache: %v", err)
 			}
-			if _, sb, ok := decodeClient(b); !ok {
+			if _, _, sb, ok := decodeClient(b); !ok {
 				t.Fatalf("cache entry of %d bytes does not decode", len(b))
 			} else if _, err := tls.ParseSessionState(sb); err != nil {
 				t.Fatalf("cache entry's state: %v", err)
@@ -152,8 +268,8 @@ func TestClientCacheGarbage(t *testing.T) {
 		[]byte("garbage"),
 		{formatV1},
 		{9, 0, 0, 0, 1, 'x', 'y'},
-		encodeClient([]byte("ticket"), []byte("not a session state")),
-		encodeClient(nil, nil),
+		encodeClient(1, []byte("ticket"), []byte("not a session state")),
+		encodeClient(1, nil, nil),
 	} {
 		if err := d.clients[0].Update(context.Background(), "smtp", cacheID(serverName), garbage); err != nil {
 			t.Fatal(err)

@@ -50,7 +50,7 @@ type Daemon struct {
 	logf    func(string, ...any)
 
 	mu      sync.Mutex // orders the up/down log lines
-	failing bool
+	failing atomic.Bool
 
 	// After a call ran out of time (down), calls fail at once but for
 	// one every retry, which asks again: a stopped or stuck daemon
@@ -129,6 +129,8 @@ func (d *Daemon) do(f func(ctx context.Context, c *client.Client) error) error {
 	failed := err != nil && !errors.Is(err, client.ErrNotFound)
 	if failed {
 		d.failures.Add(1)
+	} else if !d.down.Load() && !d.failing.Load() {
+		return err // the common case: nothing to change, nothing to log
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -138,11 +140,11 @@ func (d *Daemon) do(f func(ctx context.Context, c *client.Client) error) error {
 	}
 	d.down.Store(slow)
 	switch {
-	case failed && !d.failing:
-		d.failing = true
+	case failed && !d.failing.Load():
+		d.failing.Store(true)
 		d.logf("gotls: tlsmgr daemon not answering (%v); sessions are not shared until it does", err)
-	case !failed && d.failing:
-		d.failing = false
+	case !failed && d.failing.Load():
+		d.failing.Store(false)
 		d.logf("gotls: tlsmgr daemon answering again")
 	}
 	return err

@@ -27,6 +27,14 @@ const IdentityLen = 32
 // parse, is a miss and the handshake a full one. When the state cannot
 // be stored, the client still gets a fresh identity (an empty one would
 // end a TLS 1.3 handshake in Go's client); it is a miss when presented.
+//
+// An identity resumes until its entry expires or is deleted, as Go's own
+// tickets do; it is not single-use. RFC 8446 asks for single use against
+// replayed 0-RTT data, which crypto/tls never accepts; a TLS 1.3
+// resumption hands out a new identity anyway, and its key exchange is a
+// fresh (EC)DHE (crypto/tls resumes only with psk_dhe_ke), so an entry
+// obtained later opens no earlier connection's traffic. Deleting the entry
+// on use would cost every TLS 1.3 resumption another call.
 func SetStatefulSessions(cfg *tls.Config, d *Daemon, cacheType string) {
 	var resumed recentSessions
 	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {

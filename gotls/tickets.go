@@ -3,10 +3,11 @@ package gotls
 import (
 	"context"
 	"crypto/hkdf"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"sync"
 	"time"
 
@@ -46,28 +47,38 @@ const (
 // tickets are not OpenSSL's, so Postfix and Go share a key source, not
 // tickets.
 //
-// When the daemon does not answer, the keys last applied stay (the
-// current one goes on encrypting past its expiry) and the Daemon logs it
-// once; handshakes never wait for the daemon.
+// When the daemon does not answer, the keys last applied stay and the
+// Daemon logs it once; handshakes never wait for the daemon. The current
+// key goes on encrypting past its expiry, but not for longer than the
+// ring's rotation period (see localAfterLocked): then new tickets get a key of
+// this process's own, replaced at the same period, which only this
+// process accepts. Once the daemon answers, its current key encrypts
+// again, and the keys of the process's own still decrypt for a period.
 type Tickets struct {
 	cfg *tls.Config
 	d   *Daemon
 
 	refresh sync.Mutex  // one refresh at a time
-	mu      sync.Mutex  // guards keys
+	mu      sync.Mutex  // guards keys, period
 	keys    []ticketKey // current first; nil until the first success
+	period  int64       // seconds between two current keys' expiries, 0 until seen
 	now     func() time.Time
+	logf    func(string, ...any)
 
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
-// ticketKey is one daemon key as Tickets keeps it: its name, its expiry
-// and the derived Go key (the daemon's material is wiped at once).
+// ticketKey is one daemon key as Tickets keeps it: its name, its expiry,
+// when it was first seen here and the derived Go key (the daemon's
+// material is wiped at once); or, local, a random key of this process's
+// own, made while the daemon did not answer, which encrypts until expiry.
 type ticketKey struct {
 	name   [tktkey.NameLen]byte
 	expiry int64
+	seen   int64
+	local  bool
 	goKey  [32]byte
 }
 
@@ -76,7 +87,11 @@ type ticketKey struct {
 // returns; if that fails, cfg keeps Go's own ticket keys (and their
 // rotation) until a refresh gets through. cfg must not be copied after.
 func ShareTicketKeys(cfg *tls.Config, d *Daemon) *Tickets {
-	t := &Tickets{cfg: cfg, d: d, now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	return shareTicketKeys(cfg, d, time.Now)
+}
+
+func shareTicketKeys(cfg *tls.Config, d *Daemon, now func() time.Time) *Tickets {
+	t := &Tickets{cfg: cfg, d: d, now: now, logf: d.logf, stop: make(chan struct{}), done: make(chan struct{})}
 	err := t.Refresh(context.Background())
 	go t.run(err)
 	return t
@@ -99,8 +114,9 @@ func DeriveTicketKey(k *tktkey.Key) [32]byte {
 	return out
 }
 
-// Keys returns how many keys cfg has from the daemon (0 before the first
-// successful refresh).
+// Keys returns how many keys cfg has from Tickets: the daemon's and, after
+// a long outage, this process's own (0 before the first successful
+// refresh).
 func (t *Tickets) Keys() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -133,22 +149,35 @@ func (t *Tickets) Refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fresh := ticketKey{name: cur.Name, expiry: cur.Expiry, goKey: DeriveTicketKey(&cur)}
+	now := t.now().Unix()
+	fresh := ticketKey{name: cur.Name, expiry: cur.Expiry, seen: now, goKey: DeriveTicketKey(&cur)}
 	cur.Wipe()
 
 	t.mu.Lock()
 	old := append([]ticketKey(nil), t.keys...)
+	if len(old) > 0 && !old[0].local && old[0].name != fresh.name && fresh.expiry > old[0].expiry {
+		t.period = fresh.expiry - old[0].expiry
+	}
+	period := t.localAfterLocked(fresh)
 	t.mu.Unlock()
 
 	next := []ticketKey{fresh}
 	var errs []error
 	for i := range old {
 		k := &old[i]
-		if k.name == fresh.name {
+		if k.name == fresh.name && !k.local {
+			next[0].seen = k.seen
 			continue
 		}
 		if len(next) == ticketMaxKeys {
 			break
+		}
+		if k.local {
+			// Tickets of the outage: they decrypt here for a period.
+			if now < k.expiry+period {
+				next = append(next, *k)
+			}
+			continue
 		}
 		var still tktkey.Key
 		err := t.call(ctx, k.name[:], &still)
@@ -165,24 +194,77 @@ func (t *Tickets) Refresh(ctx context.Context) error {
 		}
 	}
 
+	t.mu.Lock()
+	t.applyLocked(next)
+	t.mu.Unlock()
+	for i := range old {
+		clear(old[i].goKey[:])
+	}
+	return errors.Join(errs...)
+}
+
+// applyLocked gives cfg the keys next (not empty) and keeps them; t.mu is
+// held.
+func (t *Tickets) applyLocked(next []ticketKey) {
 	goKeys := make([][32]byte, len(next))
 	for i := range next {
 		goKeys[i] = next[i].goKey
 	}
 	t.cfg.SetSessionTicketKeys(goKeys) // copies them
 	clear(goKeys)
-
-	t.mu.Lock()
-	prev := t.keys
+	for i := range t.keys {
+		clear(t.keys[i].goKey[:])
+	}
 	t.keys = next
-	t.mu.Unlock()
-	for i := range prev {
-		clear(prev[i].goKey[:])
+}
+
+// localAfterLocked is how long past its expiry the daemon's key k may go
+// on encrypting while the daemon does not answer, and how long a key of
+// this process's own encrypts: the ring's rotation period as seen here,
+// or before a rotation was seen, k's life since it was first seen; at
+// least ticketRefreshMax. The daemon's keys decrypt for a period past
+// their expiry, so tickets issued in that time still resume across the
+// fleet. t.mu is held.
+func (t *Tickets) localAfterLocked(k ticketKey) int64 {
+	p := t.period
+	if p == 0 {
+		p = k.expiry - k.seen
 	}
-	for i := range old {
-		clear(old[i].goKey[:])
+	return max(p, int64(ticketRefreshMax/time.Second))
+}
+
+// fallBack runs after a failed refresh: once the key encrypting has been
+// used as long as localAfterLocked allows, a new random key of this
+// process's own takes its place, the keys before it still decrypting
+// (within ticketMaxKeys). It does nothing while cfg has Go's own keys.
+func (t *Tickets) fallBack() {
+	t.refresh.Lock() // a Refresh under way would apply its keys over these
+	defer t.refresh.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.keys) == 0 {
+		return
 	}
-	return errors.Join(errs...)
+	cur, now := t.keys[0], t.now().Unix()
+	period := t.localAfterLocked(cur)
+	switch {
+	case cur.local && now < cur.expiry:
+		return
+	case !cur.local && now < cur.expiry+period:
+		return
+	case !cur.local:
+		t.logf("gotls: tlsmgr daemon not answering since the shared session ticket key expired; new tickets use a key of this process's own, accepted only here, until it answers")
+	}
+	local := ticketKey{expiry: now + period, seen: now, local: true}
+	rand.Read(local.goKey[:]) // never fails (crypto/rand, Go 1.24+)
+	next := []ticketKey{local}
+	for _, k := range t.keys {
+		if len(next) == ticketMaxKeys {
+			break
+		}
+		next = append(next, k)
+	}
+	t.applyLocked(next)
 }
 
 // call asks the daemon for the key named name (nil: the current key).
@@ -233,6 +315,9 @@ func (t *Tickets) run(err error) {
 		case <-timer.C:
 		}
 		err = t.Refresh(context.Background())
+		if err != nil {
+			t.fallBack()
+		}
 	}
 }
 
@@ -256,10 +341,10 @@ func (t *Tickets) untilRotation() time.Duration {
 		// is behind ours): ask again soon, not in a loop.
 		return jitter(5 * time.Second)
 	}
-	return wait + time.Duration(rand.Int64N(int64(time.Second))) + 10*time.Millisecond
+	return wait + time.Duration(mrand.Int64N(int64(time.Second))) + 10*time.Millisecond
 }
 
 // jitter is d less up to a tenth.
 func jitter(d time.Duration) time.Duration {
-	return d - time.Duration(rand.Int64N(int64(d/10)+1))
+	return d - time.Duration(mrand.Int64N(int64(d/10)+1))
 }

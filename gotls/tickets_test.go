@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -398,4 +400,139 @@ func TestTicketDaemonDown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTicketLocalKey: with the daemon gone, its key goes on encrypting for
+// a rotation period past its expiry, then a key of the server's own does
+// (logged once), replaced at the same period; tickets under every key kept
+// still resume, and the own keys go on decrypting once the daemon is back.
+// The servers run in the test, Tickets on a clock the test sets.
+func TestTicketLocalKey(t *testing.T) {
+	dm := startDaemon(t)
+	c := getCert(t)
+	l := &logs{}
+	d := dm.dial(t, time.Second, l)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	setClock := func(unix int64) { clock.Store(time.Unix(unix, 0).UnixNano()) }
+
+	cfgA, cfgB := serverConfig(c.cert, tls.VersionTLS13), serverConfig(c.cert, tls.VersionTLS13)
+	a, b := shareTicketKeys(cfgA, d, now), ShareTicketKeys(cfgB, d)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	addrA, addrB := startServer(t, cfgA), startServer(t, cfgB)
+	snapshot := func() []ticketKey {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return slices.Clone(a.keys)
+	}
+	// describe shows keys without their secret.
+	describe := func(ks []ticketKey) string {
+		var out []string
+		for _, k := range ks {
+			out = append(out, fmt.Sprintf("{name %x local %v expiry %d seen %d}", k.name[:4], k.local, k.expiry, k.seen))
+		}
+		return strings.Join(out, " ")
+	}
+	if ks := snapshot(); len(ks) != 1 || ks[0].local {
+		t.Fatalf("keys at start: %s", describe(ks))
+	}
+	shared := snapshot()[0]
+
+	client := func() *tls.Config { return clientConfig(c.pool, tls.VersionTLS13, tls.NewLRUClientSessionCache(4)) }
+	resumes := func(cfg *tls.Config, addr string) bool { t.Helper(); return mustConnect(t, addr, cfg).DidResume }
+	before := client()
+	if resumes(before, addrA) || !resumes(before, addrB) {
+		t.Fatal("a session does not resume across the servers")
+	}
+
+	dm.proc.Kill()
+	// Until a period past its expiry (a period: the key's life since it
+	// was seen), the daemon's key encrypts on.
+	period := shared.expiry - shared.seen
+	setClock(shared.expiry + period - 1)
+	if a.Refresh(context.Background()) == nil {
+		t.Fatal("refresh with the daemon gone succeeded")
+	}
+	a.fallBack()
+	if ks := snapshot(); len(ks) != 1 || ks[0].name != shared.name {
+		t.Fatalf("the daemon's key was replaced before its time: %s", describe(ks))
+	}
+	setClock(shared.expiry + period)
+	a.fallBack()
+	ks := snapshot()
+	if len(ks) != 2 || !ks[0].local || ks[1].name != shared.name || ks[0].expiry != shared.expiry+2*period {
+		t.Fatalf("keys after the period: %s", describe(ks))
+	}
+	if n := l.Count("info", "own"); n != 1 {
+		t.Errorf("the own key was logged %d times: %q", n, texts(l))
+	}
+	if !resumes(before, addrA) {
+		t.Error("a ticket under the daemon's key does not resume")
+	}
+	during := client()
+	if resumes(during, addrA) {
+		t.Fatal("first handshake resumed")
+	}
+	if resumes(copyTicket(t, during), addrB) {
+		t.Error("a ticket under the own key resumed at the other server")
+	}
+	if !resumes(during, addrA) {
+		t.Error("a ticket under the own key does not resume where it was issued")
+	}
+
+	// The own key is replaced at its expiry; the one before decrypts on.
+	a.fallBack()
+	if got := snapshot(); len(got) != 2 {
+		t.Fatalf("own key replaced before its expiry: %s", describe(got))
+	}
+	setClock(ks[0].expiry)
+	a.fallBack()
+	if got := snapshot(); len(got) != 3 || !got[0].local || got[1].goKey != ks[0].goKey || got[2].name != shared.name {
+		t.Fatalf("keys after the own key's expiry: %s", describe(got))
+	}
+	if !resumes(during, addrA) {
+		t.Error("a ticket under the first own key does not resume")
+	}
+	if n := l.Count("info", "own"); n != 1 {
+		t.Errorf("the own key was logged %d times: %q", n, texts(l))
+	}
+
+	// The daemon is back, with a new ring: its key encrypts, the own
+	// keys decrypt, the daemon's old key is gone.
+	dm.proc = dm.env.Start(t, tlsmgrBin)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Refresh(context.Background()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no refresh with the daemon back")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	got := snapshot()
+	if len(got) != 3 || got[0].local || !got[1].local || !got[2].local {
+		t.Fatalf("keys with the daemon back: %s", describe(got))
+	}
+	if !resumes(during, addrA) {
+		t.Error("a ticket under an own key does not resume with the daemon back")
+	}
+	if err := b.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	after := client()
+	if resumes(after, addrA) || !resumes(after, addrB) {
+		t.Error("with the daemon back, a session does not resume across the servers")
+	}
+}
+
+// copyTicket is a client config holding the session cfg's cache holds.
+func copyTicket(t *testing.T, cfg *tls.Config) *tls.Config {
+	t.Helper()
+	cs, ok := cfg.ClientSessionCache.Get(serverName)
+	if !ok {
+		t.Fatal("the client holds no session")
+	}
+	c := cfg.Clone()
+	c.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	c.ClientSessionCache.Put(serverName, cs)
+	return c
 }
