@@ -80,26 +80,60 @@ func BenchmarkHandshake(b *testing.B) {
 
 // resumedModes are the set-ups BenchmarkHandshakeRatios compares: Go's own
 // tickets and LRU cache; the same with one round trip to tlsmgr-null added
-// to every resumption (the machine's IPC limit for one call, the least any
-// daemon could add); and each adapter in their place.
-var resumedModes = []string{"gotickets", "ipclimit", "stateful", "clientcache", "both"}
+// to every resumption, in the server (ipc-server) or in the client's cache
+// (ipc-client), each answered with an entry of the size the adapter's has
+// (the machine's IPC limit for that call, the least any daemon could add);
+// and each adapter in their place.
+var resumedModes = []string{"gotickets", "ipc-server", "ipc-client", "stateful", "clientcache", "both"}
+
+// Sizes of the entries of this package's tests (their ECDSA P-256
+// certificate): a server's session state is 58–76 bytes, a client's with
+// the certificate chain and the ticket 595–619.
+const serverEntrySize, clientEntrySize = 64, 640
+
+// nullServers are tlsmgr-null servers answering entries of the size
+// ipc-server's and ipc-client's calls stand for.
+type nullServers struct{ server, client *Daemon }
+
+func startNulls(b *testing.B) nullServers {
+	return nullServers{startNull(b, serverEntrySize), startNull(b, clientEntrySize)}
+}
+
+// nullCall is one lookup at tlsmgr-null.
+func nullCall(b *testing.B, null *Daemon) {
+	if err := null.do(func(ctx context.Context, cl *client.Client) error {
+		_, err := cl.Lookup(ctx, "smtp", "gotls:x")
+		return err
+	}); err != nil {
+		b.Errorf("tlsmgr-null: %v", err)
+	}
+}
+
+// ipcCache is Go's LRU cache with a call to tlsmgr-null in every Get.
+type ipcCache struct {
+	tls.ClientSessionCache
+	b    *testing.B
+	null *Daemon
+}
+
+func (c ipcCache) Get(key string) (*tls.ClientSessionState, bool) {
+	nullCall(c.b, c.null)
+	return c.ClientSessionCache.Get(key)
+}
 
 // resumedSetup returns the server address and client config of one of
 // resumedModes, its first session made.
-func resumedSetup(b *testing.B, mode string, v uint16, d, null *Daemon, c *testCert) (string, *tls.Config) {
+func resumedSetup(b *testing.B, mode string, v uint16, d *Daemon, nulls nullServers, c *testCert) (string, *tls.Config) {
 	scfg := serverConfig(c.cert, v)
 	var cache tls.ClientSessionCache = tls.NewLRUClientSessionCache(16)
 	switch mode {
-	case "ipclimit":
+	case "ipc-server":
 		scfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-			if err := null.do(func(ctx context.Context, cl *client.Client) error {
-				_, err := cl.Lookup(ctx, "smtpd", "gotls:x")
-				return err
-			}); err != nil {
-				b.Errorf("tlsmgr-null: %v", err)
-			}
+			nullCall(b, nulls.server)
 			return scfg.DecryptTicket(identity, cs)
 		}
+	case "ipc-client":
+		cache = ipcCache{cache, b, nulls.client}
 	case "stateful":
 		SetStatefulSessions(scfg, d, "smtpd")
 	case "clientcache": // two caches: the modes' sessions share one key
@@ -115,11 +149,11 @@ func resumedSetup(b *testing.B, mode string, v uint16, d, null *Daemon, c *testC
 }
 
 // resumedSetups are resumedSetup's results for all resumedModes.
-func resumedSetups(b *testing.B, v uint16, d, null *Daemon, c *testCert) ([]string, []*tls.Config) {
+func resumedSetups(b *testing.B, v uint16, d *Daemon, nulls nullServers, c *testCert) ([]string, []*tls.Config) {
 	addrs := make([]string, len(resumedModes))
 	cfgs := make([]*tls.Config, len(resumedModes))
 	for i, mode := range resumedModes {
-		addrs[i], cfgs[i] = resumedSetup(b, mode, v, d, null, c)
+		addrs[i], cfgs[i] = resumedSetup(b, mode, v, d, nulls, c)
 	}
 	return addrs, cfgs
 }
@@ -149,10 +183,10 @@ func BenchmarkHandshakeRatios(b *testing.B) {
 	dm := startDaemon(b)
 	c := getCert(b)
 	d := dm.dial(b, time.Second, nil)
-	null := startNull(b, 128) // about a server's TLS 1.2 session state
+	nulls := startNulls(b)
 	for _, v := range versions {
 		b.Run(v.name, func(b *testing.B) {
-			addrs, cfgs := resumedSetups(b, v.v, d, null, c)
+			addrs, cfgs := resumedSetups(b, v.v, d, nulls, c)
 			times := make([][]time.Duration, len(resumedModes))
 			before := d.Stats()
 			op := 0
@@ -195,10 +229,10 @@ func BenchmarkHandshakeParallel(b *testing.B) {
 	c := getCert(b)
 	d := Dial(Options{Socket: dm.env.Sock, Timeout: time.Second, Conns: goroutines, Logf: b.Logf})
 	b.Cleanup(func() { d.Close() })
-	null := startNull(b, 128)
+	nulls := startNulls(b)
 	for _, v := range versions {
 		b.Run(v.name, func(b *testing.B) {
-			addrs, cfgs := resumedSetups(b, v.v, d, null, c)
+			addrs, cfgs := resumedSetups(b, v.v, d, nulls, c)
 			total := make([]time.Duration, len(resumedModes))
 			before := d.Stats()
 			op := 0
@@ -258,7 +292,7 @@ func median(ds []time.Duration) time.Duration {
 func BenchmarkDaemonLookup(b *testing.B) {
 	dm := startDaemon(b)
 	d := dm.dial(b, time.Second, nil)
-	for _, size := range []int{128, 1400} {
+	for _, size := range []int{serverEntrySize, clientEntrySize} {
 		for _, server := range []struct {
 			name string
 			d    *Daemon
