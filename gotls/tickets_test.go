@@ -536,3 +536,42 @@ func copyTicket(t *testing.T, cfg *tls.Config) *tls.Config {
 	c.ClientSessionCache.Put(serverName, cs)
 	return c
 }
+
+// TestTicketRunFallsBack: Tickets' own refreshes, not only a caller's, move
+// to a key of the server's own once the daemon has been gone for a period
+// past its key's expiry.
+func TestTicketRunFallsBack(t *testing.T) {
+	dm := startDaemon(t)
+	d := dm.dial(t, time.Second, &logs{})
+	cur, err := d.clients[0].TicketKey(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiry := cur.Expiry
+	cur.Wipe()
+	// Tickets' clock starts a second before the key's expiry, so that its
+	// first regular refresh comes a second or two from now.
+	var clock atomic.Int64
+	clock.Store(time.Unix(expiry-1, 0).UnixNano())
+	cfg := serverConfig(getCert(t).cert, tls.VersionTLS13)
+	tk := shareTicketKeys(cfg, d, func() time.Time { return time.Unix(0, clock.Load()) })
+	t.Cleanup(func() { tk.Close() })
+	if tk.Keys() != 1 {
+		t.Fatal("no key from the daemon")
+	}
+	dm.proc.Kill()
+	clock.Store(time.Unix(expiry+24*3600, 0).UnixNano())
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		tk.mu.Lock()
+		local := tk.keys[0].local
+		tk.mu.Unlock()
+		if local {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Tickets' refreshes did not move to an own key")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
