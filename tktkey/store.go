@@ -12,7 +12,8 @@ type Store interface {
 	// Load returns the saved ring, or an empty ring and no error when
 	// nothing is saved.
 	Load(ctx context.Context) (Ring, error)
-	// Save replaces the saved ring.
+	// Save replaces the saved ring. It must not keep r or its keys
+	// after it returns: they are the manager's, wiped when they retire.
 	Save(ctx context.Context, r Ring) error
 }
 

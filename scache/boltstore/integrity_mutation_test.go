@@ -89,12 +89,13 @@ func TestOpenRefusesIndexNotMatchingEntries(t *testing.T) {
 }
 
 // TestOpenTightensAnyGroupOrOtherAccess: a cache file readable or
-// writable by its group, or by others, is made 0600 at Open, with a
-// warning; a 0600 file is left alone without one.
+// writable by its group, or by others, or of any other mode than 0600, is
+// made 0600 at Open, with a warning; a 0600 file is left alone without
+// one.
 func TestOpenTightensAnyGroupOrOtherAccess(t *testing.T) {
 	old := unix.Umask(0)
 	defer unix.Umask(old)
-	for _, mode := range []os.FileMode{0o640, 0o660, 0o620, 0o604, 0o602, 0o610, 0o600} {
+	for _, mode := range []os.FileMode{0o640, 0o660, 0o620, 0o604, 0o602, 0o610, 0o700, 0o600} {
 		t.Run(mode.String(), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "cache.db")
 			s := openBench(t, path, smallLimits)

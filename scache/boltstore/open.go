@@ -41,7 +41,7 @@ func Open(path string, lim scache.Limits, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm() != 0o600 {
 		s.log.Warn("session cache %s was mode %v; making it 0600", path, fi.Mode().Perm())
 		if err := f.Chmod(0o600); err != nil {
 			f.Close()

@@ -59,11 +59,12 @@ func TestUnknownHeaderWithValidChecksum(t *testing.T) {
 }
 
 // TestModeAnyGroupOrOtherAccess: a key file with any group or other
-// permission bit is made 0600 at Open, with a warning.
+// permission bit, or any other mode than 0600, is made 0600 at Open, with
+// a warning.
 func TestModeAnyGroupOrOtherAccess(t *testing.T) {
 	old := unix.Umask(0)
 	defer unix.Umask(old)
-	for _, mode := range []os.FileMode{0o640, 0o660, 0o620, 0o610, 0o604, 0o602} {
+	for _, mode := range []os.FileMode{0o640, 0o660, 0o620, 0o610, 0o604, 0o602, 0o700} {
 		t.Run(mode.String(), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "keys")
 			open(t, path, nil).Close()

@@ -85,7 +85,7 @@ func Open(path string, logger Logger) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("keyfile: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
+	if fi.Mode().Perm() != 0o600 {
 		logger.Warn("ticket key file %s was mode %v; making it 0600", path, fi.Mode().Perm())
 		if err := f.Chmod(0o600); err != nil {
 			f.Close()
