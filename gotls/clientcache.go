@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/client"
@@ -57,7 +56,7 @@ func cacheID(key string) string {
 type clientCache struct {
 	d         *Daemon
 	cacheType string
-	held      heldEntries
+	held      recent[string, heldEntry]
 	now       func() time.Time
 }
 
@@ -73,7 +72,9 @@ type clientCache struct {
 // from is less than a minute old, so a resumption costs one call to the
 // daemon, not two.
 func NewClientSessionCache(d *Daemon, cacheType string) tls.ClientSessionCache {
-	return &clientCache{d: d, cacheType: cacheType, now: time.Now}
+	c := &clientCache{d: d, cacheType: cacheType, now: time.Now}
+	c.held.wipe = wipeHeld
+	return c
 }
 
 func (c *clientCache) Get(key string) (*tls.ClientSessionState, bool) {
@@ -102,7 +103,7 @@ func (c *clientCache) Get(key string) (*tls.ClientSessionState, bool) {
 	if err != nil {
 		return nil, false
 	}
-	c.held.set(id, sb, stored)
+	c.held.put(id, heldEntry{bytes.Clone(sb), stored}) // stored 0 (version 1): old
 	return cs, true
 }
 
@@ -125,7 +126,8 @@ func (c *clientCache) Put(key string, cs *tls.ClientSessionState) {
 	}
 	defer clear(sb)
 	now := c.now().Unix()
-	if c.held.holds(id, sb, now-int64(clientRefreshAfter/time.Second)) {
+	since := now - int64(clientRefreshAfter/time.Second)
+	if c.held.holds(id, func(e heldEntry) bool { return e.stored > since && sameSessionButTime(e.state, sb) }) {
 		return // the entry the handshake resumed from holds this session
 	}
 	b := encodeClient(now, ticket, sb)
@@ -133,7 +135,7 @@ func (c *clientCache) Put(key string, cs *tls.ClientSessionState) {
 	if c.d.do(func(ctx context.Context, cl *client.Client) error {
 		return cl.Update(ctx, c.cacheType, id, b)
 	}) == nil {
-		c.held.set(id, sb, now)
+		c.held.put(id, heldEntry{bytes.Clone(sb), now})
 	}
 }
 
@@ -193,57 +195,14 @@ func decodeClient(b []byte) (stored int64, ticket, state []byte, ok bool) {
 	return stored, b[4 : 4+n], b[4+n:], true
 }
 
-// heldEntries remembers, for the ids last looked up or stored here, a copy
-// of the session state the daemon held and when it was stored, so that Put
-// can tell a resumption's re-issued session from a new one. Concurrent
-// handshakes with one server share the id. Bounded (a random one goes
-// when full); the copies are secrets, wiped when dropped; safe for
-// concurrent use.
-type heldEntries struct {
-	mu   sync.Mutex
-	byID map[string]heldEntry
-}
-
+// heldEntry is, for an id last looked up or stored here, a copy of the
+// session state the daemon held (Go's session aliases the buffer it was
+// parsed from) and when it was stored, so that Put can tell a
+// resumption's re-issued session from a new one. Concurrent handshakes
+// with one server share the id.
 type heldEntry struct {
 	state  []byte
 	stored int64
 }
 
-// set records state (copied: Go's session aliases it), stored at stored
-// (0: not known, which Put treats as old).
-func (h *heldEntries) set(id string, state []byte, stored int64) {
-	e := heldEntry{state: bytes.Clone(state), stored: stored}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.byID == nil {
-		h.byID = make(map[string]heldEntry)
-	}
-	if old, ok := h.byID[id]; ok {
-		clear(old.state)
-	} else if len(h.byID) >= recentLen {
-		for k, old := range h.byID { // map order: a random entry
-			clear(old.state)
-			delete(h.byID, k)
-			break
-		}
-	}
-	h.byID[id] = e
-}
-
-// holds reports whether the entry for id, stored after since, holds state
-// but for its creation time.
-func (h *heldEntries) holds(id string, state []byte, since int64) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	e, ok := h.byID[id]
-	return ok && e.stored > since && sameSessionButTime(e.state, state)
-}
-
-func (h *heldEntries) forget(id string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if e, ok := h.byID[id]; ok {
-		clear(e.state)
-		delete(h.byID, id)
-	}
-}
+func wipeHeld(e heldEntry) { clear(e.state) }

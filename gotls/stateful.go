@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
-	"sync"
 
 	"github.com/gotlsmgr/tlsmgr/client"
 )
@@ -36,14 +35,17 @@ const IdentityLen = 32
 // obtained later opens no earlier connection's traffic. Deleting the entry
 // on use would cost every TLS 1.3 resumption another call.
 func SetStatefulSessions(cfg *tls.Config, d *Daemon, cacheType string) {
-	var resumed recentSessions
+	// The identities of the last TLS 1.2 sessions unwrapped, by a digest
+	// of their state, so that a resumption's re-issued ticket is the
+	// same identity.
+	var resumed recent[[sha256.Size]byte, []byte]
 	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 		sb, err := ss.Bytes()
 		if err == nil && cs.DidResume && cs.Version <= tls.VersionTLS12 {
 			// TLS 1.2 re-issues the very state it resumed (same secret,
 			// same creation time): hand back its identity, which the
 			// daemon holds already, instead of storing it again.
-			if identity, ok := resumed.take(sb); ok {
+			if identity, ok := resumed.take(sha256.Sum256(sb)); ok {
 				clear(sb)
 				return identity, nil
 			}
@@ -80,50 +82,10 @@ func SetStatefulSessions(cfg *tls.Config, d *Daemon, cacheType string) {
 			return nil, nil
 		}
 		if cs.Version <= tls.VersionTLS12 {
-			resumed.add(b[1:], identity)
+			resumed.put(sha256.Sum256(b[1:]), bytes.Clone(identity))
 		}
 		return ss, nil
 	}
-}
-
-// recentSessions remembers the identities of the last sessions unwrapped,
-// by a digest of their state, so that a TLS 1.2 resumption's re-issued
-// ticket is the same identity. Bounded; safe for concurrent use.
-type recentSessions struct {
-	mu    sync.Mutex
-	byKey map[[sha256.Size]byte][]byte
-	order [][sha256.Size]byte
-}
-
-const recentLen = 1024
-
-func (r *recentSessions) add(state, identity []byte) {
-	k := sha256.Sum256(state)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.byKey == nil {
-		r.byKey = make(map[[sha256.Size]byte][]byte)
-	}
-	if _, ok := r.byKey[k]; ok {
-		return
-	}
-	if len(r.order) == recentLen {
-		delete(r.byKey, r.order[0])
-		r.order = r.order[1:]
-	}
-	r.byKey[k] = bytes.Clone(identity)
-	r.order = append(r.order, k)
-}
-
-// take returns and forgets the identity of the session whose state is
-// state, if it was unwrapped lately.
-func (r *recentSessions) take(state []byte) ([]byte, bool) {
-	k := sha256.Sum256(state)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	id, ok := r.byKey[k]
-	delete(r.byKey, k) // its place in order ages out harmlessly
-	return id, ok
 }
 
 // identityID is the cache_id of a session identity.
