@@ -36,25 +36,7 @@ func BenchmarkHandshake(b *testing.B) {
 	for _, v := range versions {
 		for _, mode := range []string{"full", "gotickets", "stateful", "clientcache", "both"} {
 			b.Run(v.name+"/"+mode, func(b *testing.B) {
-				scfg := serverConfig(c.cert, v.v)
-				var cache tls.ClientSessionCache
-				switch mode {
-				case "full":
-					scfg.SessionTicketsDisabled = true
-				case "gotickets":
-					cache = tls.NewLRUClientSessionCache(16)
-				case "stateful":
-					SetStatefulSessions(scfg, d, "smtpd")
-					cache = tls.NewLRUClientSessionCache(16)
-				case "clientcache":
-					cache = NewClientSessionCache(d, "smtp")
-				case "both":
-					SetStatefulSessions(scfg, d, "smtpd")
-					cache = NewClientSessionCache(d, "smtp")
-				}
-				addr := startServer(b, scfg)
-				ccfg := clientConfig(c.pool, v.v, cache)
-				mustConnect(b, addr, ccfg) // the first session
+				addr, ccfg := benchSetup(b, mode, v.v, d, nullServers{}, c)
 				before := d.Stats()
 				resumed := 0
 				b.ResetTimer()
@@ -121,12 +103,16 @@ func (c ipcCache) Get(key string) (*tls.ClientSessionState, bool) {
 	return c.ClientSessionCache.Get(key)
 }
 
-// resumedSetup returns the server address and client config of one of
-// resumedModes, its first session made.
-func resumedSetup(b *testing.B, mode string, v uint16, d *Daemon, nulls nullServers, c *testCert) (string, *tls.Config) {
+// benchSetup returns the server address and client config of one of
+// resumedModes, or of "full" (no tickets, no cache), its first session
+// made.
+func benchSetup(b *testing.B, mode string, v uint16, d *Daemon, nulls nullServers, c *testCert) (string, *tls.Config) {
 	scfg := serverConfig(c.cert, v)
 	var cache tls.ClientSessionCache = tls.NewLRUClientSessionCache(16)
 	switch mode {
+	case "full":
+		scfg.SessionTicketsDisabled = true
+		cache = nil
 	case "ipc-server":
 		scfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 			nullCall(b, nulls.server)
@@ -148,12 +134,12 @@ func resumedSetup(b *testing.B, mode string, v uint16, d *Daemon, nulls nullServ
 	return addr, ccfg
 }
 
-// resumedSetups are resumedSetup's results for all resumedModes.
+// resumedSetups are benchSetup's results for all resumedModes.
 func resumedSetups(b *testing.B, v uint16, d *Daemon, nulls nullServers, c *testCert) ([]string, []*tls.Config) {
 	addrs := make([]string, len(resumedModes))
 	cfgs := make([]*tls.Config, len(resumedModes))
 	for i, mode := range resumedModes {
-		addrs[i], cfgs[i] = resumedSetup(b, mode, v, d, nulls, c)
+		addrs[i], cfgs[i] = benchSetup(b, mode, v, d, nulls, c)
 	}
 	return addrs, cfgs
 }

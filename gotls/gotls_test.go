@@ -312,10 +312,10 @@ func helperCmd(t testing.TB, mode string, env ...string) *exec.Cmd {
 	return cmd
 }
 
-// helperServer starts a server process and returns its address.
-func helperServer(t testing.TB, env ...string) string {
+// startHelper starts cmd with pipes to its standard input and output; when
+// the test ends, its input is closed and it has 10 s to exit.
+func startHelper(t testing.TB, cmd *exec.Cmd) (io.WriteCloser, io.Reader) {
 	t.Helper()
-	cmd := helperCmd(t, "server", env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -338,6 +338,13 @@ func helperServer(t testing.TB, env ...string) string {
 			<-done
 		}
 	})
+	return stdin, stdout
+}
+
+// helperServer starts a server process and returns its address.
+func helperServer(t testing.TB, env ...string) string {
+	t.Helper()
+	_, stdout := startHelper(t, helperCmd(t, "server", env...))
 	addr, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		t.Fatalf("server helper: %v", err)

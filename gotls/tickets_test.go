@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -115,32 +114,11 @@ type ticketServer struct {
 func startTicketServer(t *testing.T, sock string) *ticketServer {
 	t.Helper()
 	certFile, keyFile := getCert(t).files(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "GOTLS_HELPER=tickets", "GOTLS_SOCK="+sock, "GOTLS_CERT="+certFile, "GOTLS_KEY="+keyFile)
+	cmd := helperCmd(t, "tickets", "GOTLS_SOCK="+sock, "GOTLS_CERT="+certFile, "GOTLS_KEY="+keyFile)
 	s := &ticketServer{stderr: &daemontest.Buffer{}}
 	cmd.Stderr = s.stderr
-	var err error
-	if s.in, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.in.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
+	var stdout io.Reader
+	s.in, stdout = startHelper(t, cmd)
 	s.out = bufio.NewScanner(stdout)
 	line := s.line(t)
 	addr, ok := strings.CutPrefix(line, "ADDR ")
@@ -193,6 +171,17 @@ func newTicketClient(t testing.TB, version uint16) *ticketClient {
 }
 
 // connect makes one connection to addr and reports whether it resumed.
+// firstSession is a new client whose first handshake, a full one, was
+// with the server at addr.
+func firstSession(t *testing.T, version uint16, addr string) *ticketClient {
+	t.Helper()
+	c := newTicketClient(t, version)
+	if c.connect(t, addr) {
+		t.Fatal("first handshake resumed")
+	}
+	return c
+}
+
 func (c *ticketClient) connect(t *testing.T, addr string) bool {
 	t.Helper()
 	st := mustConnect(t, addr, c.cfg)
@@ -216,10 +205,7 @@ func TestTicketSharedResume(t *testing.T) {
 	}
 	for _, v := range versions {
 		t.Run(v.name, func(t *testing.T) {
-			c := newTicketClient(t, v.v)
-			if c.connect(t, a.addr) {
-				t.Fatal("first handshake resumed")
-			}
+			c := firstSession(t, v.v, a.addr)
 			if !c.connect(t, b.addr) {
 				t.Fatal("session from the first server does not resume on the second")
 			}
@@ -233,10 +219,7 @@ func TestTicketSharedResume(t *testing.T) {
 	ca, cb := startTicketServer(t, ""), startTicketServer(t, "")
 	for _, v := range versions {
 		t.Run("control/"+v.name, func(t *testing.T) {
-			c := newTicketClient(t, v.v)
-			if c.connect(t, ca.addr) {
-				t.Fatal("first handshake resumed")
-			}
+			c := firstSession(t, v.v, ca.addr)
 			if !c.connect(t, ca.addr) {
 				t.Fatal("session does not even resume on the same server")
 			}
@@ -263,10 +246,7 @@ func TestTicketRotation(t *testing.T) {
 
 	old := map[string]*ticketClient{}
 	for _, v := range versions {
-		c := newTicketClient(t, v.v)
-		if c.connect(t, a.addr) {
-			t.Fatal("first handshake resumed")
-		}
+		c := firstSession(t, v.v, a.addr)
 		old[v.name] = c
 	}
 	cl := client.New(env.Sock, client.Options{})
@@ -308,10 +288,7 @@ func TestTicketRotation(t *testing.T) {
 			if !old[v.name].connect(t, b.addr) {
 				t.Fatal("ticket under the previous key does not resume after the rotation")
 			}
-			c := newTicketClient(t, v.v)
-			if c.connect(t, b.addr) {
-				t.Fatal("first handshake resumed")
-			}
+			c := firstSession(t, v.v, b.addr)
 			if !c.connect(t, a.addr) {
 				t.Fatal("ticket under the new key does not resume on the other server")
 			}
@@ -330,10 +307,7 @@ func TestTicketDaemonDown(t *testing.T) {
 
 	before := map[string]*ticketClient{}
 	for _, v := range versions {
-		c := newTicketClient(t, v.v)
-		if c.connect(t, a.addr) {
-			t.Fatal("first handshake resumed")
-		}
+		c := firstSession(t, v.v, a.addr)
 		before[v.name] = c
 	}
 	p.Kill()
@@ -352,10 +326,7 @@ func TestTicketDaemonDown(t *testing.T) {
 			if !before[v.name].connect(t, b.addr) {
 				t.Fatal("ticket from before the daemon went does not resume")
 			}
-			c := newTicketClient(t, v.v)
-			if c.connect(t, b.addr) {
-				t.Fatal("first handshake resumed")
-			}
+			c := firstSession(t, v.v, b.addr)
 			if !c.connect(t, a.addr) {
 				t.Fatal("ticket issued with the daemon gone does not resume on the other server")
 			}
@@ -387,10 +358,7 @@ func TestTicketDaemonDown(t *testing.T) {
 	}
 	for _, v := range versions {
 		t.Run("back/"+v.name, func(t *testing.T) {
-			c := newTicketClient(t, v.v)
-			if c.connect(t, a.addr) {
-				t.Fatal("first handshake resumed")
-			}
+			c := firstSession(t, v.v, a.addr)
 			if !c.connect(t, b.addr) {
 				t.Fatal("session does not resume across servers with the daemon back")
 			}

@@ -1,17 +1,12 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"io"
-	"net"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/gotlsmgr/tlsmgr/attr"
-	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/scache"
 )
 
@@ -19,20 +14,7 @@ import (
 // answers tktkey requests as Postfix's tlsmgr does with tickets off:
 // status ERR (not FAIL, which says the request was bad) and no key.
 func TestTicketKeysWithoutManager(t *testing.T) {
-	f := &fixture{log: &testlog.Recorder{}, pool: &cryptoPool{}}
-	f.srv = New(Config{Pool: f.pool, Log: f.log, Limits: attr.DefaultLimits, IPCTimeout: 10 * time.Second, BlockingIO: !netpoll,
-		Caches: []CacheType{{Name: "smtpd", Timeout: time.Hour}}})
-	f.path = filepath.Join(t.TempDir(), "tlsmgr")
-	l, err := net.Listen("unix", f.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go f.srv.Serve(l)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		f.srv.Shutdown(ctx)
-	})
+	f := newFixture(t, func(c *Config, _ map[string]scache.Store) { c.Keys = nil })
 	c := f.dial(t)
 	c.send("request", "tktkey", "keyname", "").expect(err1 + " keybuf=")
 	c.send("request", "tktkey", "keyname", b64("0123456789abcdef")).expect(err1 + " keybuf=")

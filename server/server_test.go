@@ -97,10 +97,15 @@ func newFixture(t *testing.T, opts ...fixtureOpt) *fixture {
 	stores := map[string]scache.Store{"smtpd": memstore.New(lim), "smtp": memstore.New(lim)}
 	cfg := Config{Pool: f.pool, Log: f.log, Limits: attr.DefaultLimits, IPCTimeout: 10 * time.Second, BlockingIO: !netpoll,
 		Watchdog: fixtureWatchdog}
+	timeout := 3600 * time.Second
+	keys, err := tktkey.NewManager(context.Background(), tktkey.Options{Timeout: timeout, Rand: f.pool, Now: f.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Keys = keys // an opt may set others, or none
 	for _, o := range opts {
 		o(&cfg, stores)
 	}
-	timeout := 3600 * time.Second
 	for _, name := range []string{"smtpd", "smtp", "lmtp"} {
 		ct := CacheType{Name: name, Timeout: timeout}
 		if st := stores[name]; st != nil {
@@ -108,13 +113,6 @@ func newFixture(t *testing.T, opts ...fixtureOpt) *fixture {
 				LogCache: logCaches, Now: f.clock.Now}, st)
 		}
 		cfg.Caches = append(cfg.Caches, ct)
-	}
-	if cfg.Keys == nil {
-		keys, err := tktkey.NewManager(context.Background(), tktkey.Options{Timeout: timeout, Rand: f.pool, Now: f.clock.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Keys = keys
 	}
 	f.srv = New(cfg)
 	f.path = filepath.Join(t.TempDir(), "tlsmgr")

@@ -20,17 +20,7 @@ import (
 // bytes or flags in use) loads as an empty ring with a warning, never as
 // keys read under the wrong layout.
 func TestUnknownHeaderWithValidChecksum(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "keys")
-	r := tktkey.Ring{Current: testKey(5, 1800000000), Previous: testKey(4, 1799996400)}
-	f := open(t, path, nil)
-	if err := f.Save(ctx, r); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	good, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, _, good := savedRing(t)
 	for _, c := range []struct {
 		what string
 		off  int

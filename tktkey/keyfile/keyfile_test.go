@@ -99,11 +99,11 @@ func TestReopen(t *testing.T) {
 	}
 }
 
-// Every single-byte change and every wrong length loads as an empty ring
-// with a warning, never as different keys.
-func TestDamagedFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "keys")
-	r := tktkey.Ring{Current: testKey(5, 1800000000), Previous: testKey(4, 1799996400)}
+// savedRing is a key file holding r, a ring of two keys, and its bytes.
+func savedRing(t *testing.T) (path string, r tktkey.Ring, good []byte) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "keys")
+	r = tktkey.Ring{Current: testKey(5, 1800000000), Previous: testKey(4, 1799996400)}
 	f := open(t, path, nil)
 	if err := f.Save(ctx, r); err != nil {
 		t.Fatal(err)
@@ -113,6 +113,13 @@ func TestDamagedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, r, good
+}
+
+// Every single-byte change and every wrong length loads as an empty ring
+// with a warning, never as different keys.
+func TestDamagedFile(t *testing.T) {
+	path, r, good := savedRing(t)
 	check := func(name string, content []byte) {
 		t.Helper()
 		if err := os.WriteFile(path, content, 0o600); err != nil {
@@ -139,7 +146,7 @@ func TestDamagedFile(t *testing.T) {
 	if err := os.WriteFile(path, append(bytes.Clone(good), make([]byte, 100)...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f = open(t, path, &testlog.Recorder{})
+	f := open(t, path, &testlog.Recorder{})
 	if err := f.Save(ctx, r); err != nil {
 		t.Fatal(err)
 	}
