@@ -65,6 +65,12 @@ type Options struct {
 	// Dial, if set, replaces net.Dialer: the load generator uses it for
 	// connections with less per-request overhead.
 	Dial func(ctx context.Context, path string) (net.Conn, error)
+	// AnnouncementWait bounds the wait on a new connection for the
+	// server's protocol announcement (default 200ms; never more than half
+	// of what is left of the request's time). Our daemon and Postfix 3.6
+	// and later announce; Postfix's tlsmgr before 3.6 waits for the
+	// request, which is then sent without the announcement.
+	AnnouncementWait time.Duration
 }
 
 // Client is a connection to a tlsmgr daemon. It is safe for concurrent use;
@@ -78,6 +84,9 @@ type Client struct {
 	nc net.Conn
 	r  *attr.Reader
 	w  *attr.Writer
+	// unannounced: the connection's server has not announced the
+	// protocol (yet); a reply that is the announcement is skipped.
+	unannounced bool
 }
 
 // New returns a client for the socket at path. It connects on first use.
@@ -87,6 +96,9 @@ func New(path string, opts Options) *Client {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 30 * time.Second
+	}
+	if opts.AnnouncementWait <= 0 {
+		opts.AnnouncementWait = 200 * time.Millisecond
 	}
 	if opts.Limits.MaxAttrs <= 0 {
 		opts.Limits.MaxAttrs = 1024 // stats replies are long
@@ -123,26 +135,40 @@ func (c *Client) connect(ctx context.Context) error {
 		return err
 	}
 	c.nc, c.r, c.w = nc, attr.NewReader(nc, c.opts.Limits), attr.NewWriter(nc)
-	c.setDeadline(ctx)
+	c.unannounced = false
+	dl := c.deadline(ctx)
+	wait := min(c.opts.AnnouncementWait, time.Until(dl)/2)
+	c.nc.SetReadDeadline(time.Now().Add(wait))
 	l, err := c.r.ReadList()
-	if err != nil {
-		c.drop()
-		return fmt.Errorf("tlsmgr %s: read protocol announcement: %w", c.path, err)
-	}
-	if v, ok := l.Get(proto.AttrProtocol); !ok || string(v) != proto.ProtocolName || len(l) != 1 {
+	switch {
+	case err == nil && !isAnnouncement(l):
 		c.drop()
 		return &ProtocolError{Request: "connect", Why: "server did not announce tlsmgr_protocol"}
+	case err == nil:
+	case isTimeout(err) && c.r.Partial() == 0 && time.Now().Before(dl):
+		// A server that waits for the request, as Postfix's tlsmgr
+		// before 3.6 does (or one that announces late).
+		c.unannounced = true
+	default:
+		c.drop()
+		return fmt.Errorf("tlsmgr %s: read protocol announcement: %w", c.path, err)
 	}
 	return nil
 }
 
-func (c *Client) setDeadline(ctx context.Context) {
-	dl, ok := ctx.Deadline()
-	if !ok {
-		dl = time.Now().Add(c.opts.Timeout)
-	}
-	c.nc.SetDeadline(dl)
+func isAnnouncement(l attr.List) bool {
+	v, ok := l.Get(proto.AttrProtocol)
+	return ok && len(l) == 1 && string(v) == proto.ProtocolName
 }
+
+func (c *Client) deadline(ctx context.Context) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
+	}
+	return time.Now().Add(c.opts.Timeout)
+}
+
+func (c *Client) setDeadline(ctx context.Context) { c.nc.SetDeadline(c.deadline(ctx)) }
 
 // call sends one request and returns the reply list, valid until the next
 // call; c.mu is held. A request on a reused connection that fails with an
@@ -163,6 +189,12 @@ func (c *Client) call(ctx context.Context, send func(w *attr.Writer)) (attr.List
 		var l attr.List
 		if err == nil {
 			l, err = c.r.ReadList()
+		}
+		if err == nil && c.unannounced {
+			c.unannounced = false
+			if isAnnouncement(l) {
+				l, err = c.r.ReadList()
+			}
 		}
 		if err == nil {
 			return l, nil

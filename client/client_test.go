@@ -17,6 +17,8 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/attr"
 	"github.com/gotlsmgr/tlsmgr/client"
+	"github.com/gotlsmgr/tlsmgr/server"
+	"github.com/gotlsmgr/tlsmgr/server/servertest"
 	"github.com/gotlsmgr/tlsmgr/tktkey"
 )
 
@@ -650,5 +652,93 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	if got := ts.Stat("smtpd_cache_entries"); got != "320" {
 		t.Errorf("entries = %s, want 320", got)
+	}
+}
+
+// postfix35 answers as Postfix's tlsmgr before 3.6 does: no
+// announcement; a reply per request, as soon as the request is in.
+func postfix35(replies ...string) func(net.Conn, *attr.Reader, int) {
+	return func(nc net.Conn, r *attr.Reader, _ int) {
+		for _, rep := range replies {
+			if _, err := r.ReadList(); err != nil {
+				return
+			}
+			io.WriteString(nc, rep)
+		}
+		io.Copy(io.Discard, nc)
+	}
+}
+
+// A server that waits for the request (Postfix's tlsmgr before 3.6, or
+// ours for such clients) gets it after a bounded wait for an
+// announcement, on every new connection.
+func TestServerWithoutAnnouncement(t *testing.T) {
+	f := startFake(t, postfix35(wire("status", "0", "seed", "AQID"), wire("status", "0", "cachable", "1", "timeout", "3600")))
+	c := newClient(t, f.path, client.Options{AnnouncementWait: 100 * time.Millisecond})
+	start := time.Now()
+	if seed, err := c.Seed(bg, 3); err != nil || string(seed) != "\x01\x02\x03" {
+		t.Fatalf("Seed = %q, %v", seed, err)
+	}
+	if took := time.Since(start); took < 100*time.Millisecond || took > 2*time.Second {
+		t.Errorf("first request took %v, want the announcement wait of 100ms", took)
+	}
+	// Reused: no wait.
+	start = time.Now()
+	if _, err := c.Policy(bg, "smtpd"); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 90*time.Millisecond {
+		t.Errorf("second request took %v: waited again on the same connection", took)
+	}
+	// A deadline shorter than the wait: half of it is waited, the
+	// request still fits in the rest.
+	f2 := startFake(t, postfix35(wire("status", "0", "seed", "AQID")))
+	c2 := newClient(t, f2.path, client.Options{})
+	ctx, cancel := context.WithTimeout(bg, 120*time.Millisecond)
+	defer cancel()
+	if _, err := c2.Seed(ctx, 3); err != nil {
+		t.Errorf("with a 120ms deadline: %v", err)
+	}
+}
+
+// A server that announces only after the client gave up waiting (ours
+// to a client it did not expect, or one just slow) has its announcement
+// skipped where the reply was expected.
+func TestLateAnnouncement(t *testing.T) {
+	f := startFake(t, func(nc net.Conn, r *attr.Reader, _ int) {
+		time.Sleep(150 * time.Millisecond)
+		io.WriteString(nc, announcement)
+		for {
+			if _, err := r.ReadList(); err != nil {
+				return
+			}
+			io.WriteString(nc, wire("status", "0", "seed", "AQID"))
+		}
+	})
+	c := newClient(t, f.path, client.Options{AnnouncementWait: 20 * time.Millisecond})
+	for i := 0; i < 3; i++ {
+		if seed, err := c.Seed(bg, 3); err != nil || string(seed) != "\x01\x02\x03" {
+			t.Fatalf("Seed %d = %q, %v", i, seed, err)
+		}
+	}
+}
+
+// Against our own server in either mode, the client never makes the
+// server report a mismatch.
+func TestBothGreetings(t *testing.T) {
+	for _, g := range []server.Greeting{server.ServerFirst, server.ClientFirst} {
+		t.Run(g.String(), func(t *testing.T) {
+			ts := servertest.StartWith(t, "", func(c *server.Config) { c.Greeting = g })
+			c := newClient(t, ts.Path, client.Options{})
+			for i := 0; i < 3; i++ {
+				if _, err := c.Seed(bg, 8); err != nil {
+					t.Fatal(err)
+				}
+				c.Close() // a new connection each time
+			}
+			if ts.Log.Has("mismatch") {
+				t.Errorf("server reported a mismatch:\n%s", ts.Log.String())
+			}
+		})
 	}
 }

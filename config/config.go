@@ -1,5 +1,5 @@
-// Package config reads Postfix's main.cf the way Postfix 3.7 does and
-// turns the parameters tlsmgr(8) uses into a validated Params.
+// Package config reads Postfix's main.cf the way Postfix 3.7 to 3.12 do
+// and turns the parameters tlsmgr(8) uses into a validated Params.
 //
 // Values are stored as written and expanded when looked up, so "$name"
 // references see the final value of name whatever the order of
@@ -16,6 +16,13 @@
 //   - every default can be referenced at any time, where Postfix sees a
 //     default only once the program has read that parameter;
 //   - two enabled caches of different types on the same file get a warning;
+//   - a cache whose non-Berkeley-DB type mapping (Postfix 3.11) fails is
+//     kept, with a warning, where Postfix opens a table that fails every
+//     request; of non_bdb_custom_mapping, only inline: and static: tables
+//     are read;
+//   - ${domain_to_ascii{...}} and ${domain_to_utf8{...}} (Postfix 3.11)
+//     use golang.org/x/net/idna's UTS #46 processing, not ICU's: the same
+//     for names in their usual form, perhaps not for every odd label;
 //   - our own size parameters take k, m and g suffixes.
 package config
 

@@ -23,8 +23,23 @@ const (
 // builtinDefaults are Postfix 3.7's compiled-in defaults as Debian builds
 // them (postconf -d), for the parameters tlsmgr reads and the few that
 // those commonly reference, plus our own tlsmgr_* and cache size limits.
+// Parameters that Postfix added later have the default of the first
+// Debian build that has them (see postfixSince in the tests).
 var builtinDefaults = func() map[string]string {
 	d := map[string]string{
+		// Postfix 3.11 reads default_cache_db_type for the caches that
+		// were btree: before; upstream's default is btree, Debian's
+		// build (3.11.7-1, which also sets default_database_type to
+		// cdb) says lmdb. A cache named "${default_cache_db_type}:..."
+		// is our own file all the same. The non-Berkeley-DB migration
+		// (also 3.11) redirects hash: to the first and btree: to the
+		// second type.
+		paramDBType:                      "hash",
+		paramCacheDBType:                 "lmdb",
+		paramNBDBLevel:                   nbdbDisable,
+		paramNBDBCustom:                  "",
+		"non_bdb_migration_log_redirect": "yes",
+
 		"tls_random_source":             "dev:/dev/urandom",
 		"tls_random_bytes":              "32",
 		"tls_random_exchange_name":      "${data_directory}/prng_exch",
@@ -59,6 +74,7 @@ var builtinDefaults = func() map[string]string {
 		"tlsmgr_ticket_key_persistence": "no",
 		"tlsmgr_ticket_key_database":    "",
 		"tlsmgr_metrics_address":        "",
+		"tlsmgr_protocol_announcement":  "auto",
 	}
 	for _, t := range CacheTypes {
 		d[t+"_tls_session_cache_database"] = ""

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -170,6 +171,10 @@ func (e *expander) expr(out *strings.Builder, s string) error {
 				name, op, rest = t[:i], t[k], t[k+1:]
 				break
 			}
+			if t[k] == '{' {
+				// Postfix 3.11: ${name{text}} calls a function.
+				return e.call(out, t[:i], t[k:])
+			}
 			if !isNameChar(t[i]) {
 				return fmt.Errorf("attribute name syntax error at %q", t[i:])
 			}
@@ -225,6 +230,33 @@ func (e *expander) expr(out *strings.Builder, s string) error {
 	}
 }
 
+// call evaluates ${name{text}}: s starts with the '{' after name. The
+// text is expanded, trimmed of white space, and given to the function,
+// whose result is not expanded again.
+func (e *expander) call(out *strings.Builder, name, s string) error {
+	text, rest, err := curlyPayload(s)
+	if err != nil {
+		return err
+	}
+	if rest != "" {
+		return fmt.Errorf("unexpected input at %q", rest)
+	}
+	fn, ok := mainCFFunctions[name]
+	if !ok {
+		return fmt.Errorf("unknown function %q", name)
+	}
+	var arg strings.Builder
+	if err := e.text(&arg, trimSpace(text)); err != nil {
+		return err
+	}
+	result, err := fn(arg.String())
+	if err != nil {
+		return fmt.Errorf("%s{%s}: %w", name, arg.String(), err)
+	}
+	out.WriteString(result)
+	return nil
+}
+
 // ifFalse handles the text after ':'.
 func (e *expander) ifFalse(out *strings.Builder, rest string, nonEmpty bool) error {
 	text := rest
@@ -264,9 +296,22 @@ func (e *expander) relational(s string) (result, rest string, err error) {
 	default:
 		return "", "", fmt.Errorf(`"==", "!=", "<", "<=", ">=" or ">" expected at %q`, rest)
 	}
-	t, ok := leftCurly(rest[n:])
+	rest = rest[n:]
+	compare := compareOperands
+	// An operator may have a suffix; Postfix (3.6) knows "level", which
+	// compares compatibility levels: {$compatibility_level} <level {3.6}.
+	if n = 0; n < len(rest) && isAlnumByte(rest[n]) {
+		for n < len(rest) && isAlnumByte(rest[n]) {
+			n++
+		}
+		if rest[:n] != "level" {
+			return "", "", fmt.Errorf("bad operator suffix at %q", op+rest[:n])
+		}
+		compare, rest = compareLevels, rest[n:]
+	}
+	t, ok := leftCurly(rest)
 	if !ok {
-		return "", "", fmt.Errorf(`"{expression}" expected at %q`, rest[n:])
+		return "", "", fmt.Errorf(`"{expression}" expected at %q`, rest)
 	}
 	right, rest, err := curlyPayload(t)
 	if err != nil {
@@ -279,7 +324,7 @@ func (e *expander) relational(s string) (result, rest string, err error) {
 	if err := e.text(&rv, right); err != nil {
 		return "", "", err
 	}
-	cmp, err := compareOperands(lv.String(), rv.String())
+	cmp, err := compare(lv.String(), rv.String())
 	if err != nil {
 		return "", "", err
 	}
@@ -334,4 +379,75 @@ func compareOperands(a, b string) (int, error) {
 		return 1, nil
 	}
 	return 0, nil
+}
+
+func isAlnumByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// compareLevels compares two compatibility levels, "major[.minor[.patch]]".
+func compareLevels(a, b string) (int, error) {
+	x, errA := compatLevel(a)
+	y, errB := compatLevel(b)
+	if err := errors.Join(errA, errB); err != nil {
+		return 0, err
+	}
+	return cmpInt64(x, y), nil
+}
+
+func cmpInt64(x, y int64) int {
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+// compatLevel reads a compatibility level as Postfix's
+// compat_level_from_string(): numbers as strtol() reads them, separated
+// by '.', the minor and patch numbers at most 1023.
+func compatLevel(s string) (int64, error) {
+	bad := fmt.Errorf("malformed compatibility level syntax: %q", s)
+	var level int64
+	rest := s
+	for i, shift := range []uint{20, 10, 0} {
+		n, after, ok := strtol(rest)
+		limit := int64(1023)
+		if i == 0 {
+			limit = math.MaxInt64 >> 20
+		}
+		if !ok || n < 0 || n > limit || after != "" && after[0] != '.' || i == 2 && after != "" {
+			return 0, bad
+		}
+		level |= n << shift
+		if after == "" {
+			return level, nil
+		}
+		rest = after[1:]
+	}
+	return 0, bad
+}
+
+// strtol reads a decimal number at the start of s as C's strtol(): white
+// space, an optional sign, at least one digit, and no overflow.
+func strtol(s string) (n int64, rest string, ok bool) {
+	i := 0
+	for i < len(s) && isSpace(s[i]) {
+		i++
+	}
+	j := i
+	if j < len(s) && (s[j] == '+' || s[j] == '-') {
+		j++
+	}
+	k := j
+	for k < len(s) && s[k] >= '0' && s[k] <= '9' {
+		k++
+	}
+	if k == j {
+		return 0, s, false
+	}
+	n, err := strconv.ParseInt(s[i:k], 10, 64)
+	return n, s[k:], err == nil
 }

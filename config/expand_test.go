@@ -33,6 +33,8 @@ var expandValues = map[string]string{
 	"chain3": "$(non)",
 	"dollar": "$$HOME",
 	"cond":   "${non?{yes}:{no}}",
+	"idn":    "münchen.de",
+	"compat": "3.10",
 }
 
 func TestExpand(t *testing.T) {
@@ -96,6 +98,32 @@ func TestExpand(t *testing.T) {
 		{"${{$non}=={x}?{same}}", "same"},
 		{"${{$e} == {}:{empty}}", ""}, // true is non-empty, so ':' gives nothing
 		{"${{$e} != {}:{empty}}", "empty"},
+		// Postfix 3.6's compatibility level operators.
+		{"${{$compat} <level {3.9}?{old}:{new}}", "new"}, // by string, "3.10" < "3.9"
+		{"${{$compat} >=level {3.10.0}?{new}}", "new"},
+		{"${{3.6} ==level {3.6.0}}", "true"},
+		{"${{2} <level {3.6}}", "true"},
+		{"${{3.6.1} >level {3.6}}", "true"},
+		{"${{ 3. 6} ==level {+3.6}}", "true"}, // strtol() skips white space, takes a sign
+		{"${{3.11} !=level {3.11}:{same}}", "same"},
+		{"${{3.11} <=level {3.10}:{newer}}", "newer"},
+		// Postfix 3.11's functions.
+		{"${domain_to_ascii{$non}}", "x"},
+		{"${domain_to_ascii{Some.Name}}", "Some.Name"}, // ASCII is left alone
+		{"${domain_to_ascii{$$non}}", "$non"},          // the result is not expanded
+		{"${domain_to_ascii{ bücher.example }}", "xn--bcher-kva.example"},
+		{"${domain_to_ascii {BÜCHER.Example}}", "xn--bcher-kva.example"},
+		{"${domain_to_ascii{$idn}}", "xn--mnchen-3ya.de"},
+		{"${domain_to_ascii{日本語。example}}", "xn--wgv71a119e.example"},
+		{"${domain_to_ascii{}}", ""},
+		{"$(domain_to_ascii{$idn})", "xn--mnchen-3ya.de"},
+		{"${domain_to_utf8{xn--bcher-kva.example}}", "bücher.example"},
+		{"${domain_to_utf8{XN--MNCHEN-3YA.De}}", "münchen.de"},
+		{"${domain_to_utf8{Example.COM}}", "example.com"},
+		{"${domain_to_utf8{xn--Bcher-kva.example}}", "bücher.example"},
+		{"${domain_to_utf8{xn--bcher-kva.123}}", "bücher.123"}, // not all digits
+		{"${domain_to_utf8{$idn}}", "münchen.de"},              // non-ASCII is left alone
+		{"${non?{${domain_to_ascii{$idn}}}}", "xn--mnchen-3ya.de"},
 	}
 	c := expandTestConfig(t, expandValues)
 	for _, tt := range tests {
@@ -130,6 +158,26 @@ func TestExpandSyntaxErrors(t *testing.T) {
 		{"${{1} == 2}", `"{expression}" expected`},
 		{"${{1} == {2} x}", `"?" or ":" expected`},
 		{"${{1} == {99999999999999999999}}", "bad number"},
+		{"${{3.6} <lvl {3.7}}", "bad operator suffix"},
+		{"${{3.6} < level {3.7}}", `"{expression}" expected`},
+		{"${{3.x} <level {3.7}}", "malformed compatibility level"},
+		{"${{3.6} <level {3.1024}}", "malformed compatibility level"},
+		{"${{3.6.1.1} <level {3.7}}", "malformed compatibility level"},
+		{"${{} ==level {3.7}}", "malformed compatibility level"},
+		{"${{-1} <level {3.7}}", "malformed compatibility level"},
+		{"${no_such_function{x}}", `unknown function "no_such_function"`},
+		{"${domain_to_ascii{x}y}", "unexpected input"},
+		{"${domain_to_ascii{x}?{y}}", "unexpected input"},
+		{"${domain_to_ascii{x}", "truncated macro reference"},
+		{"${domain_to_ascii{bü cher.example}}", "malformed ASCII label"},
+		{"${domain_to_ascii{bücher..example}}", "malformed ASCII label"},
+		{"${domain_to_ascii{-bücher.example}}", "cannot convert domain"},
+		{"${domain_to_ascii{bücher.ab--c}}", "cannot convert domain"},
+		{"${domain_to_utf8{}}", "cannot convert domain"},
+		{"${domain_to_utf8{xn--bcher-kva..example}}", "malformed ASCII label"},
+		{"${domain_to_utf8{xn--abc-.example}}", "cannot convert domain"}, // decodes to ASCII
+		{"${domain_to_utf8{xn--bcher-kv!.example}}", "cannot convert domain"},
+		{"${domain_to_utf8{123}}", "malformed ASCII label"}, // all digits
 		// Errors inside the branch taken are found...
 		{"${non?{$}}", "empty macro name"},
 	}

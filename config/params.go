@@ -27,15 +27,25 @@ const MinAttributeSize = 1024
 
 // CacheParams is one session cache type.
 type CacheParams struct {
-	Name       string        // "smtpd", "smtp" or "lmtp"
-	Database   string        // expanded <name>_tls_session_cache_database, e.g. "btree:/var/lib/postfix/smtpd_scache"
-	DBType     string        // before the first ':'
-	DBPath     string        // after the first ':'
-	Timeout    time.Duration // 0 (disabled) or in [MinSessionTimeout, MaxSessionTimeout]
-	Enabled    bool          // Database != "" && Timeout > 0
-	MaxEntries int
-	MaxBytes   int64
-	LogCache   bool // <name>_tls_loglevel asks for cache transaction logging
+	Name string // "smtpd", "smtp" or "lmtp"
+	// Database is the expanded <name>_tls_session_cache_database, e.g.
+	// "btree:/var/lib/postfix/smtpd_scache". For an enabled cache it is
+	// what Postfix's tlsmgr opens: a name without a type gets
+	// $default_database_type, as data_redirect_map() does.
+	Database string
+	// DBType is the type opened: Database's before the first ':', or
+	// for an enabled hash: or btree: database under the non-Berkeley-DB
+	// migration (non_bdb_migration_level, Postfix 3.11), the type
+	// Postfix opens instead (e.g. lmdb); RedirectedFrom is then the type
+	// of Database.
+	DBType         string
+	DBPath         string // after Database's first ':'
+	RedirectedFrom string
+	Timeout        time.Duration // 0 (disabled) or in [MinSessionTimeout, MaxSessionTimeout]
+	Enabled        bool          // Database != "" && Timeout > 0
+	MaxEntries     int
+	MaxBytes       int64
+	LogCache       bool // <name>_tls_loglevel asks for cache transaction logging
 	// LogLevel is the highest numeric level in <name>_tls_loglevel, 0 if
 	// none; the daemon compares it on reload to report a changed level.
 	LogLevel int
@@ -57,8 +67,9 @@ type Params struct {
 	// ConfigDirectory is read only so that a bad expansion of it (e.g. a
 	// reference loop) stays a start-up error; nothing uses the value.
 	ConfigDirectory string
-	// DaemonDirectory is read only to be validated (not empty), as Postfix does.
-	DaemonDirectory string
+	// DaemonDirectory and CommandDirectory hold Postfix's programs: the
+	// daemon asks them which Postfix version its clients are.
+	DaemonDirectory, CommandDirectory string
 
 	MailOwner                 string
 	DaemonTimeout, IPCTimeout time.Duration // >= 1s
@@ -73,6 +84,15 @@ type Params struct {
 	// MetricsAddress is where /metrics is served (host:port), "" for
 	// nowhere. The listener is opened before the chroot.
 	MetricsAddress string
+
+	// LogRedirect is non_bdb_migration_log_redirect: Postfix logs
+	// "redirecting TYPE:NAME to NEWTYPE:NAME" for each redirected cache
+	// (CacheParams.RedirectedFrom).
+	LogRedirect bool
+	// ProtocolAnnouncement says whether the server speaks first on a
+	// new connection: "yes" (Postfix 3.6 and later), "no" (before 3.6),
+	// or "auto": as the installed Postfix's version wants.
+	ProtocolAnnouncement string
 
 	// Warnings are problems Postfix logs but runs with, e.g. an unknown
 	// *_tls_loglevel keyword (which turns that logging off).
@@ -173,10 +193,25 @@ func (c *Config) Params() (*Params, error) {
 	// parameters, which are C ints.
 	const maxInt = math.MaxInt32
 
+	// Every Postfix 3.11 daemon reads these, tlsmgr included.
+	mig := &migration{r: r, level: r.str(paramNBDBLevel)}
+	switch mig.level {
+	case nbdbDisable, nbdbRedirect, nbdbReindex:
+	default:
+		r.fail(&ValueError{Param: paramNBDBLevel, Value: mig.level,
+			Reason: fmt.Sprintf("want %s, %s or %s", nbdbDisable, nbdbRedirect, nbdbReindex)})
+	}
+	p.LogRedirect = r.bool("non_bdb_migration_log_redirect")
+
+	// As configured, for the duplicate test, which Postfix makes before
+	// a type is added.
+	var written [len(CacheTypes)]string
 	for i, name := range CacheTypes {
 		cp := &p.Caches[i]
 		cp.Name = name
-		cp.Database = r.str(name + "_tls_session_cache_database")
+		param := name + "_tls_session_cache_database"
+		written[i] = r.str(param)
+		cp.Database = written[i]
 		// Postfix's check_mail_conf_time() makes a timeout above the
 		// maximum fatal rather than clamping it; so do we. Negative
 		// values never get here: the time syntax has no sign.
@@ -185,15 +220,11 @@ func (c *Config) Params() (*Params, error) {
 			cp.Timeout = MinSessionTimeout
 		}
 		cp.Enabled = cp.Database != "" && cp.Timeout > 0
-		typ, path, hasColon := strings.Cut(cp.Database, ":")
-		if hasColon {
+		// Only an enabled cache is opened, and only its name matters.
+		if cp.Enabled && r.err == nil {
+			p.Warnings = append(p.Warnings, mig.resolve(cp, param)...)
+		} else if typ, path, hasColon := strings.Cut(cp.Database, ":"); hasColon {
 			cp.DBType, cp.DBPath = typ, path
-		}
-		// Only an enabled cache is opened, and only then does Postfix
-		// insist on "type:name".
-		if cp.Enabled && (typ == "" || path == "") {
-			r.fail(&ValueError{Param: name + "_tls_session_cache_database", Value: cp.Database,
-				Reason: `expected "type:name"`})
 		}
 		cp.MaxEntries = r.intIn(name+"_tls_session_cache_max_entries", 1, maxInt)
 		cp.MaxBytes = r.sizeIn(name+"_tls_session_cache_max_bytes", 1, 0)
@@ -221,15 +252,15 @@ func (c *Config) Params() (*Params, error) {
 			if a.DBType == "redis" && b.DBType == "redis" {
 				continue
 			}
-			if a.Database == b.Database {
-				return nil, &ValueError{Param: b.Name + "_tls_session_cache_database", Value: b.Database,
-					Reason: fmt.Sprintf("do not use the same TLS cache file %s for %s and %s", b.Database, a.Name, b.Name)}
+			if wa, wb := written[j], written[i]; wa == wb {
+				return nil, &ValueError{Param: b.Name + "_tls_session_cache_database", Value: wb,
+					Reason: fmt.Sprintf("do not use the same TLS cache file %s for %s and %s", wb, a.Name, b.Name)}
 			}
 			// Postfix lets "btree:/x" and "hash:/x" through although both
 			// are /x.db on disk; we only warn, to stay compatible.
 			if a.DBPath == b.DBPath {
 				p.Warnings = append(p.Warnings, fmt.Sprintf("TLS caches %s (%s) and %s (%s) use the same file name",
-					a.Name, a.Database, b.Name, b.Database))
+					a.Name, written[j], b.Name, written[i]))
 			}
 		}
 	}
@@ -244,6 +275,7 @@ func (c *Config) Params() (*Params, error) {
 	p.QueueDirectory = r.nonEmpty("queue_directory")
 	p.ConfigDirectory = r.str(ParamConfigDirectory)
 	p.DaemonDirectory = r.nonEmpty("daemon_directory")
+	p.CommandDirectory = r.str("command_directory")
 	p.MailOwner = r.nonEmpty("mail_owner")
 	p.DaemonTimeout = r.time("daemon_timeout", time.Second, 0)
 	p.IPCTimeout = r.time("ipc_timeout", time.Second, 0)
@@ -265,6 +297,11 @@ func (c *Config) Params() (*Params, error) {
 	p.TicketKeyPersistence = r.bool("tlsmgr_ticket_key_persistence")
 	p.TicketKeyDatabase = r.str("tlsmgr_ticket_key_database")
 	p.MetricsAddress = r.str("tlsmgr_metrics_address")
+	p.ProtocolAnnouncement = r.str("tlsmgr_protocol_announcement")
+	if r.err == nil && p.ProtocolAnnouncement != "auto" && p.ProtocolAnnouncement != "yes" && p.ProtocolAnnouncement != "no" {
+		r.fail(&ValueError{Param: "tlsmgr_protocol_announcement", Value: p.ProtocolAnnouncement,
+			Reason: "want auto, yes or no"})
+	}
 	if p.MetricsAddress != "" {
 		if _, port, err := net.SplitHostPort(p.MetricsAddress); err != nil || port == "" {
 			r.fail(&ValueError{Param: "tlsmgr_metrics_address", Value: p.MetricsAddress,
@@ -299,6 +336,9 @@ var tlsLogKeywords = map[string]bool{
 	"summary": false, "untrusted": false, "peercert": false, "certmatch": false,
 	"verbose": false, "cache": true, "dane": false, "ssl-debug": false,
 	"ssl-handshake-packet-dump": false, "ssl-session-packet-dump": false,
+	// Postfix 3.12: smtp(8), smtpd(8) and tlsproxy(8) write a protocol
+	// trace file; nothing for tlsmgr.
+	"trace": false,
 }
 
 // tlsLogMask reads a *_tls_loglevel value as Postfix's tls_log_mask():

@@ -41,6 +41,9 @@ func TestDefaultParams(t *testing.T) {
 		QueueDirectory:       "/var/spool/postfix",
 		ConfigDirectory:      "/etc/postfix",
 		DaemonDirectory:      "/usr/lib/postfix/sbin",
+		CommandDirectory:     "/usr/sbin",
+		ProtocolAnnouncement: "auto",
+		LogRedirect:          true,
 		MailOwner:            "postfix",
 		DaemonTimeout:        18000 * time.Second,
 		IPCTimeout:           3600 * time.Second,
@@ -128,9 +131,28 @@ data_directory = /data
 		}
 	}
 
-	// Without a colon: refused for an enabled cache, as Postfix's map
-	// open would, ignored for a disabled one.
-	for _, db := range []string{"/var/lib/postfix/smtpd_scache", "btree:", ":/x"} {
+	// Without a type: tlsmgr's data_redirect_map() gives the name
+	// $default_database_type.
+	c = mustLoad(t, "smtpd_tls_session_cache_database = $data_directory/smtpd_scache\n"+
+		"smtp_tls_session_cache_database = /s/smtp_scache\ndefault_database_type = lmdb\n",
+		"lmtp_tls_session_cache_database=/l/lmtp_scache", "lmtp_tls_session_cache_timeout=0")
+	p = mustParams(t, c)
+	for i, w := range []struct{ db, typ, path string }{
+		{"lmdb:/var/lib/postfix/smtpd_scache", "lmdb", "/var/lib/postfix/smtpd_scache"},
+		{"lmdb:/s/smtp_scache", "lmdb", "/s/smtp_scache"},
+		{"/l/lmtp_scache", "", ""}, // disabled: not opened
+	} {
+		if got := p.Caches[i]; got.Database != w.db || got.DBType != w.typ || got.DBPath != w.path {
+			t.Errorf("without a type: Caches[%d] = %+v; want %+v", i, got, w)
+		}
+	}
+	if p := mustParams(t, mustLoad(t, "smtpd_tls_session_cache_database = /x\n")); p.Caches[0].Database != "hash:/x" {
+		t.Errorf("without a type, default: %+v", p.Caches[0])
+	}
+
+	// An empty type or name: refused for an enabled cache, as Postfix's
+	// map open would, ignored for a disabled one.
+	for _, db := range []string{"btree:", ":/x"} {
 		c = mustLoad(t, "", "smtpd_tls_session_cache_database="+db)
 		_, err := c.Params()
 		if err == nil || !strings.Contains(err.Error(), "smtpd_tls_session_cache_database") ||
@@ -199,6 +221,10 @@ func TestLogLevel(t *testing.T) {
 		{"1, cache", true, 1, 0},
 		{"routine,summary peercert", false, 0, 0},
 		{"routine verbose dane ssl-debug", false, 0, 0},
+		// Postfix 3.12's protocol trace, for smtp(8) and smtpd(8) only.
+		{"trace", false, 0, 0},
+		{"1,trace", false, 1, 0},
+		{"2, TRACE", true, 2, 0},
 		// Unknown words: Postfix warns and logs nothing extra.
 		{"10", false, 0, 1},
 		{"cache, bogus", false, 0, 1},
@@ -243,8 +269,12 @@ func TestRandomParams(t *testing.T) {
 func TestOwnParams(t *testing.T) {
 	c := mustLoad(t, "smtpd_tls_session_cache_max_entries = 5\nsmtp_tls_session_cache_max_bytes = 1g\n"+
 		"lmtp_tls_session_cache_max_bytes = 4096\ntlsmgr_max_attribute_size = 2k\n"+
-		"tlsmgr_max_request_size = 2048\ntlsmgr_client_limit = 7\ntlsmgr_ticket_key_persistence = Yes\n")
+		"tlsmgr_max_request_size = 2048\ntlsmgr_client_limit = 7\ntlsmgr_ticket_key_persistence = Yes\n"+
+		"tlsmgr_protocol_announcement = no\n")
 	p := mustParams(t, c)
+	if p.ProtocolAnnouncement != "no" {
+		t.Errorf("tlsmgr_protocol_announcement: %q", p.ProtocolAnnouncement)
+	}
 	if p.Caches[0].MaxEntries != 5 || p.Caches[1].MaxBytes != 1<<30 || p.Caches[2].MaxBytes != 4096 {
 		t.Errorf("caches %+v", p.Caches)
 	}
@@ -293,6 +323,9 @@ func TestMalformedValues(t *testing.T) {
 		{"tlsmgr_ticket_key_database", "btree:/var/lib/postfix/keys"},
 		{"tlsmgr_ticket_key_database", "redis:relative.cf"},
 		{"smtpd_tls_session_cache_database", "${broken"},
+		{"tlsmgr_protocol_announcement", "maybe"},
+		{"tlsmgr_protocol_announcement", "Yes"},
+		{"tlsmgr_protocol_announcement", ""},
 	}
 	for _, tt := range tests {
 		c := mustLoad(t, "", tt.param+"="+tt.value)

@@ -147,6 +147,12 @@ func splitLogicalLines(data []byte, file string) ([]LogicalLine, []string) {
 func parseMainCF(data []byte, file string, values map[string]string) (warnings []string, err error) {
 	lines, warnings := splitLogicalLines(data, file)
 	for _, l := range lines {
+		if i := strings.IndexByte(l.Text, 0); i >= 0 {
+			// Postfix reads the line as a C string, up to the null
+			// byte; 3.9 and later say so.
+			warnings = append(warnings, fmt.Sprintf("%s, line %d: text after null byte may be ignored", file, l.Line))
+			l.Text = l.Text[:i]
+		}
 		name, value, reason := SplitNameValue(l.Text)
 		if reason != "" {
 			return warnings, &SyntaxError{File: file, Line: l.Line, Reason: reason, Text: l.Text}

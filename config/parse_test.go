@@ -135,6 +135,27 @@ func TestSyntaxWarnings(t *testing.T) {
 	}
 }
 
+func TestNullByte(t *testing.T) {
+	text := "a = x\x00y\nb = 1\n  2\x00 3\n  4\nc = 5\n"
+	values := map[string]string{}
+	warnings, err := parseMainCF([]byte(text), "/x/main.cf", values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if values["a"] != "x" || values["b"] != "1  2" || values["c"] != "5" {
+		t.Errorf("values %q", values)
+	}
+	want := "/x/main.cf, line 1: text after null byte may be ignored\n" +
+		"/x/main.cf, line 2: text after null byte may be ignored"
+	if got := strings.Join(warnings, "\n"); got != want {
+		t.Errorf("warnings:\n%s\nwant:\n%s", got, want)
+	}
+	// Nothing left of the name: as Postfix, a syntax error.
+	if _, err := parseMainCF([]byte("\x00a = 1\n"), "/x/main.cf", values); err == nil {
+		t.Error("a line that starts with a null byte was accepted")
+	}
+}
+
 func TestSyntaxErrors(t *testing.T) {
 	tests := []struct {
 		text   string

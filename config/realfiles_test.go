@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -93,6 +94,30 @@ func TestDebianGeneratedMainCF(t *testing.T) {
 	}
 }
 
+// Postfix 3.11 as Debian packages it, with a cache named after
+// default_cache_db_type, then under the non-Berkeley-DB migration.
+func TestDebian311MainCF(t *testing.T) {
+	c := checkRealMainCF(t, filepath.Join("testdata", "debian-3.11", "main.cf"))
+	p := mustParams(t, c)
+	want := [3][3]string{
+		{"lmdb:/var/lib/postfix/smtpd_scache", "lmdb", ""},
+		{"btree:/var/lib/postfix/smtp_scache", "btree", ""},
+	}
+	if got := cacheTypes(p); got != want || !p.Caches[0].Enabled || !p.Caches[1].Enabled || p.Caches[2].Enabled {
+		t.Errorf("caches %+v; want %q", p.Caches, want)
+	}
+	if len(p.Warnings) != 0 {
+		t.Errorf("warnings %q", p.Warnings)
+	}
+	// What "postfix non-bdb enable-redirect" adds.
+	c.Set("non_bdb_migration_level", "enable-redirect")
+	p = mustParams(t, c)
+	want[1] = [3]string{"btree:/var/lib/postfix/smtp_scache", "lmdb", "btree"}
+	if got := cacheTypes(p); got != want || !p.LogRedirect || len(p.Warnings) != 0 {
+		t.Errorf("redirected: caches %q, LogRedirect %v, warnings %q; want %q", got, p.LogRedirect, p.Warnings, want)
+	}
+}
+
 func TestInstalledDebianMainCF(t *testing.T) {
 	c := checkRealMainCF(t, installedFile(t, "/usr/share/postfix/main.cf.debian"))
 	if v, _ := c.String("smtpd_banner"); !strings.Contains(v, "ESMTP Postfix") {
@@ -135,7 +160,7 @@ func TestDefaultsMatchPostconf(t *testing.T) {
 		}
 	}
 	dir := writeMainCF(t, "")
-	cmd := exec.Command(postconf, append([]string{"-c", dir, "-d"}, names...)...)
+	cmd := exec.Command(postconf, append([]string{"-c", dir, "-d", "mail_version"}, names...)...)
 	cmd.Env = append(os.Environ(), "MAIL_CONFIG="+dir)
 	out, err := cmd.Output()
 	if err != nil {
@@ -147,9 +172,44 @@ func TestDefaultsMatchPostconf(t *testing.T) {
 			got[name] = strings.TrimPrefix(value, " ")
 		}
 	}
+	installed, ok := postfixRelease(got["mail_version"])
+	if !ok {
+		t.Fatalf("postconf -d mail_version = %q", got["mail_version"])
+	}
 	for _, name := range names {
-		if v, ok := got[name]; !ok || v != builtinDefaults[name] {
+		v, ok := got[name]
+		if since, newer := postfixSince[name]; newer && installed < since {
+			// A parameter this Postfix does not know yet.
+			if ok {
+				t.Errorf("%s: Postfix %s knows it, we say it came with %d.%d", name, got["mail_version"], since/1000, since%1000)
+			}
+			continue
+		}
+		if !ok || v != builtinDefaults[name] {
 			t.Errorf("%s: postconf -d says %q (present=%v), we say %q", name, v, ok, builtinDefaults[name])
 		}
 	}
+}
+
+// postfixSince is the Postfix release (major*1000 + minor) that added a
+// parameter of our defaults table after 3.7.
+var postfixSince = map[string]int{
+	paramCacheDBType:                 3011,
+	paramNBDBLevel:                   3011,
+	paramNBDBCustom:                  3011,
+	"non_bdb_migration_log_redirect": 3011,
+}
+
+// postfixRelease reads the major and minor numbers of a mail_version
+// ("3.7.11", "3.12-20260821") as major*1000 + minor.
+func postfixRelease(version string) (int, bool) {
+	num, _, _ := strings.Cut(version, "-")
+	major, rest, ok := strings.Cut(num, ".")
+	minor, _, _ := strings.Cut(rest, ".")
+	x, errX := strconv.Atoi(major)
+	y, errY := strconv.Atoi(minor)
+	if !ok || errX != nil || errY != nil || x < 0 || y < 0 || y > 999 {
+		return 0, false
+	}
+	return x*1000 + y, true
 }

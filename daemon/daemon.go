@@ -79,6 +79,11 @@ type daemon struct {
 	serving   atomic.Pointer[server.Server]
 	metrics   *metrics.Registry // every part's figures: stats replies, /metrics
 
+	// Who speaks first on a connection, and the ticket key record's
+	// length: for the Postfix found at start-up (greeting.go).
+	greeting     server.Greeting
+	keyRecordLen int
+
 	metricsListener net.Listener // tlsmgr_metrics_address; nil if unset
 	metricsHTTP     *http.Server // serving metricsListener
 
@@ -169,6 +174,8 @@ func (d *daemon) run(args []string) error {
 	if err := d.openFiles(); err != nil {
 		return err
 	}
+	// Postfix's programs are out of reach once jailed.
+	d.chooseGreeting()
 	if (opts.Chroot || opts.DropPrivileges) && os.Geteuid() != 0 {
 		return errors.New("-c and -u need root privileges")
 	}
@@ -481,6 +488,8 @@ func (d *daemon) serve() error {
 		// ticket name the ring lacks, one for the key.
 		StoreTimeout: d.storeTimeout(),
 		Watchdog:     d.wd,
+		Greeting:     d.greeting,
+		KeyRecordLen: d.keyRecordLen,
 	}
 	if d.status != nil {
 		cfg.OnAvail = func(avail bool) {

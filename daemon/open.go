@@ -50,6 +50,10 @@ func (d *daemon) openFiles() error {
 	}
 	for _, cp := range p.Caches {
 		ct := server.CacheType{Name: cp.Name, Timeout: cp.Timeout}
+		if cp.Enabled && cp.RedirectedFrom != "" && p.LogRedirect {
+			// As Postfix 3.11 logs its non_bdb_migration_level redirects.
+			d.log.Info("redirecting %s to %s:%s", cp.Database, cp.DBType, cp.DBPath)
+		}
 		if cp.Enabled {
 			store, batch, err := d.openStore(cp)
 			if err != nil {

@@ -111,6 +111,11 @@ var restartOnly = []struct {
 	{"maillog_file", func(p *config.Params) string { return p.MaillogFile }},
 	{"tlsmgr_max_attribute_size", func(p *config.Params) string { return strconv.Itoa(p.MaxAttributeSize) }},
 	{"tlsmgr_max_request_size", func(p *config.Params) string { return strconv.Itoa(p.MaxRequestSize) }},
+	// Who speaks first is decided once, from the Postfix found before
+	// the chroot.
+	{"tlsmgr_protocol_announcement", func(p *config.Params) string { return p.ProtocolAnnouncement }},
+	{"command_directory", func(p *config.Params) string { return p.CommandDirectory }},
+	{"daemon_directory", func(p *config.Params) string { return p.DaemonDirectory }},
 }
 
 func seconds(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) + "s" }

@@ -19,6 +19,11 @@ import (
 type blockingConn struct {
 	fd   int
 	addr *net.UnixAddr
+	// Until the first bytes arrive, read deadlines hold: the client's
+	// bounded wait for the protocol announcement needs one. After that
+	// they are ignored, so that requests cost no poll.
+	deadline time.Time
+	started  bool
 }
 
 func dialBlocking(timeout time.Duration) func(context.Context, string) (net.Conn, error) {
@@ -44,12 +49,20 @@ func dialBlocking(timeout time.Duration) func(context.Context, string) (net.Conn
 
 // Read waits in a raw system call: the load generator's goroutines do
 // nothing else, and the wait then costs no scheduler hand-off.
-func (c *blockingConn) Read(p []byte) (int, error)  { return blockio.ReadRaw(c.fd, p) }
+func (c *blockingConn) Read(p []byte) (int, error) {
+	if c.started || c.deadline.IsZero() {
+		return blockio.ReadRaw(c.fd, p)
+	}
+	n, err := blockio.ReadBy(c.fd, p, c.deadline)
+	c.started = n > 0
+	return n, err
+}
+
 func (c *blockingConn) Write(p []byte) (int, error) { return blockio.Write(c.fd, p) }
 
-func (c *blockingConn) Close() error                     { return unix.Close(c.fd) }
-func (c *blockingConn) LocalAddr() net.Addr              { return c.addr }
-func (c *blockingConn) RemoteAddr() net.Addr             { return c.addr }
-func (c *blockingConn) SetDeadline(time.Time) error      { return nil }
-func (c *blockingConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *blockingConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *blockingConn) Close() error                      { return unix.Close(c.fd) }
+func (c *blockingConn) LocalAddr() net.Addr               { return c.addr }
+func (c *blockingConn) RemoteAddr() net.Addr              { return c.addr }
+func (c *blockingConn) SetDeadline(t time.Time) error     { return c.SetReadDeadline(t) }
+func (c *blockingConn) SetReadDeadline(t time.Time) error { c.deadline = t; return nil }
+func (c *blockingConn) SetWriteDeadline(time.Time) error  { return nil }

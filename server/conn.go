@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
 	"github.com/gotlsmgr/tlsmgr/proto"
@@ -64,6 +67,12 @@ type conn struct {
 	// its value without the cache. See watchdog.go.
 	busy   atomic.Uint64
 	busyAt uint64
+
+	// How the connection began (greet): whether the announcement went
+	// out, whether the client spoke before it could, and, with
+	// ClientFirst, whether the first bytes are still awaited.
+	announced, spokeFirst, awaitFirst bool
+	requests                          int // read on the connection so far
 }
 
 // reqReader is what the attribute reader reads a connection through. It
@@ -80,7 +89,13 @@ type reqReader struct {
 func (r *reqReader) Read(p []byte) (int, error) {
 	c := r.c
 	if !r.begun {
-		n, err := c.nc.Read(p)
+		var n int
+		var err error
+		if c.awaitFirst {
+			n, err = c.readFirst(p)
+		} else {
+			n, err = c.nc.Read(p)
+		}
 		if n > 0 {
 			r.begun = true
 			c.idle.Store(0)
@@ -156,9 +171,7 @@ func (c *conn) serve() {
 	log := c.srv.cfg.Log
 	log.Debug(1, "connect from %s", c.peer)
 	defer log.Debug(1, "disconnect from %s", c.peer)
-	if _, err := io.WriteString(c.nc, announcement); err != nil {
-		// The master's wakeup trigger often closes before we speak.
-		log.Debug(1, "write protocol announcement to %s: %v", c.peer, err)
+	if !c.greet() {
 		return
 	}
 	c.rd.c = c
@@ -172,6 +185,9 @@ func (c *conn) serve() {
 		req, err := c.r.ReadList()
 		switch {
 		case err == nil:
+			if c.requests++; c.requests == 1 && c.spokeFirst {
+				c.mismatch(oldClient, "sent its first request before the protocol announcement")
+			}
 		case err == attr.ErrTooLarge:
 			c.srv.counters.malformed.Add(1)
 			log.Warn("request from %s exceeds the size limits (%d bytes per attribute, %d per request)",
@@ -185,7 +201,15 @@ func (c *conn) serve() {
 			// before has been answered.
 			log.Debug(1, "closing connection from %s: %v", c.peer, err)
 			return
-		case err == io.EOF, errors.Is(err, syscall.ECONNRESET):
+		case err == io.EOF:
+			return
+		case errors.Is(err, syscall.ECONNRESET):
+			// The client closed with a reply unread. After the first
+			// request, that is how a client reading the announcement as
+			// its reply gives up.
+			if c.readAsReply() {
+				c.mismatch(oldClient, "hung up without reading the reply to its first request")
+			}
 			return
 		case err == io.ErrUnexpectedEOF && first && c.r.Partial() <= 2:
 			// master(8) wakes us by writing one byte and closing.
@@ -236,10 +260,120 @@ func (c *conn) reply(body func()) bool {
 	body()
 	c.w.End()
 	if err := c.w.Flush(); err != nil {
+		if (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) && c.readAsReply() {
+			c.mismatch(oldClient, "hung up before the reply to its first request")
+			return false
+		}
 		c.srv.cfg.Log.Warn("write reply to %s: %v", c.peer, err)
 		return false
 	}
 	return true
+}
+
+// greet begins a connection as the server's clients expect: with the
+// protocol announcement (ServerFirst) or without (ClientFirst, see
+// readFirst). False means the connection is finished.
+func (c *conn) greet() bool {
+	if c.srv.cfg.Greeting == ClientFirst {
+		c.awaitFirst = true
+		return true
+	}
+	if c.pending() {
+		// A client that speaks first (Postfix 3.5 or earlier) would take
+		// the announcement for its reply; master(8)'s wake-up byte too
+		// comes unasked. A client that waits for the announcement never
+		// writes before it, so leaving it out cannot hurt one.
+		c.spokeFirst = true
+		return true
+	}
+	return c.announce()
+}
+
+func (c *conn) announce() bool {
+	if _, err := io.WriteString(c.nc, announcement); err != nil {
+		// The master's wakeup trigger often closes before we speak.
+		c.srv.cfg.Log.Debug(1, "write protocol announcement to %s: %v", c.peer, err)
+		return false
+	}
+	c.announced = true
+	return true
+}
+
+// pending reports whether the client has sent something already.
+func (c *conn) pending() bool {
+	n := 0
+	if c.bc != nil {
+		n, _ = unix.IoctlGetInt(c.bc.fd, unix.SIOCINQ)
+		return n > 0
+	}
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
+}
+
+// readFirst is the first read of a ClientFirst connection. A client
+// silent for LateAnnouncement is waiting for the announcement (Postfix
+// 3.6 or later): it gets it then, and the read goes on as usual.
+func (c *conn) readFirst(p []byte) (int, error) {
+	cfg := &c.srv.cfg
+	deadline := time.Now().Add(cfg.LateAnnouncement)
+	var n int
+	var err error
+	if c.bc != nil {
+		n, err = c.bc.readBy(p, deadline)
+	} else {
+		c.nc.SetReadDeadline(deadline)
+		if !c.halfClose && c.stopped.Load() {
+			return 0, os.ErrDeadlineExceeded // see stop
+		}
+		n, err = c.nc.Read(p)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n > 0 || c.stopped.Load() {
+		c.awaitFirst = false
+		return n, err
+	}
+	c.awaitFirst = false
+	c.mismatch(newClient, fmt.Sprintf("sent nothing for %v: announced the protocol late", cfg.LateAnnouncement))
+	if !c.announce() {
+		return 0, io.EOF
+	}
+	if c.bc != nil {
+		return c.bc.Read(p)
+	}
+	c.nc.SetReadDeadline(time.Now().Add(cfg.IPCTimeout))
+	if !c.halfClose && c.stopped.Load() {
+		return 0, os.ErrDeadlineExceeded // see stop
+	}
+	return c.nc.Read(p)
+}
+
+// readAsReply reports whether the client may have read the announcement
+// as the reply to its first request: one request answered on an
+// announced connection, then the client went away with the reply unread.
+func (c *conn) readAsReply() bool {
+	return c.requests == 1 && c.announced && c.srv.cfg.Greeting == ServerFirst
+}
+
+// Which way a mismatch goes, for its warning.
+const (
+	oldClient = "it speaks first, as Postfix 3.5 and earlier do, and loses TLS when it reads the announcement as its reply; " +
+		"set tlsmgr_protocol_announcement = no if Postfix before 3.6 uses this tlsmgr"
+	newClient = "it waits for the server, as Postfix 3.6 and later do; " +
+		"set tlsmgr_protocol_announcement = yes if Postfix 3.6 or later uses this tlsmgr"
+)
+
+// mismatch counts and reports a client whose expectation of who speaks
+// first is not the server's.
+func (c *conn) mismatch(hint, what string) {
+	c.srv.counters.mismatched.Add(1)
+	c.srv.cfg.Log.Warn("protocol mismatch: client %s %s: %s (now: %v)", c.peer, what, hint, c.srv.cfg.Greeting)
 }
 
 // dispatch answers one request. Requests and replies carry exactly the
@@ -517,9 +651,10 @@ func (c *conn) tktkey(args attr.List) bool {
 			}
 			switch {
 			case err == nil:
-				key.MarshalTo(rec[:])
+				out = rec[:c.srv.cfg.KeyRecordLen]
+				key.MarshalLayout(out)
 				key.Wipe()
-				status, out = StatusOK, rec[:]
+				status = StatusOK
 			case errors.Is(err, tktkey.ErrDisabled), errors.Is(err, tktkey.ErrUnknownKey):
 				status = StatusErr
 			default:

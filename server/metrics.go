@@ -36,6 +36,7 @@ func newRequestStats() map[string]*requestStats {
 type counters struct {
 	accepted, rejected, evicted, malformed, timedOut atomic.Uint64
 	seedBytes                                        atomic.Uint64
+	mismatched                                       atomic.Uint64            // see conn.mismatch
 	requests                                         map[string]*requestStats // fixed at New
 }
 
@@ -46,6 +47,7 @@ var (
 	descEvicted   = metrics.Desc{Name: "connections_evicted", Help: "Idle client connections closed to make room for a new one."}
 	descMalformed = metrics.Desc{Name: "requests_malformed", Help: "Requests that could not be parsed or named no known request."}
 	descTimedOut  = metrics.Desc{Name: "requests_timed_out", Help: "Requests that did not arrive whole, or whose reply was not taken, in time."}
+	descMismatch  = metrics.Desc{Name: "protocol_mismatches", Help: "Client connections that expected the other side to speak first (tlsmgr_protocol_announcement)."}
 	descSeedBytes = metrics.Desc{Name: "seed_bytes", Help: "Bytes handed out by seed requests."}
 	descCacheOn   = metrics.Desc{Name: "cache_enabled", Help: "1 if the cache is enabled."}
 )
@@ -68,6 +70,7 @@ func (s *Server) collect(ctx context.Context, emit metrics.Emit) {
 	emit.Counter(descEvicted, s.counters.evicted.Load())
 	emit.Counter(descMalformed, s.counters.malformed.Load())
 	emit.Counter(descTimedOut, s.counters.timedOut.Load())
+	emit.Counter(descMismatch, s.counters.mismatched.Load())
 	for _, n := range requestNames {
 		emit.With(metrics.Label{Name: "request", Value: n}).Counter(requestDesc(n), s.counters.requests[n].count.Load())
 	}

@@ -117,12 +117,50 @@ type Config struct {
 	// that stats requests read: the daemon's, with every other part's
 	// figures in it. Nil means one of the server's own.
 	Metrics *metrics.Registry
+	// Greeting is who speaks first on a new connection, as the clients'
+	// Postfix version expects (ServerFirst, the zero value, or ClientFirst).
+	Greeting Greeting
+	// LateAnnouncement is how long, with ClientFirst, a new connection may
+	// stay silent before the server announces the protocol after all: its
+	// client must be waiting for the announcement (Postfix 3.6 or later),
+	// and would otherwise wait until ipc_timeout. Zero means
+	// DefaultLateAnnouncement.
+	LateAnnouncement time.Duration
+	// KeyRecordLen is the length of the ticket key record in tktkey
+	// replies: tktkey.RecordLen (Postfix 3.0 and later; the default) or
+	// tktkey.RecordLen211 (2.11). Clients drop a record of another length.
+	KeyRecordLen int
+}
+
+// Greeting says who speaks first on a new connection.
+type Greeting int
+
+const (
+	// ServerFirst announces the protocol as soon as a client connects, as
+	// Postfix 3.6 and later expect. A client whose request is already
+	// waiting then (a Postfix 3.5 or earlier client) gets no
+	// announcement, which it would read as its reply.
+	ServerFirst Greeting = iota
+	// ClientFirst waits for the client's request, as Postfix 2.3 to 3.5
+	// expect; see Config.LateAnnouncement.
+	ClientFirst
+)
+
+func (g Greeting) String() string {
+	if g == ClientFirst {
+		return "client first"
+	}
+	return "server first"
 }
 
 // Defaults of Config fields.
 const (
 	DefaultRequestTimeout = 10 * time.Second
 	DefaultMaxBlocking    = 256
+	// An old client writes its request as soon as it has connected; two
+	// seconds of silence is a descheduled process at worst, and costs a
+	// misconfigured new client that much once per connection.
+	DefaultLateAnnouncement = 2 * time.Second
 )
 
 // blockingCap bounds Config.MaxBlocking, well below the runtime's limit of
@@ -174,6 +212,12 @@ func New(cfg Config) *Server {
 		cfg.MaxBlocking = DefaultMaxBlocking
 	}
 	cfg.MaxBlocking = min(cfg.MaxBlocking, blockingCap)
+	if cfg.LateAnnouncement <= 0 {
+		cfg.LateAnnouncement = DefaultLateAnnouncement
+	}
+	if cfg.KeyRecordLen != tktkey.RecordLen211 {
+		cfg.KeyRecordLen = tktkey.RecordLen
+	}
 	// The server's own copy: SetCacheTimeout changes what policy reports.
 	caches := make([]CacheType, len(cfg.Caches))
 	for i, ct := range cfg.Caches {

@@ -5,7 +5,8 @@ package tktkey
 
 import (
 	"encoding/binary"
-	"errors"
+	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -17,6 +18,9 @@ const (
 	// RecordLen is the size of the record sent in a tktkey reply: the C
 	// struct as laid out on 64-bit little-endian hosts.
 	RecordLen = NameLen + AESKeyLen + HMACKeyLen + 8
+	// RecordLen211 is the record of Postfix 2.11, whose tickets used
+	// AES-128 and a 16-byte HMAC key.
+	RecordLen211 = NameLen + 16 + 16 + 8
 )
 
 // Key is one ticket key. It is secret: never log it, and Wipe it when it
@@ -39,23 +43,45 @@ func (k *Key) Marshal() []byte {
 }
 
 // MarshalTo writes the wire record into b, which must hold RecordLen bytes.
-func (k *Key) MarshalTo(b []byte) {
-	_ = b[RecordLen-1]
+func (k *Key) MarshalTo(b []byte) { k.MarshalLayout(b[:RecordLen]) }
+
+// MarshalLayout writes the wire record in the layout of its length:
+// RecordLen, or RecordLen211, which holds the first 16 bytes of each key
+// (the same name then always stands for the same shorter keys).
+func (k *Key) MarshalLayout(b []byte) {
+	keyLen := keyLen(len(b))
+	if keyLen == 0 {
+		panic("tktkey: no record layout is " + strconv.Itoa(len(b)) + " bytes long")
+	}
 	n := copy(b, k.Name[:])
-	n += copy(b[n:], k.AES[:])
-	n += copy(b[n:], k.HMAC[:])
+	n += copy(b[n:], k.AES[:keyLen])
+	n += copy(b[n:], k.HMAC[:keyLen])
 	binary.LittleEndian.PutUint64(b[n:], uint64(k.Expiry))
 }
 
-// Unmarshal parses a wire record.
+// keyLen is the length of the AES and HMAC keys in a record of n bytes,
+// 0 for no known layout.
+func keyLen(n int) int {
+	switch n {
+	case RecordLen:
+		return AESKeyLen
+	case RecordLen211:
+		return 16
+	}
+	return 0
+}
+
+// Unmarshal parses a wire record of either layout. The keys of a 2.11
+// record fill the first 16 bytes of AES and HMAC, the rest zero.
 func Unmarshal(b []byte) (Key, error) {
 	var k Key
-	if len(b) != RecordLen {
-		return k, errors.New("tktkey: record is not 88 bytes")
+	keyLen := keyLen(len(b))
+	if keyLen == 0 {
+		return k, fmt.Errorf("tktkey: a record is %d or %d bytes, not %d", RecordLen, RecordLen211, len(b))
 	}
 	n := copy(k.Name[:], b)
-	n += copy(k.AES[:], b[n:])
-	n += copy(k.HMAC[:], b[n:])
+	n += copy(k.AES[:keyLen], b[n:])
+	n += copy(k.HMAC[:keyLen], b[n:])
 	k.Expiry = int64(binary.LittleEndian.Uint64(b[n:]))
 	return k, nil
 }

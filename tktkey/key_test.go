@@ -2,6 +2,7 @@ package tktkey
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 	"time"
 )
@@ -130,5 +131,32 @@ func TestExpiryTimeAndWipe(t *testing.T) {
 	k.Wipe()
 	if k != (Key{}) {
 		t.Errorf("Wipe left %+v", k)
+	}
+}
+
+// TestRecord211 checks Postfix 2.11's 56-byte layout: name, the first 16
+// bytes of the AES and HMAC keys, expiry; and that it reads back.
+func TestRecord211(t *testing.T) {
+	k := sampleKey()
+	rec := make([]byte, RecordLen211)
+	k.MarshalLayout(rec)
+	if len(rec) != 56 ||
+		!bytes.Equal(rec[:16], k.Name[:]) || !bytes.Equal(rec[16:32], k.AES[:16]) ||
+		!bytes.Equal(rec[32:48], k.HMAC[:16]) ||
+		binary.LittleEndian.Uint64(rec[48:]) != uint64(k.Expiry) {
+		t.Fatalf("2.11 record % x", rec)
+	}
+	back, err := Unmarshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Name != k.Name || !bytes.Equal(back.AES[:16], k.AES[:16]) || [16]byte(back.AES[16:]) != [16]byte{} ||
+		!bytes.Equal(back.HMAC[:16], k.HMAC[:16]) || [16]byte(back.HMAC[16:]) != [16]byte{} || back.Expiry != k.Expiry {
+		t.Errorf("2.11 record read back as %+v", back)
+	}
+	full := make([]byte, RecordLen)
+	k.MarshalLayout(full)
+	if !bytes.Equal(full, k.Marshal()) {
+		t.Error("MarshalLayout of 88 bytes differs from Marshal")
 	}
 }

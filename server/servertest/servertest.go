@@ -40,6 +40,13 @@ type Server struct {
 // directory when path is empty, until Stop or the end of the test.
 func Start(t testing.TB, path string) *Server {
 	t.Helper()
+	return StartWith(t, path, nil)
+}
+
+// StartWith is Start with the server's Config changed by configure, if
+// not nil, before the server is made.
+func StartWith(t testing.TB, path string, configure func(*server.Config)) *Server {
+	t.Helper()
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "tlsmgr")
 	}
@@ -57,10 +64,14 @@ func Start(t testing.TB, path string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Server = server.New(server.Config{
+	cfg := server.Config{
 		Caches: caches, Keys: keys, Pool: systemPool{}, Log: s.Log,
 		Limits: attr.DefaultLimits, IPCTimeout: 30 * time.Second, BlockingIO: true,
-	})
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	s.Server = server.New(cfg)
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
