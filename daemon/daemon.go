@@ -48,8 +48,16 @@ func Main(args []string) int {
 		return 0
 	}
 	d := &daemon{stderr: os.Stderr, pid: os.Getpid(), metrics: metrics.New()}
-	if err := d.run(args); err != nil {
+	err := d.run(args)
+	if err != nil {
 		d.fatal(err)
+	}
+	// Only now: the fatal line goes out through the log, which is all
+	// anyone sees under master(8).
+	if d.log != nil {
+		d.log.Close()
+	}
+	if err != nil {
 		return 1
 	}
 	return 0
@@ -96,8 +104,13 @@ type daemon struct {
 }
 
 // fatal reports a start-up or run-time failure as one line, through the
-// log if it is up, and on stderr unless the log already goes there.
+// log, and on stderr unless the log already goes there. A failure before
+// the log is set up goes to the log Postfix's daemons would use then
+// (fallbackLog): under master(8) nobody sees stderr.
 func (d *daemon) fatal(err error) {
+	if d.log == nil && (d.opts == nil || d.opts.Listen == "") {
+		d.log = d.fallbackLog()
+	}
 	if d.log != nil {
 		d.log.Fatal("%v", err)
 		if d.opts != nil && (d.opts.StderrLog || d.opts.Listen != "") {
@@ -105,6 +118,38 @@ func (d *daemon) fatal(err error) {
 		}
 	}
 	fmt.Fprintf(d.stderr, "%s: fatal: %v\n", ProcessName, err)
+}
+
+// fallbackLog is the log for a failure before the configured one is up:
+// where main.cf's maillog_file, syslog_name and syslog_facility say, as
+// far as main.cf could be read, else syslog as postfix/tlsmgr with the
+// mail facility, where Postfix's daemons log from their first line. Nil
+// if even that cannot be had.
+func (d *daemon) fallbackLog() *maillog.Logger {
+	o := maillog.Options{Tag: "postfix/" + ProcessName, Facility: "mail", Syslog: true, Exit: func(int) {}}
+	if c := d.conf; c != nil {
+		if name, err := c.String("syslog_name"); err == nil && name != "" {
+			o.Tag = name + "/" + ProcessName
+		}
+		if f, err := c.String("syslog_facility"); err == nil && f != "" {
+			o.Facility = f
+		}
+		file, err1 := c.String("maillog_file")
+		queue, err2 := c.String("queue_directory")
+		if err1 == nil && err2 == nil && file != "" && queue != "" {
+			o.Postlog = filepath.Join(queue, "public", "postlog")
+		}
+		o.Hostname, _ = c.String("myhostname")
+	}
+	log, err := maillog.New(o)
+	if err != nil {
+		// An unknown facility: the default one, then.
+		o.Facility = "mail"
+		if log, err = maillog.New(o); err != nil {
+			return nil
+		}
+	}
+	return log
 }
 
 func (d *daemon) run(args []string) error {
@@ -138,7 +183,6 @@ func (d *daemon) run(args []string) error {
 	if err := d.startLog(standalone); err != nil {
 		return err
 	}
-	defer d.log.Close()
 	if inheritErr != nil {
 		return inheritErr
 	}

@@ -47,7 +47,8 @@ func (d *daemon) readConfig() (*config.Config, *config.Params, string, error) {
 	cfg.Set("service_name", service)
 	p, err := cfg.Params()
 	if err != nil {
-		return nil, nil, "", err
+		// What was read still says where to log the error.
+		return cfg, nil, "", err
 	}
 	hostname, _ := cfg.String("myhostname")
 	return cfg, p, hostname, nil
