@@ -112,8 +112,10 @@ type entry struct {
 }
 
 // Load reads the settings file at path, then the password and seal key
-// files it names. Those two must be owned by root or by mailOwnerUID and
-// be inaccessible to group and others. Every error is an *Error, except
+// files it names. The settings file must be root's (or the caller's
+// effective uid's, when not root) and writable by nobody else; the two
+// files it names must be owned by root or by mailOwnerUID and be
+// inaccessible to group and others. Every error is an *Error, except
 // that reading path itself may fail with an *os.PathError.
 func Load(path string, mailOwnerUID int) (*Settings, error) {
 	data, err := readSettingsFile(path)
@@ -124,12 +126,50 @@ func Load(path string, mailOwnerUID int) (*Settings, error) {
 	return p.parse(data, mailOwnerUID)
 }
 
+// readSettingsFile reads the settings file. It names files that are read
+// as root (password_file, seal_key_file) and a server that is sent the
+// password: whoever can change it could have a root-only file sent to a
+// server of theirs. So it must be owned by root (or, when the daemon does
+// not run as root, by its own account) and writable by nobody else, and
+// it is opened without following a link in its last component and
+// without blocking (a FIFO is refused, not waited on).
 func readSettingsFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+		if err != unix.EINTR {
+			break
+		}
 	}
+	if err == unix.ELOOP {
+		return nil, &Error{File: path, Msg: "is a symbolic link; name the file itself", Err: err}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, &Error{File: path, Msg: "is not a regular file"}
+	}
+	euid := os.Geteuid()
+	if mode := st.Mode & 0o7777; (st.Uid != 0 && int(st.Uid) != euid) || mode&0o022 != 0 {
+		who := "root"
+		if euid != 0 {
+			who = fmt.Sprintf("root or uid %d", euid)
+		}
+		return nil, &Error{File: path, Msg: fmt.Sprintf(
+			"is owned by uid %d with mode %04o; it names files read as root, so it must be owned by %s and writable by nobody else",
+			st.Uid, mode, who)}
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxSettingsSize+1))
 	if err != nil {
 		return nil, err

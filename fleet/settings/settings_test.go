@@ -605,3 +605,61 @@ func TestPrintingHidesSecrets(t *testing.T) {
 		}
 	}
 }
+
+// The settings file names files read as root and where to send their
+// contents: one that someone else could change, or that is not the file
+// itself, is refused; a FIFO is refused at once, not waited on.
+func TestSettingsFileSafety(t *testing.T) {
+	f := newFixture(t)
+	path := f.settings(t, "servers = r:1\nseal_key_file = @KEY@\n")
+	load := func() string {
+		t.Helper()
+		s, err := Load(path, f.owner)
+		if err == nil {
+			t.Fatalf("Load succeeded: %v", s)
+		}
+		return strings.ReplaceAll(err.Error(), f.dir, "@DIR@")
+	}
+	for _, mode := range []os.FileMode{0o664, 0o646, 0o666} {
+		os.Chmod(path, mode)
+		want := fmt.Sprintf("with mode %04o; it names files read as root, so it must be owned by", mode)
+		if got := load(); !strings.Contains(got, want) {
+			t.Errorf("mode %04o: %s", mode, got)
+		}
+	}
+	os.Chmod(path, 0o644)
+	if _, err := Load(path, f.owner); err != nil {
+		t.Fatalf("mode 0644: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		// As root, another account's file is refused, the mail owner's too.
+		for _, uid := range []int{f.owner, 1234} {
+			os.Chown(path, uid, -1)
+			if got := load(); !strings.Contains(got, fmt.Sprintf("is owned by uid %d", uid)) || !strings.Contains(got, "must be owned by root and") {
+				t.Errorf("owned by %d: %s", uid, got)
+			}
+		}
+		os.Chown(path, 0, -1)
+	}
+	link := filepath.Join(f.dir, "link.cf")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(link, f.owner); err == nil || !strings.Contains(err.Error(), "is a symbolic link") {
+		t.Errorf("symbolic link: %v", err)
+	}
+	fifo := filepath.Join(f.dir, "fifo.cf")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := Load(fifo, f.owner); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "is not a regular file") {
+			t.Errorf("FIFO: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Load waited on a FIFO")
+	}
+}
