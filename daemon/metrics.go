@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/gotlsmgr/tlsmgr/metrics"
 )
 
@@ -48,9 +50,16 @@ func (d *daemon) stopMetrics() {
 	d.metricsHTTP = nil
 }
 
+// maxMetricsConns bounds the /metrics connections open at once: they
+// take descriptors from the reserve that tlsmgr_client_limit leaves
+// (server.CheckLimits), so that however many connect, Postfix's clients
+// keep theirs. Connections past it wait in the kernel's queue.
+const maxMetricsConns = 8
+
 // startMetrics serves /metrics on l. Slow or idle scrapers are cut off:
 // the endpoint must cost the daemon nothing it needs for its clients.
 func (d *daemon) startMetrics(l net.Listener) *http.Server {
+	l = netutil.LimitListener(l, maxMetricsConns)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler(d.metrics))
 	hs := &http.Server{
@@ -58,8 +67,9 @@ func (d *daemon) startMetrics(l net.Listener) *http.Server {
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       time.Minute,
-		MaxHeaderBytes:    8 << 10,
+		// A kept-alive connection holds one of the few places.
+		IdleTimeout:    10 * time.Second,
+		MaxHeaderBytes: 8 << 10,
 		// Failed scrapes are the scraper's to report.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
