@@ -13,14 +13,17 @@ import (
 	"github.com/gotlsmgr/tlsmgr/client"
 )
 
-// Entries are a format byte and then the format's fields. Version 1 of
-// the server format is the SessionState's Bytes alone. Version 2 of the
-// client format is the time it was stored (8 bytes, big-endian Unix
-// seconds), the ticket, length-prefixed (4 bytes, big-endian), then the
+// Entries are a format byte and then the format's fields. Version 2 of
+// the server format is the identity the state is stored under (32
+// bytes), then the SessionState's Bytes; version 1, the Bytes alone, is
+// no longer taken (see SetStatefulSessions). Version 2 of the client
+// format is the time it was stored (8 bytes, big-endian Unix seconds),
+// the ticket, length-prefixed (4 bytes, big-endian), then the
 // SessionState's Bytes; version 1 lacked the time.
 const (
 	formatV1       = 1
 	clientFormatV2 = 2
+	serverFormatV2 = 2
 )
 
 // clientRefreshAfter is how long the client cache may keep a ticket in

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/hex"
 
@@ -23,7 +24,11 @@ const IdentityLen = 32
 // cfg.WrapSession and cfg.UnwrapSession.
 //
 // A daemon that is down or slow, or an entry this Go version cannot
-// parse, is a miss and the handshake a full one. When the state cannot
+// parse, is a miss and the handshake a full one. So is an entry that
+// was not stored under the identity presented (a store that returns
+// another key's value): each entry names its identity, since resuming
+// another session's state fails the handshake (its PSK binder, or its
+// Finished, does not verify) instead of falling back to a full one. When the state cannot
 // be stored, the client still gets a fresh identity (an empty one would
 // end a TLS 1.3 handshake in Go's client); it is a miss when presented.
 //
@@ -55,8 +60,8 @@ func SetStatefulSessions(cfg *tls.Config, d *Daemon, cacheType string) {
 		if err != nil {
 			return identity, nil
 		}
-		b := make([]byte, 0, 1+len(sb))
-		b = append(append(b, formatV1), sb...)
+		b := make([]byte, 0, 1+IdentityLen+len(sb))
+		b = append(append(append(b, serverFormatV2), identity...), sb...)
 		id := identityID(identity)
 		d.do(func(ctx context.Context, cl *client.Client) error {
 			return cl.Update(ctx, cacheType, id, b)
@@ -74,18 +79,30 @@ func SetStatefulSessions(cfg *tls.Config, d *Daemon, cacheType string) {
 			b, err = cl.Lookup(ctx, cacheType, identityID(identity))
 			return err
 		})
-		if err != nil || len(b) < 1 || b[0] != formatV1 {
+		// Not cleared after: the state parsed may alias it.
+		state, ok := boundState(b, identity)
+		if err != nil || !ok {
 			return nil, nil
 		}
-		ss, err := tls.ParseSessionState(b[1:])
+		ss, err := tls.ParseSessionState(state)
 		if err != nil {
 			return nil, nil
 		}
 		if cs.Version <= tls.VersionTLS12 {
-			resumed.put(sha256.Sum256(b[1:]), bytes.Clone(identity))
+			resumed.put(sha256.Sum256(state), bytes.Clone(identity))
 		}
 		return ss, nil
 	}
+}
+
+// boundState returns the state of a server entry stored under identity;
+// false for an entry of another identity, or of another format.
+func boundState(b, identity []byte) ([]byte, bool) {
+	if len(b) < 1+IdentityLen || b[0] != serverFormatV2 ||
+		subtle.ConstantTimeCompare(b[1:1+IdentityLen], identity) != 1 {
+		return nil, false
+	}
+	return b[1+IdentityLen:], true
 }
 
 // identityID is the cache_id of a session identity.

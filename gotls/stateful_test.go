@@ -53,11 +53,55 @@ func checkIdentity(t *testing.T, dm *daemon, identity []byte) {
 	if err != nil {
 		t.Fatalf("identity %x not in the daemon: %v", identity, err)
 	}
-	if len(b) < 1 || b[0] != formatV1 {
-		t.Fatalf("entry does not start with the format byte")
+	state, ok := boundState(b, identity)
+	if !ok || b[0] != serverFormatV2 || !bytes.Equal(b[1:1+IdentityLen], identity) {
+		t.Fatalf("entry does not start with the format byte and its identity")
 	}
-	if _, err := tls.ParseSessionState(b[1:]); err != nil {
+	if _, err := tls.ParseSessionState(state); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStatefulEntryOfAnotherIdentity: a store that answers with another
+// identity's entry (a valid state of another session) gives a full
+// handshake, not a failed one.
+func TestStatefulEntryOfAnotherIdentity(t *testing.T) {
+	dm := startDaemon(t)
+	c := getCert(t)
+	d := dm.dial(t, time.Second, nil)
+	for _, v := range versions {
+		t.Run(v.name, func(t *testing.T) {
+			scfg := serverConfig(c.cert, v.v)
+			SetStatefulSessions(scfg, d, "smtpd")
+			addr := startServer(t, scfg)
+			cacheA, cacheB := newRecordingCache(), newRecordingCache()
+			cfgA, cfgB := clientConfig(c.pool, v.v, cacheA), clientConfig(c.pool, v.v, cacheB)
+			mustConnect(t, addr, cfgA)
+			mustConnect(t, addr, cfgB)
+			idA, idB := idPrefix+hex.EncodeToString(cacheA.last(t)), idPrefix+hex.EncodeToString(cacheB.last(t))
+			ctx := context.Background()
+			entryB, err := d.clients[0].Lookup(ctx, "smtpd", idB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A's identity now finds B's session, whole and valid.
+			if err := d.clients[0].Update(ctx, "smtpd", idA, entryB); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 5; i++ {
+				cs, err := connect(addr, cfgA)
+				if err != nil {
+					t.Fatalf("handshake %d failed instead of falling back to a full one: %v", i, err)
+				}
+				if i == 0 && cs.DidResume {
+					t.Fatal("resumed with another identity's session")
+				}
+			}
+			// B still resumes.
+			if cs := mustConnect(t, addr, cfgB); !cs.DidResume {
+				t.Error("B no longer resumes")
+			}
+		})
 	}
 }
 
@@ -108,7 +152,7 @@ func TestStatefulGarbage(t *testing.T) {
 			addr := startServer(t, scfg)
 			cache := newRecordingCache()
 			cfg := clientConfig(c.pool, v.v, cache)
-			for _, garbage := range [][]byte{[]byte("garbage"), {formatV1}, {formatV1, 1, 2, 3}, {7}} {
+			for _, garbage := range [][]byte{[]byte("garbage"), {formatV1}, {formatV1, 1, 2, 3}, {serverFormatV2}, {7}} {
 				mustConnect(t, addr, cfg)
 				id := idPrefix + hex.EncodeToString(cache.last(t))
 				if err := d.clients[0].Update(context.Background(), "smtpd", id, garbage); err != nil {
