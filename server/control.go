@@ -4,9 +4,11 @@ package server
 // clients never send them. Neither ever shows an id or a session.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/gotlsmgr/tlsmgr/attr"
 	"github.com/gotlsmgr/tlsmgr/proto"
@@ -32,7 +34,7 @@ func (c *conn) dump(args attr.List) bool {
 	if cache == nil {
 		return c.refuse("the cache is unknown or disabled")
 	}
-	ctx, cancel := c.storeContext()
+	ctx, cancel := c.operatorContext()
 	entries, total, err := cache.Dump(ctx, min(int(max), maxDumpMax))
 	cancel()
 	if err != nil {
@@ -64,10 +66,12 @@ func (c *conn) flush(args attr.List) bool {
 	if cache == nil {
 		return c.refuse("the cache is unknown or disabled")
 	}
-	ctx, cancel := c.storeContext()
+	ctx, cancel := c.operatorContext()
+	start := time.Now()
 	n, err := cache.Flush(ctx)
 	cancel()
-	c.srv.cfg.Log.Info("%s cache flushed for %s: %d entries removed", cache.Name(), c.peer, n)
+	c.srv.cfg.Log.Info("%s cache flushed for %s: %d entries removed in %v", cache.Name(), c.peer, n,
+		time.Since(start).Round(time.Millisecond))
 	if err != nil {
 		c.srv.cfg.Log.Warn("flush of the %s cache for %s: %v", cache.Name(), c.peer, err)
 		return c.refuse(fmt.Sprintf("flushed %d entries, then: %v", n, err))
@@ -100,6 +104,16 @@ func (c *conn) mayControl() error {
 		return fmt.Errorf("%w (uid %d is neither)", errNotOperator, uid)
 	}
 	return nil
+}
+
+// operatorTimeout bounds a dump or flush, which walk a whole cache (a
+// shared one in batches, each under the store's own per-call deadline)
+// rather than make one store call: its size, not StoreTimeout, decides
+// how long they take. The watchdog (daemon_timeout) watches them too.
+const operatorTimeout = 10 * time.Minute
+
+func (c *conn) operatorContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.srv.base, operatorTimeout)
 }
 
 // refuse answers status -1 with the reason.

@@ -25,6 +25,16 @@ import (
 	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
+// walkTimeout is dump's and flush's time limit unless -timeout is given:
+// the daemon's own bound on them.
+const walkTimeout = 10 * time.Minute
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 const usage = `usage: tlsmgrctl [-s SOCKET] [-timeout DURATION] [-show-secrets] COMMAND [ARGS]
 
 commands:
@@ -83,6 +93,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	if cmd == "bench" {
 		return bench(*socket, rest, stdout, stderr)
+	}
+	if (cmd == "dump" || cmd == "flush") && !flagSet(fs, "timeout") {
+		// They walk a whole cache: its size decides how long they take.
+		*timeout = walkTimeout
 	}
 	c := client.New(*socket, client.Options{Timeout: *timeout})
 	defer c.Close()

@@ -800,13 +800,16 @@ func (s *Store) replyOK(o op) {
 const scanBatch = 500
 
 // scan calls f with each batch of keys of this cache in Redis, on every
-// master of a cluster. Each call has the deadline of redisconn, not the
-// whole scan: a large cache takes many.
+// master of a cluster. Each batch has a deadline of its own, not the
+// whole scan: a large cache takes many. An operator's dump or flush
+// waits on it, not a handshake, and a batch is a pipeline of scanBatch
+// commands: its deadline is ten of redisconn's, at least a second.
 func (s *Store) scan(ctx context.Context, f func(ctx context.Context, c redis.Cmdable, keys []string) error) error {
+	batchTimeout := max(10*s.c.Timeout(), time.Second)
 	one := func(ctx context.Context, c redis.Cmdable) error {
 		var cursor uint64
 		for {
-			rctx, cancel := s.c.WithTimeout(ctx)
+			rctx, cancel := context.WithTimeout(ctx, batchTimeout)
 			keys, next, err := c.Scan(rctx, cursor, s.keyPrefix+"*", scanBatch).Result()
 			if err == nil && len(keys) > 0 {
 				err = f(rctx, c, keys)
@@ -864,6 +867,9 @@ func (s *Store) Each(ctx context.Context, visit func(id string, written time.Tim
 	return err
 }
 
+// clearProgress is how often a long flush says how far it got.
+const clearProgress = 5 * time.Second
+
 // Clear removes every entry of this cache from Redis, for the whole
 // fleet, and from the local cache; it returns how many Redis held.
 func (s *Store) Clear(ctx context.Context) (int, error) {
@@ -871,7 +877,12 @@ func (s *Store) Clear(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n := 0
+	progress := time.Now()
 	err := s.scan(ctx, func(rctx context.Context, c redis.Cmdable, keys []string) error {
+		if time.Since(progress) >= clearProgress {
+			progress = time.Now()
+			s.log.Info("Redis %s session cache: flush going on, %d entries removed so far", s.cacheName, n)
+		}
 		s.changed(keys)
 		// One DEL per key: in a cluster the keys are in different slots.
 		pipe := c.Pipeline()

@@ -1,0 +1,74 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+)
+
+// TestFleetFlushAndDumpAtScale: dump and flush of a shared cache finish
+// whatever its size, batch by batch, each batch under Redis's own
+// deadline (20ms here), not under one request's.
+func TestFleetFlushAndDumpAtScale(t *testing.T) {
+	const entries = 20000
+	srv := redistest.Single(t)
+	cf := fleetSettings(t, []string{srv.Addr})
+	m := newStandalone(t, "smtpd_tls_session_cache_database=redis:"+cf)
+	p := m.start(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := m.client()
+			defer c.Close()
+			for i := w; i < entries; i += 8 {
+				if err := c.Update(ctx, "smtpd", fmt.Sprintf("%064x&s=smtpd", i), []byte("a session of a realistic size..................................................")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("fill: %v", err)
+	}
+	// The updates are written behind: wait until Redis holds them all.
+	within(t, 30*time.Second, "Redis to hold every entry", func() bool {
+		n, err := srv.Client(t).DBSize(ctx).Result()
+		return err == nil && n >= entries
+	})
+
+	run := func(args ...string) string {
+		t.Helper()
+		start := time.Now()
+		out, err := exec.Command(tlsmgrctlBin, append([]string{"-s", m.Sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tlsmgrctl %v after %v: %v\n%s\n%s", args, time.Since(start), err, out, p.Stderr)
+		}
+		t.Logf("tlsmgrctl %v: %v", args, time.Since(start).Round(time.Millisecond))
+		return string(out)
+	}
+	out := run("dump", "smtpd", "-n", "10")
+	if m := regexp.MustCompile(`# smtpd cache: (\d+) entries, 10 listed`).FindStringSubmatch(out); m == nil || m[1] != strconv.Itoa(entries) {
+		t.Errorf("dump: %.300s", out)
+	}
+	out = run("flush", "smtpd")
+	if want := fmt.Sprintf("smtpd cache: %d entries removed\n", entries); out != want {
+		t.Errorf("flush: %q, want %q", out, want)
+	}
+	if n, _ := srv.Client(t).DBSize(ctx).Result(); n != 0 {
+		t.Errorf("Redis still holds %d keys after the flush", n)
+	}
+}
