@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,7 +69,8 @@ func freePortAt(t *testing.T, addr string) int {
 // instance is a throwaway Postfix made by scripts/postfix-instance.
 type instance struct {
 	t                    *testing.T
-	dir                  string
+	dir                  string // the instance's directory, as the tests see it
+	root                 string // the Debian root (scripts/debian-root) whose Postfix runs it; "": the host's
 	addr                 string // where both smtpd services listen
 	smtpdPort, relayPort int
 	env                  []string
@@ -81,6 +83,7 @@ type instanceOptions struct {
 	smtpdPort int      // 0: a free port
 	portNames bool     // master.cf names the smtpd services by port alone (SERVICE_NAMES=port)
 	settings  []string // main.cf settings made before the first start
+	root      string   // a Debian root (scripts/debian-root) whose Postfix runs the instance (POSTFIX_ROOT); "": the host's
 }
 
 func newInstance(t *testing.T, tlsmgr string) *instance {
@@ -96,10 +99,23 @@ func newInstanceWith(t *testing.T, tlsmgr string, o instanceOptions) *instance {
 	if o.smtpdPort == 0 {
 		o.smtpdPort = freePortAt(t, o.addr)
 	}
-	in := &instance{t: t, dir: filepath.Join(t.TempDir(), "pfx"), addr: o.addr, smtpdPort: o.smtpdPort, relayPort: freePortAt(t, o.addr)}
-	in.env = append(os.Environ(), fmt.Sprintf("SMTPD_PORT=%d", in.smtpdPort), fmt.Sprintf("RELAY_PORT=%d", in.relayPort), "LISTEN_ADDR="+in.addr)
+	base := t.TempDir()
+	if o.root != "" {
+		// Inside the root, where its programs see it; removed after the
+		// stop below (cleanups run last registered first).
+		var err error
+		if base, err = os.MkdirTemp(filepath.Join(o.root, "tmp"), "tlsmgr-test-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(base) })
+	}
+	in := &instance{t: t, dir: filepath.Join(base, "pfx"), root: o.root, addr: o.addr, smtpdPort: o.smtpdPort, relayPort: freePortAt(t, o.addr)}
+	in.env = append(withoutEnv(os.Environ(), "POSTFIX_ROOT"), fmt.Sprintf("SMTPD_PORT=%d", in.smtpdPort), fmt.Sprintf("RELAY_PORT=%d", in.relayPort), "LISTEN_ADDR="+in.addr)
 	if o.portNames {
 		in.env = append(in.env, "SERVICE_NAMES=port")
+	}
+	if o.root != "" {
+		in.env = append(in.env, "POSTFIX_ROOT="+o.root)
 	}
 	in.script("create", tlsmgr)
 	// Log every cache transaction, so the test can see them.
@@ -108,6 +124,7 @@ func newInstanceWith(t *testing.T, tlsmgr string, o instanceOptions) *instance {
 	t.Cleanup(func() {
 		in.script("stop")
 		waitFor(t, 20*time.Second, "tlsmgr to exit with Postfix", func() bool { return in.tlsmgrPID() == 0 })
+		in.checkGone(t)
 	})
 	waitFor(t, 20*time.Second, "smtpd to listen", func() bool {
 		c, err := net.Dial("tcp", in.smtpdAddr())
@@ -124,9 +141,44 @@ func (in *instance) smtpdAddr() string {
 	return net.JoinHostPort(in.addr, strconv.Itoa(in.smtpdPort))
 }
 
+// withoutEnv is env without the variable name.
+func withoutEnv(env []string, name string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, name+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// inside is the instance's directory as its Postfix sees it: in.dir, or
+// for an instance in a Debian root the same directory within the root.
+func (in *instance) inside() string {
+	if in.root == "" {
+		return in.dir
+	}
+	return strings.TrimPrefix(in.dir, in.root)
+}
+
+// command is the instance's Postfix's program name (postfix, postconf)
+// with args: the host's, or the root's under chroot.
+func (in *instance) command(name string, args ...string) *exec.Cmd {
+	return rootCommand(in.root, name, args...)
+}
+
+// rootCommand is the program name with args: the host's (root ""), or the
+// Debian root's under chroot.
+func rootCommand(root, name string, args ...string) *exec.Cmd {
+	if root == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("chroot", append([]string{root, name}, args...)...)
+}
+
 func (in *instance) script(args ...string) {
 	in.t.Helper()
-	cmd := exec.Command(filepath.Join(repoRoot(in.t), "scripts", "postfix-instance"), append([]string{in.dir}, args...)...)
+	cmd := exec.Command(filepath.Join(repoRoot(in.t), "scripts", "postfix-instance"), append([]string{in.inside()}, args...)...)
 	cmd.Env = in.env
 	if out, err := cmd.CombinedOutput(); err != nil {
 		in.t.Fatalf("postfix-instance %v: %v\n%s", args, err, out)
@@ -135,8 +187,8 @@ func (in *instance) script(args ...string) {
 
 func (in *instance) postconf(settings ...string) {
 	in.t.Helper()
-	args := append([]string{"-c", filepath.Join(in.dir, "etc"), "-e"}, settings...)
-	if out, err := exec.Command("postconf", args...).CombinedOutput(); err != nil {
+	args := append([]string{"-c", filepath.Join(in.inside(), "etc"), "-e"}, settings...)
+	if out, err := in.command("postconf", args...).CombinedOutput(); err != nil {
 		in.t.Fatalf("postconf: %v\n%s", err, out)
 	}
 }
@@ -161,6 +213,99 @@ func (in *instance) tlsmgrPID() int {
 		}
 	}
 	return 0
+}
+
+// procs lists the instance's live processes (pid: name). master(8) and
+// every daemon it starts work in the queue directory (the chrooted ones
+// also have it as their root), and ours runs from daemon_directory;
+// zombies have neither and are left out.
+func (in *instance) procs() map[int]string {
+	spool := filepath.Join(in.dir, "spool")
+	found := make(map[int]string)
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		root, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if cwd == spool || root == spool || strings.HasPrefix(exe, in.dir+"/") {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			found[pid] = strings.TrimSpace(string(comm))
+		}
+	}
+	return found
+}
+
+// checkGone fails the test if a process of the stopped instance is still
+// there after a while, and kills it.
+func (in *instance) checkGone(t *testing.T) {
+	t.Helper()
+	var left map[int]string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if left = in.procs(); len(left) == 0 {
+			return
+		}
+	}
+	t.Errorf("processes of the stopped instance %s are still running: %v", in.dir, left)
+	for pid := range left {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// serverPID finds the instance's running tlsmgr server, ours
+// (tlsmgr-test) or Postfix's own (tlsmgr).
+func (in *instance) serverPID() int {
+	for pid, name := range in.procs() {
+		if name == "tlsmgr" || name == "tlsmgr-test" {
+			return pid
+		}
+	}
+	return 0
+}
+
+// mailOwnerUID is the uid of the instance's mail owner (postfix), in the
+// host's or the root's account database.
+func (in *instance) mailOwnerUID() (string, error) {
+	if in.root == "" {
+		u, err := user.Lookup("postfix")
+		if err != nil {
+			return "", err
+		}
+		return u.Uid, nil
+	}
+	b, err := os.ReadFile(filepath.Join(in.root, "etc", "passwd"))
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Split(l, ":"); len(f) > 3 && f[0] == "postfix" {
+			return f[2], nil
+		}
+	}
+	return "", fmt.Errorf("%s/etc/passwd has no postfix account", in.root)
+}
+
+// checkJail reports whether the process pid runs as master.cf says a
+// chrooted service of the instance runs: with the queue directory as its
+// root directory and every uid the mail owner's.
+func (in *instance) checkJail(pid int) error {
+	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
+	if err != nil || root != filepath.Join(in.dir, "spool") {
+		return fmt.Errorf("root directory %q (%v), want the queue directory", root, err)
+	}
+	uid, err := in.mailOwnerUID()
+	if err != nil {
+		return err
+	}
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	uids := regexp.MustCompile(`(?m)^Uid:\s+(\d+)\s+(\d+)\s+(\d+)`).FindStringSubmatch(string(status))
+	if uids == nil || uids[1] != uid || uids[2] != uid || uids[3] != uid {
+		return fmt.Errorf("uids %v, want all %s", uids, uid)
+	}
+	return nil
 }
 
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
@@ -188,6 +333,16 @@ func (in *instance) handshake(t *testing.T, tlsArgs []string, sessOut, sessIn st
 // s_client reads nothing from stdin until its handshake is done.
 func (in *instance) handshakeWait(t *testing.T, tlsArgs []string, sessOut, sessIn string, wait time.Duration) string {
 	t.Helper()
+	got, out, err := in.sClient(tlsArgs, sessOut, sessIn, wait)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	return got
+}
+
+// sClient is handshakeWait's openssl s_client run: its handshake result
+// ("New" or "Reused") and output, or an error for no result.
+func (in *instance) sClient(tlsArgs []string, sessOut, sessIn string, wait time.Duration) (string, string, error) {
 	args := append([]string{"s_client", "-starttls", "smtp", "-connect", in.smtpdAddr()}, tlsArgs...)
 	if sessOut != "" {
 		args = append(args, "-sess_out", sessOut)
@@ -202,7 +357,7 @@ func (in *instance) handshakeWait(t *testing.T, tlsArgs []string, sessOut, sessI
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return "", "", err
 	}
 	pr.Close()
 	time.Sleep(wait)
@@ -214,13 +369,14 @@ func (in *instance) handshakeWait(t *testing.T, tlsArgs []string, sessOut, sessI
 	case <-done:
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
-		t.Fatalf("openssl s_client hung:\n%s", out.String())
+		<-done
+		return "", out.String(), fmt.Errorf("openssl s_client hung")
 	}
 	m := regexp.MustCompile(`(?m)^(New|Reused), TLSv`).FindStringSubmatch(out.String())
 	if m == nil {
-		t.Fatalf("no TLS handshake result from openssl:\n%s", out.String())
+		return "", out.String(), fmt.Errorf("no TLS handshake result from openssl")
 	}
-	return m[1]
+	return m[1], out.String(), nil
 }
 
 func (in *instance) resumes(t *testing.T, tlsArgs ...string) {
@@ -259,6 +415,18 @@ func (in *instance) sendMail(t *testing.T) {
 	step(c.Quit())
 }
 
+// delivered counts the deliveries logged to the instance's relay smtpd.
+func (in *instance) delivered() int {
+	return strings.Count(in.maillog(), "relay="+in.addr+"["+in.addr+"]:"+strconv.Itoa(in.relayPort))
+}
+
+// smtpReused reports whether the smtp client logged that it reused a
+// cached TLS session with the relay.
+func (in *instance) smtpReused() bool {
+	a := regexp.QuoteMeta(in.addr)
+	return regexp.MustCompile(`postfix/smtp\[\d+\]: ` + a + `\[` + a + `\]:` + strconv.Itoa(in.relayPort) + `: Reusing old session`).MatchString(in.maillog())
+}
+
 func TestDropInUnderPostfix(t *testing.T) {
 	need(t, true, "postfix", "postconf", "openssl", "go")
 	in := newInstance(t, tlsmgrBin) // built by TestMain
@@ -277,16 +445,13 @@ func TestDropInUnderPostfix(t *testing.T) {
 
 	t.Run("smtp client cache", func(t *testing.T) {
 		in.sendMail(t)
-		waitFor(t, 30*time.Second, "first delivery", func() bool {
-			return strings.Count(in.maillog(), "relay=127.0.0.1[127.0.0.1]:"+strconv.Itoa(in.relayPort)) >= 1
-		})
-		reused := regexp.MustCompile(`postfix/smtp\[\d+\]: 127\.0\.0\.1\[127\.0\.0\.1\]:` + strconv.Itoa(in.relayPort) + `: Reusing old session`)
-		if reused.MatchString(in.maillog()) {
+		waitFor(t, 30*time.Second, "first delivery", func() bool { return in.delivered() >= 1 })
+		if in.smtpReused() {
 			t.Fatal("the first delivery already reused a session")
 		}
 		in.sendMail(t)
 		waitFor(t, 30*time.Second, "the second delivery to reuse the session", func() bool {
-			return reused.MatchString(in.maillog()) &&
+			return in.smtpReused() &&
 				regexp.MustCompile(`postfix/tlsmgr\[\d+\]: lookup smtp session id=smtp&`).MatchString(in.maillog())
 		})
 	})
@@ -296,18 +461,12 @@ func TestDropInUnderPostfix(t *testing.T) {
 		if pid == 0 {
 			t.Fatal("our tlsmgr is not running")
 		}
-		root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
-		if err != nil || root != filepath.Join(in.dir, "spool") {
-			t.Errorf("root directory %q (%v), want the queue directory", root, err)
+		if err := in.checkJail(pid); err != nil {
+			t.Error(err)
 		}
-		pf, err := user.Lookup("postfix")
+		uid, err := in.mailOwnerUID()
 		if err != nil {
 			t.Fatal(err)
-		}
-		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		uids := regexp.MustCompile(`(?m)^Uid:\s+(\d+)\s+(\d+)\s+(\d+)`).FindStringSubmatch(string(status))
-		if uids == nil || uids[1] != pf.Uid || uids[2] != pf.Uid || uids[3] != pf.Uid {
-			t.Errorf("uids %v, want all %s", uids, pf.Uid)
 		}
 		for _, name := range []string{"prng_exch", "smtpd_scache", "smtp_scache"} {
 			fi, err := os.Stat(filepath.Join(in.dir, "data", name))
@@ -318,7 +477,7 @@ func TestDropInUnderPostfix(t *testing.T) {
 			if fi.Mode().Perm() != 0o600 {
 				t.Errorf("%s has mode %v, want 0600", name, fi.Mode().Perm())
 			}
-			if owner := strconv.Itoa(int(statUID(fi))); owner != pf.Uid {
+			if owner := strconv.Itoa(int(statUID(fi))); owner != uid {
 				t.Errorf("%s is owned by uid %s, want postfix", name, owner)
 			}
 		}
