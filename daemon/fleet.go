@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gotlsmgr/tlsmgr/config"
 	"github.com/gotlsmgr/tlsmgr/fleet/redisconn"
 	"github.com/gotlsmgr/tlsmgr/fleet/seal"
@@ -24,6 +26,44 @@ type backend struct {
 	client   *redisconn.Client
 	sealer   *seal.Sealer
 	cache    *redisstore.Store // the cache store on it, if any
+	// files are the settings file and the files it names, as they were
+	// when read: a reload says when one has changed since.
+	files map[string]fileStamp
+}
+
+// fileStamp tells a file's versions apart: another inode, size, or
+// modification or change time.
+type fileStamp struct {
+	dev, ino, size uint64
+	mtime, ctime   int64
+}
+
+// stampOf is path's stamp; false if the daemon may not look (a
+// directory of root's, now that it is the mail owner).
+func stampOf(path string) (fileStamp, bool) {
+	var st unix.Stat_t
+	switch err := unix.Stat(path, &st); err {
+	case nil:
+	case unix.EACCES, unix.EPERM:
+		return fileStamp{}, false
+	default:
+		return fileStamp{}, true // gone, or unreadable: changed
+	}
+	return fileStamp{dev: st.Dev, ino: st.Ino, size: uint64(st.Size),
+		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, true
+}
+
+// changedFiles lists the files of the backend that changed since they
+// were read. Their contents are not read again: the password and seal
+// key files are root's, and the daemon no longer is.
+func (b *backend) changedFiles() []string {
+	var changed []string
+	for _, path := range append([]string{b.settings.Path}, b.settings.Files...) {
+		if st, ok := stampOf(path); ok && st != b.files[path] {
+			changed = append(changed, path)
+		}
+	}
+	return changed
 }
 
 // openBackend reads the settings file of a redis: database and builds its
@@ -43,7 +83,10 @@ func (d *daemon) openBackend(name, path string) (*backend, error) {
 		sealer.Close()
 		return nil, err
 	}
-	b := &backend{name: name, settings: s, client: client, sealer: sealer}
+	b := &backend{name: name, settings: s, client: client, sealer: sealer, files: map[string]fileStamp{}}
+	for _, f := range append([]string{path}, s.Files...) {
+		b.files[f], _ = stampOf(f)
+	}
 	d.backends = append(d.backends, b)
 	return b, nil
 }

@@ -174,6 +174,12 @@ func (d *daemon) reload() {
 	for i := range old.Caches {
 		d.reloadCache(i, conf, p, &now, changed, restart)
 	}
+	for _, b := range d.backends {
+		if files := b.changedFiles(); len(files) > 0 {
+			d.log.WarnAlways("the Redis settings of %s (%s) changed since start-up: %s; that needs a restart; keeping those of the start",
+				b.name, b.settings.Path, strings.Join(files, ", "))
+		}
+	}
 	if p.ClientLimit != old.ClientLimit {
 		closed := d.srv.SetMaxClients(p.ClientLimit)
 		note := ""

@@ -3,10 +3,14 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,5 +74,48 @@ func TestFleetFlushAndDumpAtScale(t *testing.T) {
 	}
 	if n, _ := srv.Client(t).DBSize(ctx).Result(); n != 0 {
 		t.Errorf("Redis still holds %d keys after the flush", n)
+	}
+}
+
+// TestFleetSettingsChangeNeedsRestart: a seal key added to the key file,
+// then SIGHUP, is named as needing a restart, not passed over as "nothing
+// changed"; a SIGHUP with the files unchanged says nothing of them.
+func TestFleetSettingsChangeNeedsRestart(t *testing.T) {
+	srv := redistest.Single(t)
+	cf := fleetSettings(t, []string{srv.Addr})
+	m := newStandalone(t, "smtpd_tls_session_cache_database=redis:"+cf)
+	// The daemon, the mail owner by then, reads main.cf again and looks
+	// at the files, as it could in /etc/postfix.
+	for _, dir := range []string{m.Cfg, filepath.Dir(cf)} {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := m.start(t)
+	hup := func() {
+		t.Helper()
+		if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hup()
+	waitLogCount(t, p, "reload", 1)
+	if strings.Contains(p.Stderr.String(), "changed since start-up") {
+		t.Fatalf("unchanged settings reported as changed:\n%s", p.Stderr)
+	}
+	keyFile := filepath.Join(filepath.Dir(cf), "seal.key")
+	old, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A new current key, the old one kept for opening.
+	if err := os.WriteFile(keyFile, append([]byte(strings.Repeat("5a", 32)+"\n"), old...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup()
+	want := "changed since start-up: " + keyFile + "; that needs a restart"
+	waitLogCount(t, p, "reload", 2)
+	if !strings.Contains(p.Stderr.String(), want) {
+		t.Errorf("no warning %q:\n%s", want, p.Stderr)
 	}
 }

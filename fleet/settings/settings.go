@@ -58,6 +58,9 @@ type Settings struct {
 	// SealKeys are the lines of seal_key_file: the first seals, all
 	// unseal. Never logged.
 	SealKeys [][32]byte
+	// Files are the files the settings name (password_file,
+	// seal_key_file, tls_ca_file), for telling whether they changed.
+	Files []string
 }
 
 // Defaults of optional settings.
@@ -331,10 +334,12 @@ func (p *parser) apply(s *Settings, e *entry) error {
 		if !strings.HasPrefix(v, "/") {
 			return p.errf(e, "%q is not an absolute path", v)
 		}
+		s.Files = append(s.Files, v)
 	case "tls_ca_file":
 		if !strings.HasPrefix(v, "/") {
 			return p.errf(e, "%q is not an absolute path", v)
 		}
+		s.Files = append(s.Files, v)
 		// Checked now so that a wrong path fails at start-up with its
 		// line, not at the first connection.
 		st, err := os.Stat(v)
