@@ -155,6 +155,7 @@ seal_key_file = @KEY@
 		Timeout:        250 * time.Millisecond,
 		KeyPrefix:      "mx:tlsmgr:",
 		SealKeys:       [][32]byte{mustKey(keyAHex), mustKey(keyBHex)},
+		Files:          []string{f.pwFile, f.caFile, f.keyFile},
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("got\n%#v\nwant\n%#v", *s, *want) // Format redacts both
@@ -171,6 +172,7 @@ func TestLoadDefaults(t *testing.T) {
 		Timeout:   DefaultTimeout,
 		KeyPrefix: DefaultKeyPrefix,
 		SealKeys:  [][32]byte{mustKey(keyAHex), mustKey(keyBHex)},
+		Files:     []string{f.keyFile},
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("got %v, want %v", s, want)
