@@ -170,8 +170,14 @@ func TestPersistentCacheCrashLoop(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(testSeed(t), 3))
 	var durable []string // over all iterations
-	var prevDurable, prevRecent []string
+	var prevDurable []string
+	var prevRecent []ack
+	var prevKilled time.Time
 	stored, recent, recentFound := 0, 0, 0
+	// The oldest acknowledged update lost, by how long before the kill
+	// it was acknowledged: what a SIGKILL costs (README, Design).
+	var worstLoss time.Duration
+	lostAcked := 0
 	for iter := range iterations + 1 {
 		p := s.start(t)
 		// What the previous storm was told is stored, long enough before
@@ -180,7 +186,20 @@ func TestPersistentCacheCrashLoop(t *testing.T) {
 			t.Fatalf("iteration %d: %d of %d updates acknowledged over %v before the kill were lost, e.g. %s",
 				iter, len(missed), len(prevDurable), commitGrace, missed[0])
 		}
-		recentFound += len(prevRecent) - len(lookupAll(t, s, prevRecent))
+		ids := make([]string, len(prevRecent))
+		ackedAt := map[string]time.Time{}
+		for i, a := range prevRecent {
+			ids[i] = a.id
+			ackedAt[a.id] = a.at
+		}
+		missed := lookupAll(t, s, ids)
+		recentFound += len(prevRecent) - len(missed)
+		for _, id := range missed {
+			if at := ackedAt[id]; !at.IsZero() {
+				lostAcked++
+				worstLoss = max(worstLoss, prevKilled.Sub(at))
+			}
+		}
 		if iter == iterations {
 			if missed := lookupAll(t, s, durable); len(missed) != 0 {
 				t.Fatalf("%d of %d durable updates lost over the crash loop, e.g. %s", len(missed), len(durable), missed[0])
@@ -221,16 +240,16 @@ func TestPersistentCacheCrashLoop(t *testing.T) {
 		killed := time.Now()
 		p.Kill()
 		wg.Wait()
-		prevDurable, prevRecent = nil, nil
+		prevDurable, prevRecent, prevKilled = nil, nil, killed
 		for g := range writers {
 			for _, a := range ackedBy[g] {
 				if a.at.Before(killed.Add(-commitGrace)) {
 					prevDurable = append(prevDurable, a.id)
 				} else {
-					prevRecent = append(prevRecent, a.id)
+					prevRecent = append(prevRecent, a)
 				}
 			}
-			prevRecent = append(prevRecent, inFlight[g])
+			prevRecent = append(prevRecent, ack{id: inFlight[g]}) // never acknowledged
 		}
 		durable = append(durable, prevDurable...)
 		stored += len(prevDurable)
@@ -239,8 +258,9 @@ func TestPersistentCacheCrashLoop(t *testing.T) {
 			iter, killAt, len(prevDurable), len(prevRecent))
 		p.NoWarnings(t)
 	}
-	t.Logf("%d kills: %d durable updates all found; %d of %d recent or in-flight updates found",
-		iterations, stored, recentFound, recent)
+	t.Logf("%d kills: %d durable updates all found; %d of %d recent or in-flight updates found; "+
+		"%d acknowledged updates lost, the oldest acknowledged %v before its kill",
+		iterations, stored, recentFound, recent, lostAcked, worstLoss.Round(10*time.Microsecond))
 	noCorruptFiles(t, s)
 	s.checkStateFile(t, filepath.Join(s.Data, "smtpd_scache"))
 }
