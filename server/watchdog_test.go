@@ -257,3 +257,44 @@ func BenchmarkWatchdogScan(b *testing.B) {
 		}
 	}
 }
+
+// TestWatchdogNamesOldestRequest: of several wedged requests, the
+// watchdog names the one wedged longest, whose time ran out first.
+func TestWatchdogNamesOldestRequest(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	fired := make(chan *watchdog.Error, 1)
+	wd := watchdog.New(timeout, func(e *watchdog.Error) {
+		select {
+		case fired <- e:
+		default:
+		}
+	})
+	t.Cleanup(wd.Stop)
+	lim := scache.Limits{MaxEntries: 10, MaxBytes: 1 << 20}
+	ws := &wedgedStore{Store: memstore.New(lim), entered: make(chan struct{}, 3), release: make(chan struct{})}
+	ws2 := &wedgedStore{Store: memstore.New(lim), entered: make(chan struct{}, 3), release: ws.release}
+	f := newFixture(t, func(cfg *Config, st map[string]scache.Store) {
+		cfg.Watchdog = wd
+		st["smtpd"], st["smtp"] = ws, ws2
+	})
+	t.Cleanup(func() { close(ws.release) })
+	first := f.dial(t)  // conn 1: wedged first, on the smtp cache
+	second := f.dial(t) // conn 2, on smtpd
+	third := f.dial(t)  // conn 3, on smtp again
+	first.send("request", "lookup", "cache_type", "smtp", "cache_id", "a")
+	<-ws2.entered
+	time.Sleep(timeout / 4)
+	second.send("request", "lookup", "cache_type", "smtpd", "cache_id", "b")
+	<-ws.entered
+	time.Sleep(timeout / 4)
+	third.send("request", "lookup", "cache_type", "smtp", "cache_id", "c")
+	<-ws2.entered
+	select {
+	case e := <-fired:
+		if want := "lookup request for the smtp cache from " + peerOf(1, f.path); e.What != want {
+			t.Errorf("watchdog names %q\nwant            %q", e.What, want)
+		}
+	case <-time.After(timeout + 5*time.Second):
+		t.Fatal("the watchdog did not fire")
+	}
+}

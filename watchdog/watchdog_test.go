@@ -126,3 +126,19 @@ func TestRemovedSourceAndStop(t *testing.T) {
 	f.none(t, 100*time.Millisecond)
 	w.Stop() // twice is harmless
 }
+
+// Of several overdue tasks, the oldest is named: its time ran out first.
+func TestOldestTaskNamed(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	f := newFired()
+	w := New(timeout, f.fire)
+	defer w.Stop()
+	w.Start("first task")
+	time.Sleep(timeout / 4)
+	w.Start("second task")
+	time.Sleep(timeout / 4)
+	w.Start("third task")
+	if e := f.wait(t, 10*timeout); e.What != "first task" {
+		t.Fatalf("fired naming %q, want the first task", e.What)
+	}
+}
