@@ -55,3 +55,38 @@ func TestSIGHUPStandaloneKeepsServing(t *testing.T) {
 	p.Stop(t)
 	p.NoWarnings(t)
 }
+
+// TestReloadRestartOnlyChanges: a cache timeout of 0 (which turns the
+// cache off) and a restart-only parameter are not applied by a reload:
+// policy still reports the cache on, with its old timeout, and every
+// reload that still finds the change says so again, rather than taking
+// it as applied and falling silent.
+func TestReloadRestartOnlyChanges(t *testing.T) {
+	e := newEnv(t, memoryCaches+"smtpd_tls_session_cache_timeout = 3600s\n")
+	if err := os.Chmod(e.Cfg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := e.start(t)
+	e.WriteMainCF(t, memoryCaches+"smtpd_tls_session_cache_timeout = 0\ntlsmgr_max_attribute_size = 32768\n")
+	for i := 1; i <= 2; i++ {
+		p.Signal(t, syscall.SIGHUP)
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(p.Stderr.String(), "reloaded ") < i {
+			if time.Now().After(deadline) {
+				t.Fatalf("reload %d not logged:\n%s", i, p.Stderr)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		for _, want := range []string{
+			`smtpd_tls_session_cache_timeout changed from "3600s" to "0s": that needs a restart`,
+			`tlsmgr_max_attribute_size changed from "65536" to "32768": that needs a restart`,
+		} {
+			if n := strings.Count(p.Stderr.String(), want); n != i {
+				t.Errorf("after reload %d, %q logged %d times", i, want, n)
+			}
+		}
+		if got := strings.TrimSpace(ctl(t, e.Sock, "policy", "smtpd")); got != "cachable=1 timeout=3600" {
+			t.Errorf("after reload %d, policy smtpd: %s", i, got)
+		}
+	}
+}
