@@ -17,4 +17,5 @@ func (c *Client) Collect(emit metrics.Emit, statPrefix string) {
 	emit.Counter(d("timeouts", "timeouts", "Redis calls that ran into their deadline."), st.Timeouts)
 	emit.Counter(d("refused", "refused", "Redis calls refused by the open circuit breaker, without I/O."), st.Refused)
 	emit.Counter(d("breaker_opens", "breaker_opens", "Times the circuit breaker opened."), st.BreakerOpens)
+	emit.Counter(d("replies_refused", "replies_refused", "Redis replies refused for breaking a size bound or the protocol; each closed its connection and failed its call."), st.RepliesRefused)
 }

@@ -23,6 +23,14 @@
 //
 // The log gets one warning when Redis becomes unavailable and one notice
 // when it is back, never a line per call. Passwords are never logged.
+//
+// Nothing a server (or whoever is on the path to it) sends may crash the
+// daemon: every connection any of the go-redis clients opens (commands,
+// pipelines, Sentinel, Cluster nodes, the tracker's pub/sub) is read
+// through internal/respguard, which refuses a reply over its bounds before
+// go-redis sizes anything by it. A refusal closes that connection and
+// fails its call, which the caller takes for a miss; it is counted
+// (RepliesRefused) and logged at most once per refusalLogEvery.
 package redisconn
 
 import (
@@ -39,6 +47,7 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/fleet/settings"
+	"github.com/gotlsmgr/tlsmgr/internal/respguard"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/logging"
 	"github.com/redis/go-redis/v9/maintnotifications"
@@ -72,15 +81,22 @@ const (
 // pipeline is one), including refused ones; Errors counts calls that
 // failed other than by a miss (redis.Nil), among them Timeouts (deadline
 // or socket timeouts) and Refused (ErrUnavailable, no I/O); BreakerOpens
-// counts transitions to down.
+// counts transitions to down. RepliesRefused counts connections closed by
+// the reply guard (see respguard): each failed the call reading from it.
 type Stats struct {
-	State        string
-	Ops          uint64
-	Errors       uint64
-	Timeouts     uint64
-	Refused      uint64
-	BreakerOpens uint64
+	State          string
+	Ops            uint64
+	Errors         uint64
+	Timeouts       uint64
+	Refused        uint64
+	BreakerOpens   uint64
+	RepliesRefused uint64
 }
+
+// refusalLogEvery spaces the warnings about refused replies: the first is
+// logged at once, then one per interval at most, saying how many were not.
+// A hostile server can refuse every reply; the counter has them all.
+const refusalLogEvery = 10 * time.Second
 
 // Client is a guarded Redis client.
 type Client struct {
@@ -92,6 +108,7 @@ type Client struct {
 	bcfg    breakerConfig
 
 	ops, errs, timeouts, refused atomic.Uint64
+	repliesRefused               atomic.Uint64
 
 	// opts and sentinel build the tracker's client (Track); nil for a
 	// cluster.
@@ -102,6 +119,10 @@ type Client struct {
 	breakers map[string]*breaker     // by node address for a cluster; one entry "" otherwise
 	whole    atomic.Pointer[breaker] // breakers[""], for Refusing
 	dialErrs map[string]dialFailure
+
+	rmu            sync.Mutex
+	refusalLogged  time.Time // when the last refusal was logged
+	refusalsUnsaid uint64    // refusals since, not logged
 }
 
 // dialFailure is the last failed dial of an address. The caller of a call
@@ -174,7 +195,8 @@ func newClient(s *settings.Settings, log Logger, name string, tune func(*breaker
 		Username:   s.Username,
 		Password:   s.Password,
 		TLSConfig:  tlsConf,
-		Dialer:     c.noteDials(dialer(dialTimeout, tlsConf)),
+		// Every client below, and the tracker's, dials through this.
+		Dialer: c.noteDials(c.guard(dialer(dialTimeout, tlsConf))),
 
 		ContextTimeoutEnabled: true,
 		// -1, not 0: 0 means the default of 3 retries.
@@ -324,6 +346,39 @@ func dialer(timeout time.Duration, conf *tls.Config) func(context.Context, strin
 	}
 }
 
+// guard wraps every connection dial makes in the reply guard, outside TLS
+// (it reads what go-redis reads).
+func (c *Client) guard(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return respguard.Wrap(conn, respguard.Default, func(e *respguard.Error) { c.replyRefused(addr, e) }), nil
+	}
+}
+
+// replyRefused counts a refusal and logs it, rate-limited.
+func (c *Client) replyRefused(addr string, e *respguard.Error) {
+	c.repliesRefused.Add(1)
+	now := time.Now()
+	c.rmu.Lock()
+	if !c.refusalLogged.IsZero() && now.Sub(c.refusalLogged) < refusalLogEvery {
+		c.refusalsUnsaid++
+		c.rmu.Unlock()
+		return
+	}
+	unsaid := c.refusalsUnsaid
+	c.refusalLogged, c.refusalsUnsaid = now, 0
+	c.rmu.Unlock()
+	more := ""
+	if unsaid > 0 {
+		more = fmt.Sprintf(" (%d more refused since the last report)", unsaid)
+	}
+	c.log.Warn("Redis %s (%s): reply from %s refused: %s, at byte %d of the connection; connection closed, the call fails%s",
+		c.name, c.desc, addr, e.Reason, e.Offset, more)
+}
+
 func (c *Client) noteDials(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dial(ctx, network, addr)
@@ -428,6 +483,8 @@ func (c *Client) Stats() Stats {
 		Errors:   c.errs.Load(),
 		Timeouts: c.timeouts.Load(),
 		Refused:  c.refused.Load(),
+
+		RepliesRefused: c.repliesRefused.Load(),
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
