@@ -222,3 +222,31 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("Epochs across slots: %d keys, %v", len(ring), err)
 	}
 }
+
+// Every record of the ring, by epoch and by name, expires when its key
+// stops decrypting: Redis must not keep keys for ever.
+func TestRecordsExpire(t *testing.T) {
+	srv := redistest.Single(t)
+	a := member(t, srv)
+	epoch := time.Now().Unix() / half
+	k := newKey(t, epoch)
+	if _, err := a.Create(bg, epoch, k, until(k)); err != nil {
+		t.Fatal(err)
+	}
+	admin := srv.Client(t)
+	all := admin.Keys(bg, "*").Val()
+	if len(all) != 2 {
+		t.Fatalf("%d Redis keys, want 2 (by epoch, by name): %q", len(all), all)
+	}
+	for _, rk := range all {
+		// PTTL, not PEXPIRETIME: Redis 6 has only the former.
+		ttl, err := admin.PTTL(bg, rk).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := time.Now().Add(ttl)
+		if d := at.Sub(until(k)); ttl <= 0 || d < -2*time.Second || d > 2*time.Second {
+			t.Errorf("%s expires at %v (%v), want %v", rk, at, ttl, until(k))
+		}
+	}
+}
