@@ -128,6 +128,18 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("a fleet member's /metrics lacks %q", want)
 		}
 	}
+	// The ring's keys (names, epochs), its digest and the times of day
+	// are for stats only: as series they would be a new one at every
+	// rotation, and the names need not leave the host.
+	for _, never := range []*regexp.Regexp{regexp.MustCompile(`tktkey_ring_key`), regexp.MustCompile(`tktkey_ring_digest`),
+		regexp.MustCompile(`tktkey_last_refresh[{ ]`), regexp.MustCompile(`(?m)^tlsmgr_pid\b`)} {
+		if never.MatchString(fleetText) {
+			t.Errorf("/metrics exports %q, which is for stats only", never)
+		}
+	}
+	if st := f.stats(t); st["tktkey_ring_digest"] == "" || st["tktkey_last_refresh"] == "" {
+		t.Errorf("stats lack the ring's digest or last refresh: %v", st)
+	}
 
 	// Every series the shipped Grafana dashboard plots exists.
 	dash, err := os.ReadFile(filepath.Join(repoRoot(t), "contrib", "grafana-dashboard.json"))
