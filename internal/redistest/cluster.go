@@ -45,10 +45,15 @@ func Cluster(t testing.TB) *ClusterSetup {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	// Distinct config epochs up front spare the nodes the collision
-	// resolution that would otherwise delay convergence.
+	// resolution that would otherwise delay convergence. ADDSLOTS with
+	// every slot, not ADDSLOTSRANGE: Redis 6.0 has no ADDSLOTSRANGE.
 	for i, s := range c.Nodes {
 		a := s.admin()
-		err := a.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", slotRanges[i][0], slotRanges[i][1]).Err()
+		args := []any{"CLUSTER", "ADDSLOTS"}
+		for slot := slotRanges[i][0]; slot <= slotRanges[i][1]; slot++ {
+			args = append(args, slot)
+		}
+		err := a.Do(ctx, args...).Err()
 		if err == nil {
 			err = a.Do(ctx, "CLUSTER", "SET-CONFIG-EPOCH", i+1).Err()
 		}

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,6 +206,77 @@ func TestKeySlot(t *testing.T) {
 	for key, want := range map[string]int{"foo": 12182, "bar": 5061, "{user1000}.following": 3443, "{}x": 10595, "": 0, "a{b}c{d}": 3300} {
 		if got := KeySlot(key); got != want {
 			t.Errorf("KeySlot(%q) = %d, want %d", key, got, want)
+		}
+	}
+}
+
+// The flavour check tells each server from the others, as INFO server
+// reports them (the first lines of the real replies).
+func TestFlavourCheck(t *testing.T) {
+	infos := map[string]string{
+		"redis 6.0.16":   "# Server\r\nredis_version:6.0.16\r\nredis_git_sha1:00000000\r\nredis_mode:standalone\r\n",
+		"redis 7.0.15":   "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\nredis_mode:standalone\r\n",
+		"redis 8.0.2":    "# Server\r\nredis_version:8.0.2\r\nredis_git_sha1:00000000\r\nredis_mode:standalone\r\n",
+		"valkey 8.1.1":   "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.1\r\nvalkey_release_stage:ga\r\n",
+		"valkey as 8.0":  "# Server\r\nredis_version:8.0.2\r\nserver_name:valkey\r\nvalkey_version:9.0.0\r\n",
+		"no version":     "# Server\r\nredis_mode:standalone\r\n",
+		"redis 6.0 only": "redis_version:6.0\r\n",
+	}
+	want := map[string]map[string]string{ // flavour: info: report ("" = rejected)
+		"host":           {"redis 6.0.16": "redis 6.0.16", "redis 7.0.15": "redis 7.0.15", "redis 8.0.2": "redis 8.0.2", "redis 6.0 only": "redis 6.0"},
+		"bullseye-redis": {"redis 6.0.16": "redis 6.0.16"},
+		"trixie-redis":   {"redis 8.0.2": "redis 8.0.2"},
+		"trixie-valkey":  {"valkey 8.1.1": "valkey 8.1.1"},
+	}
+	for _, f := range Flavours {
+		for name, info := range infos {
+			got, err := f.checkInfo(info)
+			if w := want[f.Name][name]; got != w || (err == nil) != (w != "") {
+				t.Errorf("%s checking %s: %q, %v; want %q", f.Name, name, got, err, w)
+			}
+		}
+	}
+	if _, err := LookupFlavour("trixie-keydb"); err == nil {
+		t.Error("LookupFlavour accepted an unknown name")
+	}
+	if f, err := LookupFlavour(""); err != nil || f.Name != "host" || f.Root() != "" {
+		t.Errorf(`LookupFlavour("") = %+v, %v; want the host's`, f, err)
+	}
+}
+
+// The server started is the flavour TLSMGR_REDIS chose, and its files are
+// where that flavour's servers keep them: in its root's /tmp, gone after
+// the test.
+func TestFlavourInUse(t *testing.T) {
+	f, err := SelectedFlavour()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir string
+	t.Run(f.Name, func(t *testing.T) {
+		s := Single(t)
+		dir = s.Dir
+		info, err := s.Client(t).Info(context.Background(), "server").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		report, err := f.checkInfo(info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %s in %s", f.Name, report, s.Dir)
+		if root := f.Root(); root != "" {
+			if !strings.HasPrefix(s.Dir, filepath.Join(root, "tmp")+"/") {
+				t.Errorf("server directory %s is not in %s/tmp", s.Dir, root)
+			}
+			if _, err := os.Stat(s.confPath()); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if f.Root() != "" {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", dir, err)
 		}
 	}
 }

@@ -2,6 +2,12 @@
 // tests: a single server, a Sentinel set-up and a three-master Cluster, each
 // on loopback ports with its files in t.TempDir(), each killed in t.Cleanup.
 //
+// By default the servers are the host's redis-server. TLSMGR_REDIS
+// (FlavourEnv) chooses another of the Flavours for every server of the
+// test binary, e.g. TLSMGR_REDIS=trixie-valkey: Debian 13's valkey-server,
+// run by chroot in the root scripts/debian-root makes, whose every start
+// is checked to be that product and series (INFO server).
+//
 // Readiness is an event, not a guess: every server is started with
 // "supervised systemd" and a private NOTIFY_SOCKET, and counts as started
 // when it sends READY=1 (then one PING confirms it). Topologies wait for
@@ -31,7 +37,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
@@ -52,6 +57,7 @@ type Server struct {
 	CAFile string
 
 	tb       testing.TB
+	flavour  Flavour
 	name     string   // for messages: "redis", "sentinel-1", ...
 	conf     []string // config lines; the ports are added at each start
 	busPort  int      // cluster bus port; 0 unless cluster-enabled, -1 until chosen
@@ -88,20 +94,26 @@ func start(t testing.TB, name string, opts ...Option) *Server {
 	return s
 }
 
-func binary(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("redis-server")
-	if err != nil {
-		testenv.Missing(t, "redis-server")
-	}
-	return p
-}
-
 func newServer(t testing.TB, name string, opts ...Option) *Server {
 	t.Helper()
-	binary(t)
-	dir := t.TempDir()
-	s := &Server{tb: t, name: name, Dir: dir}
+	f := selected(t)
+	var dir string
+	if root := f.Root(); root == "" {
+		dir = t.TempDir()
+	} else {
+		// The server sees only its root: its files go in the root's /tmp.
+		var err error
+		if dir, err = os.MkdirTemp(filepath.Join(root, "tmp"), "redistest-"); err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		// Registered before Stop, so run after it.
+		t.Cleanup(func() {
+			if err := os.RemoveAll(dir); err != nil {
+				t.Errorf("redistest: %v", err)
+			}
+		})
+	}
+	s := &Server{tb: t, flavour: f, name: name, Dir: dir}
 	for _, o := range opts {
 		o(s)
 	}
@@ -115,9 +127,15 @@ func (s *Server) startFresh() {
 	s.tb.Helper()
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		s.Port = freePort()
-		if s.busPort != 0 {
-			s.busPort = freePort()
+		switch {
+		case s.busPort == 0:
+			s.Port = freePort()
+		case s.flavour.ClusterPort:
+			s.Port, s.busPort = freePort(), freePort()
+		default:
+			// Without cluster-port the bus is the port plus 10000.
+			s.Port = freePortWithBus()
+			s.busPort = s.Port + clusterBusOffset
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
 		if err = s.launch(true); !errors.Is(err, errAddrInUse) {
@@ -147,6 +165,20 @@ var errAddrInUse = errors.New("address already in use")
 func (s *Server) logPath() string  { return filepath.Join(s.Dir, s.name+".log") }
 func (s *Server) confPath() string { return filepath.Join(s.Dir, s.name+".conf") }
 
+// serverPath is the host's path p (under s.Dir) as the server sees it:
+// the same, or within its root.
+func (s *Server) serverPath(p string) string {
+	root := s.flavour.Root()
+	if root == "" {
+		return p
+	}
+	rel, err := filepath.Rel(root, p)
+	if err != nil || !filepath.IsLocal(rel) {
+		panic(fmt.Sprintf("redistest: %s is outside the root %s", p, root))
+	}
+	return "/" + rel
+}
+
 // Log returns what the server has written so far, for failure messages.
 func (s *Server) Log() string {
 	b, err := os.ReadFile(s.logPath())
@@ -164,7 +196,7 @@ func (s *Server) configText() string {
 		`save ""`,
 		"appendonly no",
 		"supervised systemd",
-		"dir " + s.Dir,
+		"dir " + s.serverPath(s.Dir),
 		`logfile ""`,
 		"loglevel notice",
 	}
@@ -173,7 +205,7 @@ func (s *Server) configText() string {
 	} else {
 		lines = append(lines, "port "+strconv.Itoa(s.Port))
 	}
-	if s.busPort != 0 {
+	if s.busPort != 0 && s.flavour.ClusterPort {
 		lines = append(lines, "cluster-port "+strconv.Itoa(s.busPort))
 	}
 	for _, l := range append(lines, s.conf...) {
@@ -209,17 +241,27 @@ func (s *Server) launch(fresh bool) error {
 	}
 	defer notify.Close()
 
-	args := []string{s.confPath()}
+	args := []string{s.serverPath(s.confPath())}
 	if s.sentinel {
 		args = append(args, "--sentinel")
 	}
-	cmd := exec.Command(binary(s.tb), args...)
-	cmd.Dir = s.Dir
+	bin := s.flavour.Binary
+	if s.flavour.Root() == "" {
+		if bin, err = exec.LookPath(bin); err != nil {
+			return err
+		}
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = s.serverPath(s.Dir)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	// The notify socket is abstract: it belongs to the network namespace,
+	// which a root shares, not to the file system.
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyName)
 	// If the test binary dies (a timeout panic), its servers die with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// In a root, the process is still our child (chroot(2) before exec,
+	// no chroot command between), so signals and Wait reach the server.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Chroot: s.flavour.Root()}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -278,7 +320,30 @@ func (s *Server) launch(fresh bool) error {
 		s.Stop()
 		return fmt.Errorf("ready, but PING failed: %w", err)
 	}
+	if s.flavour.Suite != "" {
+		// Every start proves the flavour: a wrong binary fails the test.
+		v := s.versionClient()
+		defer v.Close()
+		report, err := s.flavour.checkServer(ctx, v)
+		if err != nil {
+			s.Stop()
+			return err
+		}
+		s.tb.Logf("redistest: %s on %s is %s (%s)", s.name, s.Addr, report, s.flavour.Name)
+	}
 	return nil
+}
+
+// versionClient is an admin client that can ask INFO of a server
+// configured with requirepass.
+func (s *Server) versionClient() *redis.Client {
+	o := adminOptions(s.Addr, s.TLS)
+	for _, l := range s.conf {
+		if pw, ok := strings.CutPrefix(l, "requirepass "); ok {
+			o.Password = pw
+		}
+	}
+	return redis.NewClient(o)
 }
 
 // admin returns a patient client for set-up commands.
@@ -390,6 +455,44 @@ var (
 	portsMu sync.Mutex
 	ports   = map[int]bool{}
 )
+
+// clusterBusOffset is a node's cluster bus port less its port, where the
+// server has no cluster-port setting.
+const clusterBusOffset = 10000
+
+// freePortWithBus returns a port p for a cluster node without
+// cluster-port: p and p+10000 both free a moment ago and not handed out
+// before. The kernel's ephemeral ports (32768 and up) leave no room above
+// them, so p is drawn from 20000-29999, below them.
+func freePortWithBus() int {
+	free := func(p int) bool {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			return false
+		}
+		l.Close()
+		return true
+	}
+	for range 1000 {
+		var b [2]byte
+		_, _ = rand.Read(b[:])
+		p := 20000 + (int(b[0])<<8|int(b[1]))%10000
+		portsMu.Lock()
+		used := ports[p] || ports[p+clusterBusOffset]
+		portsMu.Unlock()
+		if used || !free(p) || !free(p+clusterBusOffset) {
+			continue
+		}
+		portsMu.Lock()
+		used = ports[p] || ports[p+clusterBusOffset]
+		ports[p], ports[p+clusterBusOffset] = true, true
+		portsMu.Unlock()
+		if !used {
+			return p
+		}
+	}
+	panic("redistest: no free port pair for a cluster node")
+}
 
 // freePort returns a loopback port nobody listened on a moment ago. Ports
 // handed out are remembered, so two servers of one test binary never get

@@ -32,9 +32,9 @@ func SingleTLS(t testing.TB, opts ...Option) *Server {
 	pool.AddCert(ca)
 	s.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	s.conf = append(s.conf,
-		"tls-cert-file "+filepath.Join(s.Dir, "cert.pem"),
-		"tls-key-file "+filepath.Join(s.Dir, "key.pem"),
-		"tls-ca-cert-file "+s.CAFile,
+		"tls-cert-file "+s.serverPath(filepath.Join(s.Dir, "cert.pem")),
+		"tls-key-file "+s.serverPath(filepath.Join(s.Dir, "key.pem")),
+		"tls-ca-cert-file "+s.serverPath(s.CAFile),
 		"tls-auth-clients no",
 	)
 	s.startFresh()

@@ -116,7 +116,10 @@ func (s *Store) Create(ctx context.Context, epoch int64, k tktkey.Key, until tim
 	defer cancel()
 	rdb := s.client.Redis()
 	ek := s.epochKey(epoch)
-	created, err := rdb.SetArgs(ctx, ek, s.seal(ek, &k), redis.SetArgs{Mode: "NX", ExpireAt: until}).Result()
+	// A relative expiry (PX): EXAT, which ExpireAt sends, needs Redis
+	// 6.2, and 6.0 (Debian 11's) answers it with a syntax error.
+	ttl := max(time.Until(until), time.Millisecond) // 0 would mean no expiry at all
+	created, err := rdb.SetArgs(ctx, ek, s.seal(ek, &k), redis.SetArgs{Mode: "NX", TTL: ttl}).Result()
 	switch {
 	case err == nil && created == "OK":
 	case err == nil || errors.Is(err, redis.Nil):
@@ -132,7 +135,7 @@ func (s *Store) Create(ctx context.Context, epoch int64, k tktkey.Key, until tim
 		return tktkey.Key{}, err
 	}
 	nk := s.nameKey(k.Name)
-	if err := rdb.SetArgs(ctx, nk, s.seal(nk, &k), redis.SetArgs{Mode: "NX", ExpireAt: until}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if err := rdb.SetArgs(ctx, nk, s.seal(nk, &k), redis.SetArgs{Mode: "NX", TTL: ttl}).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return tktkey.Key{}, err
 	}
 	return k, nil
