@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,28 +60,64 @@ func get(c *Client, key string) (string, time.Duration, error) {
 	return v, time.Since(start), err
 }
 
+// patiently makes a set-up call until it succeeds. A longer context does
+// not lift the client's own socket deadline (the 10ms of the settings),
+// which a healthy server on a loaded machine misses now and then (a CI
+// run at load 17 failed TestClusterNodePaused in its set-up so): set-up
+// is not what is measured, so it tries again, for up to 10 s, after a
+// timeout or while a breaker that this opened is waited out. Any other
+// failure is reported at once.
+func patiently(t *testing.T, what string, call func(ctx context.Context) error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		start := time.Now()
+		err := call(ctx)
+		d := time.Since(start)
+		cancel()
+		if err == nil {
+			return
+		}
+		if !isTimeout(err) && !errors.Is(err, ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("%s: %v after %v", what, err, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func set(t *testing.T, c *Client, key, val string) {
 	t.Helper()
-	// Set-up writes get more time than a request: they are not measured.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.Redis().Set(ctx, key, val, time.Minute).Err(); err != nil {
-		t.Fatalf("SET %s: %v", key, err)
-	}
+	patiently(t, "SET "+key, func(ctx context.Context) error {
+		return c.Redis().Set(ctx, key, val, time.Minute).Err()
+	})
 }
 
 // wantGet checks a value with a set-up's patience: a loaded machine must
 // not turn a correctness check into a timeout (get measures deadlines).
+// A wrong value or a miss fails at once.
 func wantGet(t *testing.T, c *Client, key, want string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	start := time.Now()
-	v, err := c.Redis().Get(ctx, key).Result()
-	d := time.Since(start)
-	if err != nil || v != want {
-		t.Fatalf("GET %s = %q, %v after %v; want %q", key, v, err, d, want)
+	var v string
+	patiently(t, "GET "+key, func(ctx context.Context) (err error) {
+		v, err = c.Redis().Get(ctx, key).Result()
+		return err
+	})
+	if v != want {
+		t.Fatalf("GET %s = %q; want %q", key, v, want)
 	}
+}
+
+// statsSince returns the counters of st less those of base: what a test's
+// measured part did, whatever its set-up had to retry.
+func statsSince(st, base Stats) Stats {
+	st.Ops -= base.Ops
+	st.Errors -= base.Errors
+	st.Timeouts -= base.Timeouts
+	st.Refused -= base.Refused
+	st.BreakerOpens -= base.BreakerOpens
+	st.RepliesRefused -= base.RepliesRefused
+	return st
 }
 
 // latencies gathers call durations for the log and the assertions.
@@ -96,17 +133,65 @@ func (l latencies) String() string {
 	return fmt.Sprintf("n=%d p50=%v p99=%v max=%v", len(l), l.quantile(0.5), l.quantile(0.99), l.max())
 }
 
+// lateness measures, while a test runs, how late the runtime wakes a
+// sleeping goroutine. On a loaded machine (load 17 has been seen in CI) a
+// call that ends at its deadline returns that much later through no fault
+// of the code: a paused server's calls took 40ms against a 10ms deadline
+// there. A bound on a call's duration allows slack plus the worst
+// lateness seen so far in the test: on an idle machine the bound is what
+// it was, and it grows only by what the machine is measured to impose.
+// The figures are logged.
+type lateness struct {
+	max  atomic.Int64
+	stop chan struct{}
+}
+
+func watchLateness(t *testing.T) *lateness {
+	l := &lateness{stop: make(chan struct{})}
+	var wg sync.WaitGroup
+	// Several sleepers: a thread of the process may be kept off a core
+	// while another runs, and the test's calls run on both.
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				start := time.Now()
+				time.Sleep(time.Millisecond)
+				over := int64(time.Since(start) - time.Millisecond)
+				for m := l.max.Load(); over > m && !l.max.CompareAndSwap(m, over); m = l.max.Load() {
+				}
+			}
+		})
+	}
+	t.Cleanup(func() {
+		close(l.stop)
+		wg.Wait()
+		t.Logf("worst lateness of a sleeping goroutine's wake-up: %v", l.late())
+	})
+	return l
+}
+
+// late is the worst lateness seen so far.
+func (l *lateness) late() time.Duration { return time.Duration(l.max.Load()) }
+
+// slack is what a bound on a call's duration allows past its deadline.
+func (l *lateness) slack() time.Duration { return slack + l.late() }
+
 // untilUp drives calls, paced by a ticker as traffic would be, until one
 // succeeds, checking that every call returns in time; it returns how long
 // that took.
-func untilUp(t *testing.T, c *Client, key string, limit time.Duration) time.Duration {
+func untilUp(t *testing.T, l *lateness, c *Client, key string, limit time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for range tick.C {
 		_, d, err := get(c, key)
-		if d > timeout+slack {
+		if d > timeout+l.slack() {
 			t.Fatalf("a call took %v (err %v)", d, err)
 		}
 		if err == nil || errors.Is(err, redis.Nil) {
@@ -243,12 +328,16 @@ func TestTLSServer(t *testing.T) {
 	srv := redistest.SingleTLS(t)
 	s := single(srv.Addr)
 	s.TLS, s.TLSCAFile = true, srv.CAFile
+	// What is checked is TLS, and that nothing is logged: a loaded machine
+	// must not make a call miss 10ms and log an outage.
+	s.Timeout = time.Second
 	c, log := dial(t, s, nil)
 	set(t, c, "k", "v")
 	wantGet(t, c, "k", "v")
 	log.Want(t)
 
 	// Without the CA the certificate is refused: an outage, reported once.
+	s.Timeout = timeout
 	s.TLSCAFile = ""
 	c, log = dial(t, s, nil)
 	for c.Stats().State == StateUp {
@@ -261,7 +350,11 @@ func TestTLSServer(t *testing.T) {
 
 func TestSingleOps(t *testing.T) {
 	srv := redistest.Single(t)
-	c, log := dial(t, single(srv.Addr), nil)
+	// What is counted, not deadlines: a loaded machine must not turn a
+	// call into a timeout.
+	s := single(srv.Addr)
+	s.Timeout = time.Second
+	c, log := dial(t, s, nil)
 	set(t, c, "k", "v")
 	wantGet(t, c, "k", "v")
 	if _, _, err := get(c, "missing"); err != redis.Nil {
@@ -303,9 +396,11 @@ func paused(t *testing.T, srv *redistest.Server) {
 // With the breaker kept closed, every call to a paused server fails by
 // its deadline: sequential calls, and concurrent ones beyond the pool size.
 func TestPausedServerDeadline(t *testing.T) {
+	l := watchLateness(t)
 	srv := redistest.Single(t)
 	c, log := dial(t, single(srv.Addr), func(b *breakerConfig) { b.threshold = 1 << 30 })
 	set(t, c, "k", "v")
+	base := c.Stats()
 	srv.Pause()
 
 	var seq latencies
@@ -338,7 +433,7 @@ func TestPausedServerDeadline(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("paused, %d concurrent: %v", burst, conc)
-	if seq.max() > timeout+slack {
+	if seq.max() > timeout+l.slack() {
 		t.Errorf("a call took %v with a %v timeout", seq.max(), timeout)
 	}
 	// In a burst every goroutine wakes at the deadline at once and closes
@@ -349,25 +444,28 @@ func TestPausedServerDeadline(t *testing.T) {
 	// waiting for the pool stop at their own deadline, and the maximum
 	// catches anything chained (retries, dials); the sequential calls
 	// above hold the tight bound.
-	if conc.quantile(0.5) > timeout+slack || conc.max() > 250*time.Millisecond {
+	if conc.quantile(0.5) > timeout+l.slack() || conc.max() > 250*time.Millisecond+l.late() {
 		t.Errorf("burst: %v with a %v timeout", conc, timeout)
 	}
-	st := c.Stats()
+	st := statsSince(c.Stats(), base)
 	if st.Timeouts != st.Errors || st.Errors != uint64(len(seq)+len(conc)) || st.State != StateUp {
 		t.Errorf("stats %+v after %d timed-out calls", st, len(seq)+len(conc))
 	}
 
 	srv.Resume()
-	untilUp(t, c, "k", 5*time.Second)
+	untilUp(t, l, c, "k", 5*time.Second)
 	wantGet(t, c, "k", "v")
 	log.Want(t)
 }
 
 func TestBreakerOnPausedServer(t *testing.T) {
+	l := watchLateness(t)
 	srv := redistest.Single(t)
 	c, log := dial(t, single(srv.Addr), nil)
 	set(t, c, "k", "v")
 	wantGet(t, c, "k", "v")
+	base := c.Stats()
+	log.Reset()
 	paused(t, srv)
 
 	var before latencies
@@ -379,7 +477,7 @@ func TestBreakerOnPausedServer(t *testing.T) {
 		before = append(before, d)
 	}
 	t.Logf("paused, before the breaker opened: %v", before)
-	if len(before) != 3 || before.max() > timeout+slack {
+	if len(before) != 3 || before.max() > timeout+l.slack() {
 		t.Errorf("breaker opened after %d calls (want 3), slowest %v", len(before), before.max())
 	}
 
@@ -394,7 +492,7 @@ func TestBreakerOnPausedServer(t *testing.T) {
 		after = append(after, d)
 	}
 	t.Logf("paused, breaker open: %v", after)
-	if after.quantile(0.99) > timeout/2 || after.max() > slack {
+	if after.quantile(0.99) > timeout/2+l.late() || after.max() > l.slack() {
 		t.Errorf("refusals too slow: %v", after)
 	}
 	if now := *c.Redis().PoolStats(); now.Hits != pool.Hits || now.Misses != pool.Misses || now.Timeouts != pool.Timeouts {
@@ -407,26 +505,26 @@ func TestBreakerOnPausedServer(t *testing.T) {
 	first := time.Duration(b.until.Load()) - b.now()
 	time.Sleep(first)
 	_, d, err := get(c, "k")
-	if err == nil || errors.Is(err, ErrUnavailable) || d > timeout+slack {
-		t.Fatalf("probe: %v after %v; want a timeout within %v", err, d, timeout+slack)
+	if err == nil || errors.Is(err, ErrUnavailable) || d > timeout+l.slack() {
+		t.Fatalf("probe: %v after %v; want a timeout within %v", err, d, timeout+l.slack())
 	}
-	if st := c.Stats(); st.State != StateDown || st.BreakerOpens != 1 {
+	if st := statsSince(c.Stats(), base); st.State != StateDown || st.BreakerOpens != 1 {
 		t.Fatalf("after a failed probe: %+v", st)
 	}
 	log.Want(t, []string{"warn", "Redis smtpd (" + srv.Addr + "): unavailable: ", "timeout", "serving from the local cache"})
 
 	srv.Resume()
 	due := time.Duration(b.until.Load()) - b.now()
-	took := untilUp(t, c, "k", 10*time.Second)
+	took := untilUp(t, l, c, "k", 10*time.Second)
 	t.Logf("back up %v after Resume; next probe was due in %v", took, due)
-	if took > due+slack+10*time.Millisecond {
+	if took > due+l.slack()+10*time.Millisecond {
 		t.Errorf("up %v after Resume, the probe was due in %v", took, due)
 	}
 	wantGet(t, c, "k", "v")
 	log.Want(t,
 		[]string{"warn", "unavailable"},
 		[]string{"info", "Redis smtpd (" + srv.Addr + "): available again after "})
-	st := c.Stats()
+	st := statsSince(c.Stats(), base)
 	if st.State != StateUp || st.BreakerOpens != 1 || st.Timeouts < 4 || st.Refused < 200 {
 		t.Errorf("stats after the outage: %+v", st)
 	}
@@ -435,9 +533,11 @@ func TestBreakerOnPausedServer(t *testing.T) {
 // A stopped server refuses connections: the calls fail at once, and the
 // client comes back by itself when the server is restarted.
 func TestStoppedServer(t *testing.T) {
+	l := watchLateness(t)
 	srv := redistest.Single(t)
 	c, log := dial(t, single(srv.Addr), nil)
 	set(t, c, "k", "v")
+	log.Reset()
 	srv.Stop()
 	var lat latencies
 	for c.Stats().State == StateUp {
@@ -448,17 +548,18 @@ func TestStoppedServer(t *testing.T) {
 		lat = append(lat, d)
 	}
 	t.Logf("stopped server, before the breaker opened: %v", lat)
-	if lat.max() > timeout+slack {
+	if lat.max() > timeout+l.slack() {
 		t.Errorf("a call took %v", lat.max())
 	}
 	srv.Restart()
-	untilUp(t, c, "k", 10*time.Second)
+	untilUp(t, l, c, "k", 10*time.Second)
 	set(t, c, "k", "w")
 	wantGet(t, c, "k", "w")
 	log.Want(t, []string{"warn", "unavailable"}, []string{"info", "available again"})
 }
 
 func TestAuthentication(t *testing.T) {
+	l := watchLateness(t)
 	const pw = "pw-9f2c1e"
 	srv := redistest.Single(t, redistest.WithConfig(
 		"requirepass "+pw,
@@ -467,6 +568,8 @@ func TestAuthentication(t *testing.T) {
 
 	s := single(srv.Addr)
 	s.Password = pw
+	// Good passwords work and log nothing, however loaded the machine.
+	s.Timeout = time.Second
 	c, log := dial(t, s, nil)
 	set(t, c, "k", "v")
 
@@ -476,11 +579,13 @@ func TestAuthentication(t *testing.T) {
 	wantGet(t, c, "tlsmgr:k", "v")
 	log.Want(t)
 
-	// A wrong password is an outage with its cause, and never logged.
+	// A wrong password is an outage with its cause, within the deadline,
+	// and never logged.
+	s.Timeout = timeout
 	s.Username, s.Password = "", pw+"-wrong"
 	c, log = dial(t, s, nil)
 	for c.Stats().State == StateUp {
-		if _, d, err := get(c, "k"); err == nil || d > timeout+slack {
+		if _, d, err := get(c, "k"); err == nil || d > timeout+l.slack() {
 			t.Fatalf("wrong password: %v after %v", err, d)
 		}
 	}
@@ -493,12 +598,14 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestSentinelFailover(t *testing.T) {
+	l := watchLateness(t)
 	st := redistest.Sentinel(t)
 	s := single(st.Addrs...)
 	s.SentinelMaster = st.MasterName
 	c, log := dial(t, s, nil)
 	set(t, c, "k", "v")
 	wantGet(t, c, "k", "v")
+	log.Reset()
 
 	old := st.Master.Addr
 	st.Master.Stop()
@@ -522,11 +629,11 @@ func TestSentinelFailover(t *testing.T) {
 		}
 	}()
 	st.WaitFailover()
-	took := untilUp(t, c, "k", 15*time.Second)
+	took := untilUp(t, l, c, "k", 15*time.Second)
 	close(stop)
 	lat := <-done
 	t.Logf("master %s killed; %s promoted; client back %v later; calls meanwhile: %v", old, st.Master.Addr, took, lat)
-	if lat.max() > timeout+slack {
+	if lat.max() > timeout+l.slack() {
 		t.Errorf("a call took %v during the failover", lat.max())
 	}
 	wantGet(t, c, "k", "v")
@@ -537,6 +644,7 @@ func TestSentinelFailover(t *testing.T) {
 }
 
 func TestClusterNodePaused(t *testing.T) {
+	l := watchLateness(t)
 	cl := redistest.Cluster(t)
 	s := single(cl.Addrs...)
 	s.Cluster = true
@@ -553,13 +661,16 @@ func TestClusterNodePaused(t *testing.T) {
 		set(t, c, k, n.Addr)
 		wantGet(t, c, k, n.Addr)
 	}
+	// What the pause does, from here.
+	base := c.Stats()
+	log.Reset()
 
 	down := cl.Nodes[1]
 	paused(t, down)
 	// A client started during the outage has no slot map yet.
 	cold, coldLog := dial(t, s, nil)
 
-	check := func(c *Client, what string) {
+	check := func(c *Client, base Stats, what string) {
 		t.Helper()
 		var lat latencies
 		// A client without a slot map asks a random node for one, within
@@ -606,15 +717,15 @@ func TestClusterNodePaused(t *testing.T) {
 		if slowHealthy > len(lat)/100 {
 			t.Errorf("%s: %d of %d calls to healthy nodes timed out", what, slowHealthy, len(lat))
 		}
-		if lat.max() > timeout+slack {
+		if lat.max() > timeout+l.slack() {
 			t.Errorf("%s: a call took %v", what, lat.max())
 		}
-		if st := c.Stats(); st.State != StateDown || st.BreakerOpens < 1 || c != cold && st.BreakerOpens != 1 {
+		if st := statsSince(c.Stats(), base); st.State != StateDown || st.BreakerOpens < 1 || c != cold && st.BreakerOpens != 1 {
 			t.Errorf("%s: stats %+v", what, st)
 		}
 	}
-	check(c, "warm client")
-	check(cold, "cold client")
+	check(c, base, "warm client")
+	check(cold, Stats{}, "cold client")
 	log.Want(t, []string{"warn", "Redis smtpd (cluster ", "): node " + down.Addr + " unavailable: "})
 	// The cold client's calls that spent their deadline asking the
 	// paused node for a slot map may have opened healthy nodes' breakers
@@ -643,12 +754,12 @@ func TestClusterNodePaused(t *testing.T) {
 
 	down.Resume()
 	for _, x := range []*Client{c, cold} {
-		untilUp(t, x, keys[down], 15*time.Second)
+		untilUp(t, l, x, keys[down], 15*time.Second)
 		if x == cold {
 			// Healthy nodes' breakers it opened (see check) may still
 			// be open for a moment.
 			for _, k := range keys {
-				untilUp(t, x, k, 15*time.Second)
+				untilUp(t, l, x, k, 15*time.Second)
 			}
 		}
 		for n, k := range keys {
@@ -658,10 +769,29 @@ func TestClusterNodePaused(t *testing.T) {
 			t.Errorf("after Resume: %+v", st)
 		}
 	}
-	for _, l := range [](*recLog){log, coldLog} {
-		l.Want(t,
-			[]string{"warn", "node " + down.Addr + " unavailable"},
-			[]string{"info", "node " + down.Addr + " available again"})
+	// Each client: the paused node down once and up once. A healthy
+	// node's breaker may also have opened, and closed, while the checks
+	// above waited for a loaded machine to answer in 10ms (the pause's
+	// own effect on healthy nodes is checked above, in check); never
+	// twice, never left open.
+	for name, l := range map[string]*recLog{"warm": log, "cold": coldLog} {
+		perNode := map[string][]string{}
+		for _, ln := range l.Lines() {
+			m := nodeLine.FindStringSubmatch(ln.Text)
+			if m == nil || (ln.Level == "warn") != (m[2] == "unavailable: ") {
+				t.Errorf("%s client logged %s %q", name, ln.Level, ln.Text)
+				continue
+			}
+			perNode[m[1]] = append(perNode[m[1]], ln.Level)
+		}
+		for node, levels := range perNode {
+			if !slices.Equal(levels, []string{"warn", "info"}) {
+				t.Errorf("%s client: node %s went %v; want down once and up again: %q", name, node, levels, l.Lines())
+			}
+		}
+		if len(perNode[down.Addr]) == 0 {
+			t.Errorf("%s client: nothing logged of the paused node", name)
+		}
 	}
 }
 
@@ -671,6 +801,7 @@ func TestClusterNodePaused(t *testing.T) {
 // own error, counted as a timeout, not with the refusal of a breaker that
 // its own retry opened.
 func TestClusterCallNotRetried(t *testing.T) {
+	l := watchLateness(t)
 	cl := redistest.Cluster(t)
 	s := single(cl.Addrs...)
 	s.Cluster = true
@@ -695,6 +826,7 @@ func TestClusterCallNotRetried(t *testing.T) {
 		c, _ := dial(t, s, nil)
 		set(t, c, key, "v")
 		wantGet(t, c, key, "v")
+		base := c.Stats()
 		if how == "paused" {
 			down.Pause()
 			isPaused = true
@@ -712,12 +844,12 @@ func TestClusterCallNotRetried(t *testing.T) {
 				t.Fatalf("%s: breaker still closed after %d calls", how, len(before))
 			}
 		}
-		st := c.Stats()
+		st := statsSince(c.Stats(), base)
 		t.Logf("%s node: %v; %+v", how, before, st)
 		if len(before) != 3 || st.Errors != 3 || st.Refused != 0 || st.BreakerOpens != 1 {
 			t.Errorf("%s: breaker opened after %d calls (want 3); stats %+v", how, len(before), st)
 		}
-		if how == "paused" && (st.Timeouts != 3 || before.max() > timeout+slack) {
+		if how == "paused" && (st.Timeouts != 3 || before.max() > timeout+l.slack()) {
 			t.Errorf("paused: %d of the 3 calls counted as timeouts; slowest %v", st.Timeouts, before.max())
 		}
 	}

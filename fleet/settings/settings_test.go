@@ -177,7 +177,7 @@ func TestLoadDefaults(t *testing.T) {
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("got %v, want %v", s, want)
 	}
-	if DefaultTimeout != 10*time.Millisecond || DefaultKeyPrefix != "tlsmgr:" {
+	if DefaultTimeout != 20*time.Millisecond || DefaultKeyPrefix != "tlsmgr:" {
 		t.Errorf("defaults changed: %v %q", DefaultTimeout, DefaultKeyPrefix)
 	}
 }

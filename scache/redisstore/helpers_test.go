@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,6 +159,41 @@ func wantMiss(t testing.TB, s scache.Store, id string) {
 	}
 }
 
+// wantAnswer checks what m answers for id (want nil: a miss) once Redis
+// answers the lookup rather than the fallback. A member with the default
+// timeout on a loaded machine misses its deadline now and then, and its
+// fallback answers instead, which is what the outage tests check, not
+// this: such a lookup is made again, for up to 10 s, and may only have
+// answered want or a miss.
+func wantAnswer(t testing.TB, m *member, id string, written time.Time, want []byte) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		settle(t, m)
+		before := m.FleetStats()
+		e, err := m.Get(ctx, id)
+		after := m.FleetStats()
+		fellBack := after.FallbackHits+after.FallbackMisses != before.FallbackHits+before.FallbackMisses
+		if err != nil && !errors.Is(err, scache.ErrNotFound) {
+			t.Fatalf("Get(%q): %v", id, err)
+		}
+		got := []byte(nil)
+		if err == nil {
+			got = e.Session
+		}
+		if !fellBack || err == nil && !bytes.Equal(got, want) {
+			if !bytes.Equal(got, want) || err == nil && !e.Written.Equal(written) {
+				t.Fatalf("Get(%q) = %q written %v (fallback %v); want %q written %v", id, got, e.Written, fellBack, want, written)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Get(%q): Redis did not answer in 10 s; stats %+v", id, after)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // wantRedisOnly checks that every lookup and change of m reached Redis:
 // tests of the shared path must not pass by falling back.
 func (m *member) wantRedisOnly(t testing.TB) {
@@ -165,6 +202,78 @@ func (m *member) wantRedisOnly(t testing.TB) {
 	if st.FallbackHits+st.FallbackMisses+st.UpdatesUnshared+st.DeletesUnshared != 0 || st.Backend.Errors != 0 {
 		t.Errorf("Redis did not answer everything: %+v", st)
 	}
+}
+
+// lateness measures, while a test runs, how late the runtime wakes a
+// sleeping goroutine. On a loaded machine (load 17 has been seen in CI) a
+// call that ends at its deadline returns that much later through no fault
+// of the store. A bound on a call's duration allows slack plus the worst
+// lateness seen so far in the test: on an idle machine the bound is what
+// it was, and it grows only by what the machine is measured to impose.
+type lateness struct {
+	max  atomic.Int64
+	stop chan struct{}
+}
+
+func watchLateness(t *testing.T) *lateness {
+	l := &lateness{stop: make(chan struct{})}
+	var wg sync.WaitGroup
+	// Several sleepers: a thread of the process may be kept off a core
+	// while another runs, and the test's calls run on both.
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				start := time.Now()
+				time.Sleep(time.Millisecond)
+				over := int64(time.Since(start) - time.Millisecond)
+				for m := l.max.Load(); over > m && !l.max.CompareAndSwap(m, over); m = l.max.Load() {
+				}
+			}
+		})
+	}
+	t.Cleanup(func() {
+		close(l.stop)
+		wg.Wait()
+		t.Logf("worst lateness of a sleeping goroutine's wake-up: %v", l.late())
+	})
+	return l
+}
+
+// late is the worst lateness seen so far.
+func (l *lateness) late() time.Duration { return time.Duration(l.max.Load()) }
+
+// slack is what a bound on a call's duration allows past its deadline.
+func (l *lateness) slack() time.Duration { return slack + l.late() }
+
+// putShared stores an entry through m and waits until m has seen Redis
+// hold it (its copy settled, trusted and clean), as set-up of a test that
+// then cuts Redis off; retried when a loaded machine made one of its
+// calls miss the deadline.
+func putShared(t testing.TB, m *member, id string, written time.Time, session []byte) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		put(t, m, id, written, session)
+		if m.verified(id) {
+			return
+		}
+		if attempt == 50 {
+			t.Fatalf("Put(%q): never seen in Redis in %d attempts; stats %+v", id, attempt, m.FleetStats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// verified says that m's copy of id is its own write, seen in Redis.
+func (m *member) verified(id string) bool {
+	m.tmu.Lock()
+	defer m.tmu.Unlock()
+	sl := m.slots[m.writeKey(id)]
+	return sl != nil && sl.own != nil && sl.own.settled && sl.trusted && sl.clean && sl.cleanEpoch == m.tracker.Epoch()
 }
 
 func (m *member) localHas(id string) bool {

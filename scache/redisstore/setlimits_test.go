@@ -10,7 +10,7 @@ import (
 )
 
 // TestSetLimitsWithRedisUp: a reload's smaller bound shrinks the local
-// part at once (oldest first, counted) and the trusted copies with it;
+// part at once (oldest first, counted) and the slots with it;
 // Redis keeps every entry, so a lookup still finds an evicted one there,
 // and a larger bound lets the local part grow again.
 func TestSetLimitsWithRedisUp(t *testing.T) {
@@ -38,10 +38,10 @@ func TestSetLimitsWithRedisUp(t *testing.T) {
 		}
 	}
 	m.tmu.Lock()
-	trusted := len(m.trusted)
+	slots := len(m.slots)
 	m.tmu.Unlock()
-	if trusted > 3 {
-		t.Errorf("%d trusted copies kept, want at most 3", trusted)
+	if slots > maxSlots(scache.Limits{MaxEntries: 3}) {
+		t.Errorf("%d slots kept, want at most %d", slots, maxSlots(scache.Limits{MaxEntries: 3}))
 	}
 	// Redis still has the evicted ones.
 	wantEntry(t, m, "id0", base, []byte("s"))

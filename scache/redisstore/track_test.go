@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/redis/go-redis/v9"
 )
@@ -172,8 +173,12 @@ func killClients(t *testing.T, r *redis.Client, flag string) int {
 // Updates are acknowledged before Redis has them and reach it in order,
 // in pipelines; a full queue is counted and logged, never silent.
 func TestWritesBehind(t *testing.T) {
+	l := watchLateness(t)
 	srv := redistest.Single(t)
-	a := newMember(t, conf{addrs: []string{srv.Addr}})
+	// A timeout longer than the paused part below can take on a loaded
+	// machine: the writes held by the paused server must not time out
+	// (and count as unshared) while the queue is being filled.
+	a := newMember(t, conf{addrs: []string{srv.Addr}, timeout: 10 * time.Second})
 	r := srv.Client(t)
 	now := time.Now()
 	ops := a.FleetStats().Backend.Ops
@@ -219,7 +224,7 @@ func TestWritesBehind(t *testing.T) {
 		cancel()
 	}
 	t.Logf("slowest update with the queue full: %v (request deadline 1ms)", slowest)
-	if slowest > time.Millisecond+slack {
+	if slowest > time.Millisecond+l.slack() {
 		t.Errorf("an update waited %v for room, past its request's deadline", slowest)
 	}
 	unshared := a.FleetStats().UpdatesUnshared
@@ -232,5 +237,17 @@ func TestWritesBehind(t *testing.T) {
 	if unshared < more-writeQueue-writeBatch || unshared > more-writeQueue {
 		t.Errorf("%d unshared updates, want between %d and %d", unshared, more-writeQueue-writeBatch, more-writeQueue)
 	}
-	a.log.Want(t, []string{"warn", "writes are waiting for Redis"}, []string{"info", "room again"})
+	// The queue's two transitions; and, on a machine loaded enough that
+	// an update's 1ms passed before it was even queued, the report of
+	// that one.
+	var lines []testlog.Line
+	for _, l := range a.log.Lines() {
+		if !strings.Contains(l.Text, "an update not shared with the fleet (the request's deadline had passed)") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 || !strings.Contains(lines[0].Text, "writes are waiting for Redis") || lines[0].Level != "warn" ||
+		!strings.Contains(lines[1].Text, "room again") || lines[1].Level != "info" {
+		t.Errorf("log %q, want the queue's two transitions", a.log.Lines())
+	}
 }
