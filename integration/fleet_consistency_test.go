@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -228,48 +227,14 @@ func TestFleetBlackHoledMemberServesNothingStale(t *testing.T) {
 	within(t, 5*time.Second, "A to see the replacement", func() bool { return lookupStr(t, ca, "replaced") == "replaced v2" })
 
 	// Someone publishes on __redis__:invalidate without a pause.
-	pctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		stop()
-		wg.Wait()
-	}()
-	pub := srv.Client(t)
-	wg.Go(func() {
-		for pctx.Err() == nil {
-			pub.Publish(pctx, "__redis__:invalidate", "tlsmgr:c:smtpd:someone-elses-key")
-			time.Sleep(2 * time.Millisecond)
-		}
-	})
+	srv.ForgeInvalidations(t, "tlsmgr:c:smtpd:someone-elses-key")
 	within(t, 5*time.Second, "A to answer kept from its copy", func() bool {
 		local := statInt(t, a.stats(t), "smtpd_cache_redis_local_hits")
 		lookupStr(t, ca, "kept")
 		return statInt(t, a.stats(t), "smtpd_cache_redis_local_hits") > local
 	})
 	// A's tracking connection goes, quietly: Redis stops telling A.
-	admin := srv.Client(t)
-	list, err := admin.ClientList(ctx).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	killed := 0
-	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
-		var id, flags string
-		for _, kv := range strings.Fields(line) {
-			switch k, v, _ := strings.Cut(kv, "="); k {
-			case "id":
-				id = v
-			case "flags":
-				flags = v
-			}
-		}
-		if strings.Contains(flags, "t") {
-			if err := admin.Do(ctx, "CLIENT", "KILL", "ID", id).Err(); err != nil {
-				t.Fatal(err)
-			}
-			killed++
-		}
-	}
+	killed := srv.KillClients(t, "t")
 	if killed == 0 {
 		t.Fatal("no tracking connection to kill")
 	}

@@ -116,8 +116,13 @@ func TestFleetTicketKeys(t *testing.T) {
 		if err != nil || got != k {
 			t.Fatalf("member %d does not return member 0's key by name: %v", i, err)
 		}
-		if d := m.stat(t, "tktkey_ring_digest"); d != digest {
-			t.Errorf("member %d ring digest %s, member 0 %s", i, d, digest)
+		// A member whose ring load at start missed its 20ms (a loaded
+		// machine) loads it again a second later; meanwhile it found the
+		// key by name.
+		if d := within(t, 5*time.Second, fmt.Sprintf("member %d to hold member 0's ring", i), func() bool {
+			return m.stat(t, "tktkey_ring_digest") == digest
+		}); d > 100*time.Millisecond {
+			t.Logf("member %d showed member 0's ring digest after %v", i, d)
 		}
 		if mode := m.stat(t, "tktkey_mode"); mode != "fleet" {
 			t.Errorf("member %d tktkey_mode = %s", i, mode)
@@ -125,9 +130,9 @@ func TestFleetTicketKeys(t *testing.T) {
 	}
 	late := newStandalone(t, "tlsmgr_ticket_key_database=redis:"+cf)
 	late.start(t)
-	if d := late.stat(t, "tktkey_ring_digest"); d != digest {
-		t.Errorf("a member started later has digest %s, the fleet %s", d, digest)
-	}
+	within(t, 5*time.Second, "a member started later to hold the fleet's ring", func() bool {
+		return late.stat(t, "tktkey_ring_digest") == digest
+	})
 	c := late.client()
 	defer c.Close()
 	if got, err := c.TicketKey(ctx, nil); err != nil || got != k {
@@ -232,6 +237,10 @@ func TestFleetRedisOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// "Before" means that A has seen Redis hold it: until then an outage
+	// does not answer an update that landed (Redis's report of it cannot
+	// be told from another member's change).
+	members[0].waitStat(t, "smtpd_cache_redis_unproved", "0", 10*time.Second)
 	srv.Pause()
 	paused := true
 	defer func() {

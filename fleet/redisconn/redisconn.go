@@ -119,6 +119,7 @@ type Client struct {
 	breakers map[string]*breaker     // by node address for a cluster; one entry "" otherwise
 	whole    atomic.Pointer[breaker] // breakers[""], for Refusing
 	dialErrs map[string]dialFailure
+	checking atomic.Bool // a checkIdle PING is on its way
 
 	rmu            sync.Mutex
 	refusalLogged  time.Time // when the last refusal was logged
@@ -459,6 +460,28 @@ func (c *Client) Refusing() bool {
 func (c *Client) down() bool {
 	b := c.whole.Load()
 	return b != nil && b.stateName() == StateDown
+}
+
+// checkIdle sends a PING through the request path (breaker, deadline,
+// counters), once at a time and never while the breaker refuses, so that
+// the breaker follows Redis on a member with no traffic: the tracker
+// calls it (always) when its session ends or fails to start, and (only
+// while the breaker is open or probing) when Redis answers its pings.
+// Without it a member that no request reaches says "up" through an
+// outage, and "down" after it until the next handshake. The tracker's
+// own failures are not counted as the breaker's: a cut tracking
+// connection says nothing about the requests' path, this PING does.
+func (c *Client) checkIdle(always bool) {
+	b := c.whole.Load()
+	if b == nil || !always && b.state.Load() == closed || b.refusing() || !c.checking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer c.checking.Store(false)
+		ctx, cancel := c.WithTimeout(context.Background())
+		defer cancel()
+		_ = c.rdb.Ping(ctx).Err()
+	}()
 }
 
 // Redis returns the client for commands; give every call a context from

@@ -18,12 +18,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/fleet/settings"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/redis/go-redis/v9"
 )
@@ -133,53 +133,17 @@ func (l latencies) String() string {
 	return fmt.Sprintf("n=%d p50=%v p99=%v max=%v", len(l), l.quantile(0.5), l.quantile(0.99), l.max())
 }
 
-// lateness measures, while a test runs, how late the runtime wakes a
-// sleeping goroutine. On a loaded machine (load 17 has been seen in CI) a
-// call that ends at its deadline returns that much later through no fault
-// of the code: a paused server's calls took 40ms against a 10ms deadline
-// there. A bound on a call's duration allows slack plus the worst
-// lateness seen so far in the test: on an idle machine the bound is what
-// it was, and it grows only by what the machine is measured to impose.
-// The figures are logged.
-type lateness struct {
-	max  atomic.Int64
-	stop chan struct{}
-}
+// lateness is the machine's measured wake-up lateness (testenv.Lateness),
+// with the bound this package's calls get past their deadline.
+type lateness struct{ *testenv.Lateness }
 
-func watchLateness(t *testing.T) *lateness {
-	l := &lateness{stop: make(chan struct{})}
-	var wg sync.WaitGroup
-	// Several sleepers: a thread of the process may be kept off a core
-	// while another runs, and the test's calls run on both.
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				start := time.Now()
-				time.Sleep(time.Millisecond)
-				over := int64(time.Since(start) - time.Millisecond)
-				for m := l.max.Load(); over > m && !l.max.CompareAndSwap(m, over); m = l.max.Load() {
-				}
-			}
-		})
-	}
-	t.Cleanup(func() {
-		close(l.stop)
-		wg.Wait()
-		t.Logf("worst lateness of a sleeping goroutine's wake-up: %v", l.late())
-	})
-	return l
-}
+func watchLateness(t *testing.T) *lateness { return &lateness{testenv.WatchLateness(t)} }
 
 // late is the worst lateness seen so far.
-func (l *lateness) late() time.Duration { return time.Duration(l.max.Load()) }
+func (l *lateness) late() time.Duration { return l.Late() }
 
 // slack is what a bound on a call's duration allows past its deadline.
-func (l *lateness) slack() time.Duration { return slack + l.late() }
+func (l *lateness) slack() time.Duration { return slack + l.Late() }
 
 // untilUp drives calls, paced by a ticker as traffic would be, until one
 // succeeds, checking that every call returns in time; it returns how long

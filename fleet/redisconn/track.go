@@ -94,8 +94,11 @@ type Tracker struct {
 	log        Logger
 	name       string
 	down       func() bool // the breaker has reported an outage not over yet
-	lostLogged bool        // the run goroutine's
-	epoch      time.Time   // for proven, monotonic
+	// check has the client ask Redis through the request path (always,
+	// or only while its breaker is not closed): see Client.checkIdle.
+	check      func(always bool)
+	lostLogged bool      // the run goroutine's
+	epoch      time.Time // for proven, monotonic
 
 	// state is the generation times two, plus one while tracking is on:
 	// a copy read while on stays trustworthy only as long as the state
@@ -192,6 +195,7 @@ func (c *Client) Track(prefix string, invalidate func(keys []string)) *Tracker {
 		log:        c.log,
 		name:       c.name,
 		down:       c.outage,
+		check:      c.checkIdle,
 		epoch:      time.Now(),
 		syncs:      map[uint64]chan struct{}{},
 		cancel:     cancel,
@@ -355,6 +359,9 @@ func (t *Tracker) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		// Redis may be gone with nobody asking it: the request path's
+		// own check tells the breaker.
+		t.check(true)
 		if wasOn && !t.down() {
 			// One line per loss, unless the breaker has reported the
 			// outage already; none for each failed attempt.
@@ -518,6 +525,9 @@ func (t *Tracker) session(ctx context.Context) (wasOn bool, err error) {
 			if n == pending.n {
 				t.proven.Store(int64(pending.sent.Sub(t.epoch)))
 				pending = round{}
+				// Redis answers again: a breaker still open probes
+				// now, not at the next request.
+				t.check(false)
 				if !wasOn {
 					wasOn = true
 					t.setOn(true)

@@ -45,7 +45,7 @@ var required = map[string][]string{
 		"TestTrackedLookups", "TestWritesBehind", "TestOutage", "TestOutageBounds", "TestErrorReplies", "TestCluster"},
 	"tktkey/redisring": {"TestOneKeyPerEpoch", "TestSealKeyRotation", "TestOutageIsAnErrorInTime", "TestRecordsExpire", "TestCluster"},
 	"fleet/redisconn": {"TestSingleOps", "TestAuthentication", "TestTLSServer", "TestPausedServerDeadline",
-		"TestBreakerOnPausedServer", "TestStoppedServer", "TestSentinelFailover", "TestClusterNodePaused", "TestRealServersThroughGuard"},
+		"TestBreakerOnPausedServer", "TestStoppedServer", "TestIdleClientFollowsOutage", "TestSentinelFailover", "TestClusterNodePaused", "TestRealServersThroughGuard"},
 	"integration": {"TestFleetTicketKeys", "TestFleetSharedCaches", "TestFleetRedisOutage"},
 }
 

@@ -45,6 +45,30 @@ func readTrusted(t *testing.T, m *member, id, want string) {
 	}
 }
 
+// proxiedPair returns member a, which reaches Redis through a proxy the
+// test can cut, and member b, connected directly, both tracking; a's
+// calls have 100ms, so that a loaded machine does not open its breaker
+// before the test cuts it off.
+func proxiedPair(t *testing.T) (*redistest.Proxy, *member, *member) {
+	t.Helper()
+	srv := redistest.Single(t)
+	px := redistest.NewProxy(t, srv.Addr)
+	a := newMember(t, conf{addrs: []string{px.Addr}, timeout: 100 * time.Millisecond})
+	b := newMember(t, conf{addrs: []string{srv.Addr}})
+	waitTracking(t, a)
+	waitTracking(t, b)
+	return px, a, b
+}
+
+// readFrom has b write each id ("ID v1") and a read it into a trusted copy.
+func readFrom(t *testing.T, a, b *member, now time.Time, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		put(t, b, id, now, []byte(id+" v1"))
+		readTrusted(t, a, id, id+" v1")
+	}
+}
+
 // A member whose link to Redis is black-holed serves its local copies,
 // but never one whose key another member deleted or replaced while this
 // one was connected and saw it: not while tracking still looks alive, not
@@ -52,19 +76,11 @@ func readTrusted(t *testing.T, m *member, id, want string) {
 // Before, it served the deleted and the replaced sessions for as long as
 // the outage lasted.
 func TestOutageNeverServesWhatTheFleetChanged(t *testing.T) {
-	srv := redistest.Single(t)
-	px := redistest.NewProxy(t, srv.Addr)
-	a := newMember(t, conf{addrs: []string{px.Addr}, timeout: 100 * time.Millisecond})
-	b := newMember(t, conf{addrs: []string{srv.Addr}})
-	waitTracking(t, a)
-	waitTracking(t, b)
+	px, a, b := proxiedPair(t)
 	now := time.Now()
 
 	// Copies a read from Redis, and a's own writes.
-	for _, id := range []string{"kept", "deleted", "replaced"} {
-		put(t, b, id, now, []byte(id+" v1"))
-		readTrusted(t, a, id, id+" v1")
-	}
+	readFrom(t, a, b, now, "kept", "deleted", "replaced")
 	for _, id := range []string{"own-kept", "own-deleted", "own-replaced"} {
 		putShared(t, a, id, now, []byte(id+" v1"))
 	}
@@ -128,17 +144,9 @@ func TestOutageNeverServesWhatTheFleetChanged(t *testing.T) {
 // again, so a later outage serves those Redis still held and never one
 // deleted or replaced in the gap.
 func TestOutageAfterTrackingGap(t *testing.T) {
-	srv := redistest.Single(t)
-	px := redistest.NewProxy(t, srv.Addr)
-	a := newMember(t, conf{addrs: []string{px.Addr}, timeout: 100 * time.Millisecond})
-	b := newMember(t, conf{addrs: []string{srv.Addr}})
-	waitTracking(t, a)
-	waitTracking(t, b)
+	px, a, b := proxiedPair(t)
 	now := time.Now()
-	for _, id := range []string{"kept", "deleted", "replaced"} {
-		put(t, b, id, now, []byte(id+" v1"))
-		readTrusted(t, a, id, id+" v1")
-	}
+	readFrom(t, a, b, now, "kept", "deleted", "replaced")
 	for _, id := range []string{"own-kept", "own-deleted"} {
 		putShared(t, a, id, now, []byte(id+" v1"))
 	}
@@ -437,7 +445,6 @@ func TestUnsharedUpdatesLogged(t *testing.T) {
 // it lasted, with tracking "on" in its stats.
 func TestTrackerLivenessNotFakedByPublish(t *testing.T) {
 	srv := redistest.Single(t)
-	r := srv.Client(t)
 	a := newMember(t, conf{addrs: []string{srv.Addr}})
 	b := newMember(t, conf{addrs: []string{srv.Addr}})
 	waitTracking(t, a)
@@ -445,23 +452,11 @@ func TestTrackerLivenessNotFakedByPublish(t *testing.T) {
 	put(t, b, "id", now, []byte("v1"))
 	readTrusted(t, a, "id", "v1")
 
-	pctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		stop()
-		wg.Wait()
-	}()
-	pub := srv.Client(t)
-	wg.Go(func() {
-		for pctx.Err() == nil {
-			pub.Publish(pctx, "__redis__:invalidate", "tlsmgr:c:smtpd:nobody-has-this")
-			time.Sleep(2 * time.Millisecond)
-		}
-	})
+	srv.ForgeInvalidations(t, "tlsmgr:c:smtpd:nobody-has-this")
 	time.Sleep(500 * time.Millisecond) // the stream is flowing
 
 	// Redis stops telling a: the tracking connections go, quietly.
-	if killClients(t, r, "t") == 0 {
+	if srv.KillClients(t, "t") == 0 {
 		t.Fatal("no tracking connection to cut")
 	}
 	if ok, err := b.Delete(ctx, "id"); !ok || err != nil {

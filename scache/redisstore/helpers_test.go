@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/fleet/seal"
 	"github.com/gotlsmgr/tlsmgr/fleet/settings"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/scache"
 	"github.com/redis/go-redis/v9"
@@ -204,51 +203,17 @@ func (m *member) wantRedisOnly(t testing.TB) {
 	}
 }
 
-// lateness measures, while a test runs, how late the runtime wakes a
-// sleeping goroutine. On a loaded machine (load 17 has been seen in CI) a
-// call that ends at its deadline returns that much later through no fault
-// of the store. A bound on a call's duration allows slack plus the worst
-// lateness seen so far in the test: on an idle machine the bound is what
-// it was, and it grows only by what the machine is measured to impose.
-type lateness struct {
-	max  atomic.Int64
-	stop chan struct{}
-}
+// lateness is the machine's measured wake-up lateness (testenv.Lateness),
+// with the bound this package's calls get past their deadline.
+type lateness struct{ *testenv.Lateness }
 
-func watchLateness(t *testing.T) *lateness {
-	l := &lateness{stop: make(chan struct{})}
-	var wg sync.WaitGroup
-	// Several sleepers: a thread of the process may be kept off a core
-	// while another runs, and the test's calls run on both.
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				start := time.Now()
-				time.Sleep(time.Millisecond)
-				over := int64(time.Since(start) - time.Millisecond)
-				for m := l.max.Load(); over > m && !l.max.CompareAndSwap(m, over); m = l.max.Load() {
-				}
-			}
-		})
-	}
-	t.Cleanup(func() {
-		close(l.stop)
-		wg.Wait()
-		t.Logf("worst lateness of a sleeping goroutine's wake-up: %v", l.late())
-	})
-	return l
-}
+func watchLateness(t *testing.T) *lateness { return &lateness{testenv.WatchLateness(t)} }
 
 // late is the worst lateness seen so far.
-func (l *lateness) late() time.Duration { return time.Duration(l.max.Load()) }
+func (l *lateness) late() time.Duration { return l.Late() }
 
 // slack is what a bound on a call's duration allows past its deadline.
-func (l *lateness) slack() time.Duration { return slack + l.late() }
+func (l *lateness) slack() time.Duration { return slack + l.Late() }
 
 // putShared stores an entry through m and waits until m has seen Redis
 // hold it (its copy settled, trusted and clean), as set-up of a test that

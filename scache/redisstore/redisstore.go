@@ -172,6 +172,8 @@ type Store struct {
 	// unproved are the keys of own updates that landed and that the
 	// writer did not prove Redis holds: revalidate does.
 	unproved map[string]struct{}
+	// inFlight counts own writes queued or on their way to Redis.
+	inFlight atomic.Int64
 
 	wmu     sync.RWMutex // held to send to writes, and to close it
 	closed  bool
@@ -836,6 +838,7 @@ func (s *Store) ownWrite(id string, w write, shared bool) uint64 {
 	sl.clean, sl.cleanEpoch, sl.tag = true, s.tracker.Epoch(), o.tag
 	if shared {
 		sl.pending++
+		s.inFlight.Add(1)
 	}
 	return o.seq
 }
@@ -1387,7 +1390,11 @@ func (s *Store) revalidateEpoch(ctx context.Context, gen, epoch uint64) bool {
 func (s *Store) done(batch []write, out []outcome) {
 	s.tmu.Lock()
 	for _, w := range batch {
-		if sl := s.slots[w.key]; sl != nil && !w.marker() && sl.pending > 0 {
+		if w.marker() {
+			continue
+		}
+		s.inFlight.Add(-1)
+		if sl := s.slots[w.key]; sl != nil && sl.pending > 0 {
 			sl.pending--
 		}
 	}
@@ -1401,6 +1408,7 @@ func (s *Store) done(batch []write, out []outcome) {
 
 // drop ends own write w, which never reached the writer.
 func (s *Store) drop(w write) {
+	s.inFlight.Add(-1)
 	s.tmu.Lock()
 	defer s.tmu.Unlock()
 	if sl := s.slots[w.key]; sl != nil {
@@ -1671,6 +1679,11 @@ type FleetStats struct {
 	// the other members do not see them.
 	UpdatesUnshared uint64
 	DeletesUnshared uint64
+	// Unproved counts own updates and deletes not yet seen to hold in
+	// Redis: queued, on their way, or landed and waiting for the check
+	// (a fence and a GET) after which an outage may answer them. A
+	// gauge; it stays up while Redis is away or tracking is off.
+	Unproved uint64
 	// Backend is the Redis client's: its state (up, down, probing) and
 	// counters. A client shared by several stores shows the same figures
 	// in each.
@@ -1690,8 +1703,16 @@ func (s *Store) FleetStats() FleetStats {
 		Unopenable:      s.unopenable.Load(),
 		UpdatesUnshared: s.updatesUnshared.Load(),
 		DeletesUnshared: s.deletesUnshared.Load(),
+		Unproved:        s.unprovedCount(),
 		Backend:         s.c.Stats(),
 	}
+}
+
+func (s *Store) unprovedCount() uint64 {
+	s.tmu.Lock()
+	n := int64(len(s.unproved))
+	s.tmu.Unlock()
+	return uint64(max(0, n+s.inFlight.Load()))
 }
 
 func (s *Store) trackingState() string {
@@ -1720,5 +1741,6 @@ func (s *Store) CollectMetrics(_ context.Context, emit metrics.Emit) {
 	emit.Counter(metrics.Desc{Name: "cache_fallback_misses", Help: "Lookups Redis failed that the local cache could not answer either."}, st.FallbackMisses)
 	emit.Counter(metrics.Desc{Name: "cache_updates_unshared", Help: "Updates acknowledged that reached only the local cache."}, st.UpdatesUnshared)
 	emit.Counter(metrics.Desc{Name: "cache_deletes_unshared", Help: "Deletes acknowledged that reached only the local cache."}, st.DeletesUnshared)
+	emit.Gauge(d("unproved", "Own updates and deletes not yet seen to hold in Redis (queued, on their way, or waiting for the check after which an outage answers them)."), float64(st.Unproved))
 	s.c.Collect(emit, s.cacheName+"_cache_redis_")
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
 	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/scache"
-	"github.com/redis/go-redis/v9"
 )
 
 func entry(written time.Time, session string) scache.Entry {
@@ -121,7 +120,7 @@ func TestTrackedLookups(t *testing.T) {
 		put(t, a, id, now, []byte("before"))
 		wantEntry(t, b, id, now, []byte("before"))
 		wantEntry(t, b, id, now, []byte("before"))
-		killed := killClients(t, r, conn.flag)
+		killed := srv.KillClients(t, conn.flag)
 		if killed == 0 {
 			t.Fatalf("no %s connection to cut", conn.name)
 		}
@@ -139,35 +138,6 @@ func TestTrackedLookups(t *testing.T) {
 			t.Errorf("after %s connections were cut, tracking is not trusted again", conn.name)
 		}
 	}
-}
-
-// killClients kills every client whose CLIENT LIST flags contain flag
-// (P: subscribed, t: tracking) and returns how many.
-func killClients(t *testing.T, r *redis.Client, flag string) int {
-	t.Helper()
-	list, err := r.ClientList(ctx).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
-		var id, flags string
-		for _, f := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(f, "id="); ok {
-				id = v
-			}
-			if v, ok := strings.CutPrefix(f, "flags="); ok {
-				flags = v
-			}
-		}
-		if strings.Contains(flags, flag) {
-			if err := r.Do(ctx, "CLIENT", "KILL", "ID", id).Err(); err != nil {
-				t.Fatal(err)
-			}
-			n++
-		}
-	}
-	return n
 }
 
 // Updates are acknowledged before Redis has them and reach it in order,
