@@ -10,14 +10,15 @@
 # make disable    point it back at Postfix's tlsmgr, then postfix reload
 #
 # CONFIG_DIR selects the Postfix instance (default: postconf's own default).
-# VERSION=1.2.0 sets the version both programs report (default: from git).
+# VERSION=v1.2.0 sets the version both programs report (default: git describe).
 
 GO          ?= go
 NAME        ?= tlsmgr-go
 PREFIX      ?= /usr/local
 BINDIR      ?= $(PREFIX)/sbin
 MANDIR      ?= $(PREFIX)/share/man
-VERSION     ?=
+# git describe: the tag of a release (v1.0.0), or how far past it (v1.0.0-3-gabcdef).
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 LDFLAGS      = $(if $(VERSION),-ldflags "-X github.com/gotlsmgr/tlsmgr/internal/version.Version=$(VERSION)")
 CONFIG_DIR  ?=
 POSTCONF     = postconf $(if $(CONFIG_DIR),-c $(CONFIG_DIR))

@@ -1,6 +1,8 @@
 module github.com/gotlsmgr/tlsmgr
 
-go 1.26.8
+go 1.26.0
+
+toolchain go1.26.8
 
 require (
 	github.com/prometheus/client_golang v1.25.0
