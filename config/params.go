@@ -323,6 +323,7 @@ func (c *Config) Params() (*Params, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
+	p.Warnings = append(p.Warnings, c.lookalikes()...)
 	return p, nil
 }
 
