@@ -98,12 +98,16 @@ func (c *clientCache) Get(key string) (*tls.ClientSessionState, bool) {
 		c.held.forget(id)
 		return nil, false
 	}
+	// Whatever the daemon holds and this program cannot use (another Go
+	// version's state) replaces what it held: Put must store again.
 	state, err := tls.ParseSessionState(sb)
 	if err != nil {
+		c.held.forget(id)
 		return nil, false
 	}
 	cs, err := tls.NewResumptionState(ticket, state)
 	if err != nil {
+		c.held.forget(id)
 		return nil, false
 	}
 	c.held.put(id, heldEntry{bytes.Clone(sb), stored}) // stored 0 (version 1): old

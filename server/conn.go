@@ -182,6 +182,10 @@ func (c *conn) serve() {
 		if !c.await(br.Buffered() > 0) {
 			return
 		}
+		if first && c.masterTrigger(br) {
+			log.Debug(1, "received master trigger from %s", c.peer)
+			return
+		}
 		req, err := c.r.ReadList()
 		switch {
 		case err == nil:
@@ -248,6 +252,26 @@ func (c *conn) serve() {
 		}
 	}
 }
+
+// masterTrigger reports whether the connection begins with master(8)'s
+// wake-up: the byte W and a null byte (unix_trigger), which master.cf's
+// wakeup time sends. master(8) then waits for the server to write or
+// close: an announcement ends it, but a server that does not announce
+// (clients of Postfix 3.5 and earlier) must close, or master warns of a
+// read timeout 100 s later and the request timeout warns here first. No
+// request begins so: its first attribute is "request".
+func (c *conn) masterTrigger(br *bufio.Reader) bool {
+	// One byte first: a client waiting for the reply to a one-byte list
+	// (an empty one) must not wait here for a second.
+	if b, err := br.Peek(1); err != nil || b[0] != masterWakeup[0] {
+		return false
+	}
+	b, err := br.Peek(len(masterWakeup))
+	return err == nil && string(b) == masterWakeup
+}
+
+// masterWakeup is what master(8)'s trigger writes.
+const masterWakeup = "W\x00"
 
 // reply writes one reply list and flushes it; false means the connection
 // is broken.

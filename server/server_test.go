@@ -379,6 +379,41 @@ func TestWakeupTrigger(t *testing.T) {
 	}
 }
 
+// master(8)'s trigger keeps its connection open until the server writes
+// or closes. A server that does not announce (clients of Postfix 3.5)
+// must close it at once: before, it waited for the rest of a request and
+// warned "not complete within 10s" at every wake-up, and master warned of
+// a read timeout after 100 s.
+func TestWakeupTriggerLeftOpen(t *testing.T) {
+	for _, greeting := range []Greeting{ClientFirst, ServerFirst} {
+		f := newFixture(t, func(c *Config, _ map[string]scache.Store) { c.Greeting = greeting })
+		nc, err := net.Dial("unix", f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(nc, "W\x00")
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		start := time.Now()
+		got, err := io.ReadAll(nc) // until the server closes its side
+		nc.Close()
+		if err != nil {
+			t.Fatalf("greeting %v: the server did not close the trigger's connection: %v", greeting, err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("greeting %v: closed after %v", greeting, took)
+		}
+		// Announcing, the server leaves the announcement out when the
+		// trigger is there at accept, as for any client that spoke first.
+		if len(got) != 0 && (greeting == ClientFirst || string(got) != announcement) {
+			t.Errorf("greeting %v: the trigger got %q", greeting, got)
+		}
+		f.log.WaitFor(t, "received master trigger")
+		if strings.Contains(f.log.String(), "warning") {
+			t.Errorf("greeting %v: a wakeup trigger caused a warning:\n%s", greeting, f.log.String())
+		}
+	}
+}
+
 func TestBrokenClientsDoNotDisturbOthers(t *testing.T) {
 	f := newFixture(t)
 	good := f.dial(t)

@@ -1,0 +1,133 @@
+package daemon_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
+)
+
+// reloadAndWait sends SIGHUP and waits until the daemon has logged its
+// n-th reload, or its n-th failed one.
+func reloadAndWait(t *testing.T, p *daemontest.Proc, n int) {
+	t.Helper()
+	p.Signal(t, syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(p.Stderr.String(), "reloaded ")+strings.Count(p.Stderr.String(), "reload of ") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("reload %d not logged:\n%s", n, p.Stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReloadChangesAppliedOnce: what a reload applies becomes what runs,
+// so that the next reload of the same main.cf finds nothing to apply
+// and logs none of it again (the client limit, a cache's timeout and
+// bounds); what needs a restart is warned about at every reload that
+// still finds it changed (ipc_timeout, a cache's database); and the
+// warning that session tickets keep the key lifetime is about the smtpd
+// cache, whose timeout gives it.
+func TestReloadChangesAppliedOnce(t *testing.T) {
+	e := newEnv(t, memoryCaches+"tlsmgr_client_limit = 100\nsmtpd_tls_session_cache_timeout = 3600s\n")
+	if err := os.Chmod(e.Cfg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := e.start(t)
+	e.WriteMainCF(t, strings.Replace(memoryCaches, "memory:smtp\n", "memory:other\n", 1)+
+		"tlsmgr_client_limit = 50\n"+
+		"smtpd_tls_session_cache_timeout = 1800s\n"+
+		"smtpd_tls_session_cache_max_entries = 500\n"+
+		"ipc_timeout = 1800s\n")
+	applied := []string{
+		"tlsmgr_client_limit 100 -> 50",
+		"smtpd_tls_session_cache_timeout 3600s -> 1800s",
+		"smtpd_tls_session_cache_max_entries 100000 -> 500",
+		`smtpd_tls_session_cache_timeout changed from "3600s" to "1800s": applied to the smtpd cache; session tickets keep the key lifetime of "3600s"`,
+	}
+	restart := []string{
+		`ipc_timeout changed from "3600s" to "1800s": that needs a restart`,
+		`smtp_tls_session_cache_database changed from "memory:smtp" to "memory:other": that needs a restart`,
+	}
+	for i := 1; i <= 2; i++ {
+		reloadAndWait(t, p, i)
+		log := p.Stderr.String()
+		for _, want := range applied {
+			if n := strings.Count(log, want); n != 1 {
+				t.Errorf("after reload %d, %q logged %d times, want once", i, want, n)
+			}
+		}
+		for _, want := range restart {
+			if n := strings.Count(log, want); n != i {
+				t.Errorf("after reload %d, %q logged %d times, want %d", i, want, n, i)
+			}
+		}
+		if got := strings.TrimSpace(ctl(t, e.Sock, "policy", "smtpd")); got != "cachable=1 timeout=1800" {
+			t.Errorf("after reload %d, policy smtpd: %s", i, got)
+		}
+	}
+	if strings.Contains(p.Stderr.String(), "applied to the smtp cache") {
+		t.Errorf("ticket key warning about the smtp cache:\n%s", p.Stderr)
+	}
+	if t.Failed() {
+		t.Logf("log:\n%s", p.Stderr)
+	}
+}
+
+// TestReloadChecksNewClientLimit: a reload whose tlsmgr_client_limit needs
+// more open files than the process may have fails and changes nothing,
+// as at start-up; the limit checked is the new one, not the one running.
+func TestReloadChecksNewClientLimit(t *testing.T) {
+	e := newEnv(t, memoryCaches+"tlsmgr_client_limit = 90\n")
+	if err := os.Chmod(e.Cfg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// 90 clients and the reserve fit in 160 descriptors; 200 do not.
+	args := append([]string{"-listen", e.Sock}, e.Opts()...)
+	p := daemontest.StartCmd(t, e.Command("/bin/sh", append([]string{"-c", `ulimit -n 160 && exec "$0" "$@"`, tlsmgrBin}, args...)...))
+	p.WaitServing(t, e.Sock)
+	e.WriteMainCF(t, memoryCaches+"tlsmgr_client_limit = 200\n")
+	reloadAndWait(t, p, 1)
+	log := p.Stderr.String()
+	if !strings.Contains(log, "failed: tlsmgr_client_limit = 200 needs 264 open files") || !strings.Contains(log, "nothing changed") {
+		t.Errorf("reload to a limit past the open files did not fail:\n%s", log)
+	}
+	if strings.Contains(log, "tlsmgr_client_limit 90 -> 200") {
+		t.Errorf("reload applied a limit past the open files:\n%s", log)
+	}
+	if !daemontest.Announces(e.Sock) {
+		t.Fatalf("not serving after the reload:\n%s", log)
+	}
+}
+
+// TestReloadMetricsAddressInUse: a tlsmgr_metrics_address that cannot be
+// bound is not taken as applied: every reload that finds it tries again
+// and says so.
+func TestReloadMetricsAddressInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	e := newEnv(t, memoryCaches)
+	if err := os.Chmod(e.Cfg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := e.start(t)
+	e.WriteMainCF(t, memoryCaches+"tlsmgr_metrics_address = "+busy.Addr().String()+"\n")
+	want := fmt.Sprintf(`tlsmgr_metrics_address changed from "" to %q`, busy.Addr().String())
+	for i := 1; i <= 2; i++ {
+		reloadAndWait(t, p, i)
+		if n := strings.Count(p.Stderr.String(), want); n != i {
+			t.Errorf("after reload %d, %q logged %d times, want %d:\n%s", i, want, n, i, p.Stderr)
+		}
+	}
+	if strings.Contains(p.Stderr.String(), "serving metrics on") {
+		t.Errorf("serves metrics:\n%s", p.Stderr)
+	}
+}
