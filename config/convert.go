@@ -1,8 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"math"
 	"strconv"
+	"time"
 )
 
 const (
@@ -156,4 +158,14 @@ func parseSize(s string) (int64, bool) {
 		return 0, false
 	}
 	return n * mult, true
+}
+
+// ParseTime reads a Postfix time value, as main.cf's time parameters
+// are read (see parseTime); defUnit applies to a bare number.
+func ParseTime(s string, defUnit byte) (time.Duration, error) {
+	n, ok := parseTime(s, defUnit)
+	if !ok {
+		return 0, fmt.Errorf("not a Postfix time value: %q", s)
+	}
+	return time.Duration(n) * time.Second, nil
 }

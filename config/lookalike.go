@@ -25,6 +25,20 @@ var ownParams = func() []string {
 // OwnParams returns the names of tlsmgr's own parameters, sorted.
 func OwnParams() []string { return slices.Clone(ownParams) }
 
+// OwnSet returns the names of tlsmgr's own parameters that main.cf or an
+// override gives a value, sorted.
+func (c *Config) OwnSet() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var names []string
+	for _, name := range ownParams {
+		if _, ok := c.values[name]; ok {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
 // postfixTLSMgrParams are Postfix's parameters named like ours: its
 // clients read them, tlsmgr does not.
 var postfixTLSMgrParams = map[string]bool{"tlsmgr_service_name": true}
@@ -56,7 +70,7 @@ func (c *Config) lookalikes() []string {
 		case dist <= 2:
 			warnings = append(warnings, fmt.Sprintf("unknown parameter %s is ignored; did you mean %s?", name, best))
 		case strings.HasPrefix(name, "tlsmgr_"):
-			warnings = append(warnings, fmt.Sprintf("unknown parameter %s is ignored: tlsmgr(8) lists its parameters", name))
+			warnings = append(warnings, fmt.Sprintf("unknown parameter %s is ignored: tlsmgr-go(8) lists its parameters", name))
 		}
 	}
 	return warnings

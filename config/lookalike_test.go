@@ -52,7 +52,7 @@ func TestLookalikeParameters(t *testing.T) {
 	want := []string{
 		"unknown parameter lmtp_tls_sesion_cache_max_bytes is ignored; did you mean lmtp_tls_session_cache_max_bytes?",
 		"unknown parameter smtpd_tls_session_cache_max_entires is ignored; did you mean smtpd_tls_session_cache_max_entries?",
-		"unknown parameter tlsmgr_cache_size is ignored: tlsmgr(8) lists its parameters",
+		"unknown parameter tlsmgr_cache_size is ignored: tlsmgr-go(8) lists its parameters",
 		"unknown parameter tlsmgr_metric_address is ignored; did you mean tlsmgr_metrics_address?",
 	}
 	if !slices.Equal(got, want) {

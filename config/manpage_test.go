@@ -77,7 +77,7 @@ func roff(s string) string {
 	return strings.NewReplacer(`\`, `\e`, "-", `\-`).Replace(s)
 }
 
-// TestManPageParameters fails when tlsmgr(8) lacks a parameter the code
+// TestManPageParameters fails when tlsmgr-go(8) lacks a parameter the code
 // reads, or gives a wrong default: each is an entry
 //
 //	.IP "\fBname (default)\fR"
@@ -85,7 +85,7 @@ func roff(s string) string {
 // with "empty" for an empty default and "read-only" for what the daemon
 // sets itself.
 func TestManPageParameters(t *testing.T) {
-	page, err := os.ReadFile("../man/tlsmgr.8")
+	page, err := os.ReadFile("../man/tlsmgr-go.8")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,13 +101,13 @@ func TestManPageParameters(t *testing.T) {
 		prefix := `.IP "\fB` + roff(name) + ` (`
 		i := strings.Index(text, "\n"+prefix)
 		if i < 0 {
-			t.Errorf("man/tlsmgr.8 does not document %s (want a line %s...)\\fR\")", name, prefix)
+			t.Errorf("man/tlsmgr-go.8 does not document %s (want a line %s...)\\fR\")", name, prefix)
 			continue
 		}
 		line, _, _ := strings.Cut(text[i+1:], "\n")
 		got, ok := strings.CutSuffix(strings.TrimPrefix(line, prefix), `)\fR"`)
 		if !ok {
-			t.Errorf("man/tlsmgr.8: %q does not end in )\\fR\"", line)
+			t.Errorf("man/tlsmgr-go.8: %q does not end in )\\fR\"", line)
 			continue
 		}
 		def, inTable := builtinDefaults[name]
@@ -123,13 +123,13 @@ func TestManPageParameters(t *testing.T) {
 			want = roff(def)
 		}
 		if got != want {
-			t.Errorf("man/tlsmgr.8 gives %s the default (%s), the code (%s)", name, got, want)
+			t.Errorf("man/tlsmgr-go.8 gives %s the default (%s), the code (%s)", name, got, want)
 		}
 	}
 	for _, section := range []string{"NAME", "SYNOPSIS", "DESCRIPTION", "PROTOCOL", "SECURITY", "DIAGNOSTICS",
 		`"CONFIGURATION PARAMETERS"`, `"REDIS DATABASES"`, `"SEE ALSO"`} {
 		if !strings.Contains(text, "\n.SH "+section+"\n") {
-			t.Errorf("man/tlsmgr.8 has no section %s", section)
+			t.Errorf("man/tlsmgr-go.8 has no section %s", section)
 		}
 	}
 }

@@ -1,6 +1,9 @@
-// Package contrib holds files for operators: tlsmgr.service, a systemd
-// unit for the standalone daemon. This test checks the unit with
-// systemd-analyze and runs the daemon the way the unit does.
+// Package contrib holds files for operators: tlsmgr-go.service, a systemd
+// unit for the standalone daemon, and tlsmgr-go.default, its defaults
+// file (EnvironmentFile=). This test checks the unit with systemd-analyze
+// and runs the daemon the way the unit does. The packages
+// (scripts/packages) install both, with the paths of each distribution
+// family substituted.
 package contrib
 
 import (
@@ -20,10 +23,19 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 )
 
-const unitFile = "tlsmgr.service"
+const (
+	unitFile = "tlsmgr-go.service"
+	// defaultsFile is installed as environmentFile.
+	defaultsFile    = "tlsmgr-go.default"
+	environmentFile = "/etc/default/tlsmgr-go"
+)
 
-// installedBinary is the ExecStart path: where make install puts tlsmgr.
-const installedBinary = "/usr/local/sbin/tlsmgr"
+// installedBinary is the ExecStart path: where make install puts the
+// standalone daemon.
+const installedBinary = "/usr/local/sbin/tlsmgr-go"
+
+// socketArg is the ExecStart -listen argument.
+const socketArg = "%t/tlsmgr-go/tlsmgr.sock"
 
 var tlsmgrBin string
 
@@ -73,16 +85,38 @@ func TestUnitSettings(t *testing.T) {
 	s := settings(t)
 	for key, want := range map[string]string{
 		"ProtectSystem": "strict", "PrivateTmp": "yes", "NoNewPrivileges": "yes",
-		"Restart": "on-failure", "StateDirectory": "tlsmgr", "RuntimeDirectory": "tlsmgr",
-		"User": "postfix", "Environment": "XDG_STATE_HOME=%S",
+		"Restart": "on-failure", "StateDirectory": "tlsmgr-go/standalone", "RuntimeDirectory": "tlsmgr-go",
+		"User": "postfix", "Environment": "XDG_STATE_HOME=%S/tlsmgr-go/standalone",
+		"EnvironmentFile": "-" + environmentFile,
 	} {
 		if got := one(t, s, key); got != want {
 			t.Errorf("%s=%s, want %s", key, got, want)
 		}
 	}
 	start := strings.Fields(one(t, s, "ExecStart"))
-	if start[0] != installedBinary || len(start) < 3 || start[1] != "-listen" || start[2] != "%t/tlsmgr/tlsmgr.sock" {
-		t.Errorf("ExecStart=%s, want %s -listen %%t/tlsmgr/tlsmgr.sock ...", strings.Join(start, " "), installedBinary)
+	if start[0] != installedBinary || len(start) < 3 || start[1] != "-listen" || start[2] != socketArg {
+		t.Errorf("ExecStart=%s, want %s -listen %s ...", strings.Join(start, " "), installedBinary, socketArg)
+	}
+	if start[len(start)-1] != "$TLSMGR_OPTS" {
+		t.Errorf("ExecStart=%s does not end in $TLSMGR_OPTS", strings.Join(start, " "))
+	}
+}
+
+// The defaults file sets TLSMGR_OPTS, empty, and nothing else; the rest
+// is comments.
+func TestDefaultsFile(t *testing.T) {
+	b, err := os.ReadFile(defaultsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set []string
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if line != "" && line[0] != '#' {
+			set = append(set, line)
+		}
+	}
+	if len(set) != 1 || set[0] != `TLSMGR_OPTS=""` {
+		t.Errorf("%s sets %q, want only TLSMGR_OPTS=\"\"", defaultsFile, set)
 	}
 }
 
@@ -106,7 +140,7 @@ func verifiable(t *testing.T) (unit, manpath string) {
 		t.Fatal(err)
 	}
 	manpath = filepath.Join(dir, "man")
-	for _, page := range []string{"man8/tlsmgr.8", "man1/tlsmgrctl.1"} {
+	for _, page := range []string{"man8/tlsmgr-go.8", "man1/tlsmgrctl.1"} {
 		b, err := os.ReadFile(filepath.Join("..", "man", filepath.Base(page)))
 		if err != nil {
 			t.Fatal(err)
@@ -197,21 +231,28 @@ func TestUnitRunsAsMailOwner(t *testing.T) {
 		}
 		return dir
 	}
-	state := mkdir(stateRoot, "StateDirectory", "StateDirectoryMode")
+	stateDir := mkdir(stateRoot, "StateDirectory", "StateDirectoryMode")
 	mkdir(runRoot, "RuntimeDirectory", "RuntimeDirectoryMode")
 
 	var args []string
 	for _, f := range strings.Fields(one(t, s, "ExecStart"))[1:] {
 		if f == "$TLSMGR_OPTS" {
-			continue // /etc/default/tlsmgr: none
+			continue // the defaults file: none
 		}
 		args = append(args, strings.ReplaceAll(f, "%t", runRoot))
 	}
 	xdg, _ := strings.CutPrefix(one(t, s, "Environment"), "XDG_STATE_HOME=")
+	xdg = strings.ReplaceAll(xdg, "%S", stateRoot)
+	// The daemon's state directory, $XDG_STATE_HOME/tlsmgr, must be
+	// inside StateDirectory=, the only place it may write to.
+	state := filepath.Join(xdg, "tlsmgr")
+	if !strings.HasPrefix(state, stateDir+"/") {
+		t.Fatalf("state directory %s is outside StateDirectory= (%s)", state, stateDir)
+	}
 	cmd := exec.Command(tlsmgrBin, args...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "XDG_STATE_HOME=" + strings.ReplaceAll(xdg, "%S", stateRoot)}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "XDG_STATE_HOME=" + xdg}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-	sock := filepath.Join(runRoot, "tlsmgr", "tlsmgr.sock")
+	sock := filepath.Join(runRoot, "tlsmgr-go", "tlsmgr.sock")
 	if args[0] != "-listen" || args[1] != sock {
 		t.Fatalf("ExecStart arguments %q, want -listen %s", args, sock)
 	}
@@ -221,6 +262,9 @@ func TestUnitRunsAsMailOwner(t *testing.T) {
 
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 || daemontest.FileOwner(fi) != uid {
 		t.Errorf("socket %v (%v), want mode 0660 and owner %s", fi.Mode(), err, name)
+	}
+	if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o700 || daemontest.FileOwner(fi) != uid {
+		t.Errorf("state directory %s: %v, want mode 0700 and owner %s", state, err, name)
 	}
 	exch := filepath.Join(state, "prng_exch")
 	fi, err := os.Stat(exch)

@@ -14,7 +14,7 @@ import (
 // TestFatalReachesMailLog starts the daemon as master(8) does, with
 // maillog_file set, for each kind of start-up failure: the one fatal
 // line must reach postlogd's socket, since under master(8) nobody reads
-// stderr (tlsmgr(8), DIAGNOSTICS).
+// stderr (tlsmgr-go(8), DIAGNOSTICS).
 func TestFatalReachesMailLog(t *testing.T) {
 	for _, tc := range []struct {
 		name  string

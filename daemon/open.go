@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/gotlsmgr/tlsmgr/config"
@@ -84,13 +85,14 @@ type storeType struct {
 	// file store writes every batch in one transaction that update
 	// requests wait behind, so its batches are small.
 	sweepBatch int
+	file       bool // the state is a file of ours (StateFiles)
 }
 
 var (
 	memoryType = storeType{open: openMemoryStore, sweepBatch: 100}
 	// The Postfix table types that name a local file; we keep such a
 	// cache in our own crash-safe file at that path.
-	fileType = storeType{open: openFileStore, sweepBatch: 16}
+	fileType = storeType{open: openFileStore, sweepBatch: 16, file: true}
 )
 
 var storeTypes = map[string]storeType{
@@ -253,4 +255,47 @@ func (d *daemon) closeAll() {
 	if d.status != nil {
 		d.status.Close()
 	}
+}
+
+// StateFiles returns the files in which a daemon configured by p keeps
+// its state, for a package's purge: the file caches' (after the same
+// redirection to data_directory), their set-aside damaged copies, and the
+// ticket key file. ownerUID is the mail owner's. Files of Postfix's (the
+// PRNG exchange file) and those a fleet keeps in Redis are not listed;
+// nor is anything that does not exist.
+func StateFiles(p *config.Params, ownerUID int) []string {
+	var files []string
+	add := func(path string) {
+		if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() {
+			files = append(files, path)
+		}
+	}
+	for _, cp := range p.Caches {
+		if !cp.Enabled || !storeTypes[cp.DBType].file {
+			continue
+		}
+		spec, _ := master.DataRedirectMap(cp.Database, p.DataDirectory, p.MailOwner, ownerUID)
+		_, path, _ := strings.Cut(spec, ":")
+		add(path)
+		if aside, err := filepath.Glob(globEscape(path) + ".corrupt-*"); err == nil {
+			for _, a := range aside {
+				add(a)
+			}
+		}
+	}
+	add(filepath.Join(p.DataDirectory, ticketKeyFile))
+	slices.Sort(files)
+	return slices.Compact(files)
+}
+
+// globEscape quotes the metacharacters of filepath.Match in s.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

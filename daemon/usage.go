@@ -11,7 +11,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/master"
 )
 
-// Usage is what tlsmgr -h prints. tlsmgr(8) has the whole story.
+// Usage is what tlsmgr -h prints. tlsmgr-go(8) has the whole story.
 const Usage = `usage: tlsmgr -listen PATH [-o name=value ...] [-v] [-V] [-c]
        tlsmgr -S [-o name=value ...] [-v]
        tlsmgr -l -n SERVICE -t unix [-u] [-c] [-o name=value ...] [-v]
@@ -54,7 +54,7 @@ Common parameters (-o name=value or main.cf):
   tlsmgr_client_limit                1000
   tls_random_source                  dev:/dev/urandom
   data_directory, queue_directory, mail_owner
-See tlsmgr(8) for every parameter, and tlsmgrctl(1) to talk to the daemon.
+See tlsmgr-go(8) for every parameter, and tlsmgrctl(1) to talk to the daemon.
 `
 
 // commandLineRequest finds -h, --help or --version among the options of

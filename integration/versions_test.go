@@ -84,7 +84,7 @@ var (
 
 func TestPostfixVersions(t *testing.T) {
 	need(t, true, "postfix", "postconf", "openssl", "go", "chroot")
-	tlsmgr := buildStatic(t)
+	tlsmgr := buildStatic(t, "tlsmgr")
 
 	var mu sync.Mutex
 	var report []*versionReport
@@ -455,18 +455,19 @@ func orDash(s string) string {
 	return s
 }
 
-// buildStatic builds our daemon without cgo, for the Debian roots (their
-// C library is not the host's), and checks it has no ELF interpreter.
-func buildStatic(t *testing.T) string {
+// buildStatic builds the command name (tlsmgr, tlsmgrctl) without cgo,
+// for the Debian roots (their C library is not the host's), and checks it
+// has no ELF interpreter.
+func buildStatic(t *testing.T, name string) string {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/tlsmgr")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/"+name)
 	cmd.Dir = repoRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	bin := filepath.Join(dir, "tlsmgr")
+	bin := filepath.Join(dir, name)
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-// Package man holds the manual pages, tlsmgr(8) and tlsmgrctl(1). Their
+// Package man holds the manual pages, tlsmgr-go(8) and tlsmgrctl(1). Their
 // content is checked against the code where it is defined: the
 // parameters in config (config/manpage_test.go), tlsmgrctl's commands
 // and flags in cmd/tlsmgrctl. This test checks that they are well-formed
@@ -16,7 +16,7 @@ import (
 )
 
 var pages = []struct{ file, name string }{
-	{"tlsmgr.8", "TLSMGR"},
+	{"tlsmgr-go.8", "TLSMGR-GO"},
 	{"tlsmgrctl.1", "TLSMGRCTL"},
 }
 
@@ -60,7 +60,7 @@ func TestRender(t *testing.T) {
 
 // The two pages point at each other.
 func TestCrossReferences(t *testing.T) {
-	for file, want := range map[string]string{"tlsmgr.8": ".BR tlsmgrctl (1)", "tlsmgrctl.1": ".BR tlsmgr (8)"} {
+	for file, want := range map[string]string{"tlsmgr-go.8": ".BR tlsmgrctl (1)", "tlsmgrctl.1": ".BR tlsmgr\\-go (8)"} {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)

@@ -74,7 +74,7 @@ func TestHelp(t *testing.T) {
 	}
 	// The usage has both forms and the common parameters.
 	for _, want := range []string{"-listen PATH", "-o name=value", "master(8)", "master.cf", "tlsmgr-go",
-		"smtpd_tls_session_cache_database", "tlsmgr_ticket_key_database", "tlsmgr(8)"} {
+		"smtpd_tls_session_cache_database", "tlsmgr_ticket_key_database", "tlsmgr-go(8)"} {
 		if !strings.Contains(daemon.Usage, want) {
 			t.Errorf("usage lacks %q", want)
 		}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/client"
+	"github.com/gotlsmgr/tlsmgr/internal/postfixctl"
 	"github.com/gotlsmgr/tlsmgr/internal/version"
 	"github.com/gotlsmgr/tlsmgr/loadgen"
 	"github.com/gotlsmgr/tlsmgr/proto"
@@ -52,6 +53,9 @@ commands:
                             fleet or local (never the secrets); our tlsmgr only
   bench [FLAGS]             load test; "tlsmgrctl bench -h" lists its flags
   version                   print tlsmgrctl's version and the daemon's (our tlsmgr only)
+  postfix enable|disable|status|state-files [-c CONFIG_DIR]
+                            switch master.cf's tlsmgr service to tlsmgr-go and back,
+                            proving each switch; "tlsmgrctl postfix" lists the details
 
 The socket defaults to $TLSMGR_SOCKET, else /var/spool/postfix/private/tlsmgr.
 Exit status: 0 success, 1 not found or refused (status -1), 2 any other error.
@@ -91,8 +95,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
-	if cmd == "bench" {
+	switch cmd {
+	case "bench":
 		return bench(*socket, rest, stdout, stderr)
+	case "postfix":
+		return postfixCommand(rest, stdout, stderr)
 	}
 	if (cmd == "dump" || cmd == "flush") && !flagSet(fs, "timeout") {
 		// They walk a whole cache: its size decides how long they take.
@@ -102,7 +109,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	err := command(ctx, c, cmd, rest, *showSecrets, stdin, stdout)
+	err := command(ctx, c, *socket, cmd, rest, *showSecrets, stdin, stdout)
 	switch {
 	case err == nil:
 		return 0
@@ -121,6 +128,29 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 var errUsage = errors.New("usage")
 
+// oursOnly checks, for the commands that only tlsmgr-go knows, that
+// tlsmgr-go answers on socket: Postfix's own tlsmgr leaves them
+// unanswered, and is recognised a second later instead of at the end of
+// the timeout.
+func oursOnly(ctx context.Context, socket, cmd string) error {
+	_, err := oursStats(ctx, socket, cmd)
+	return err
+}
+
+// oursStats returns the stats of tlsmgr-go on socket, or the error that
+// another daemon answers there.
+func oursStats(ctx context.Context, socket, cmd string) ([][2]string, error) {
+	pairs, d, err := postfixctl.Stats(ctx, socket)
+	if err != nil {
+		return nil, err
+	}
+	if !d.Ours {
+		return nil, fmt.Errorf("%s: %s answers there; %s needs tlsmgr-go (tlsmgrctl postfix enable switches to it): %w",
+			socket, d, cmd, postfixctl.ErrNotOurs)
+	}
+	return pairs, nil
+}
+
 func nargs(cmd string, args []string, min, max int) error {
 	if len(args) < min || len(args) > max {
 		return fmt.Errorf("%w: wrong number of arguments for %s", errUsage, cmd)
@@ -128,7 +158,13 @@ func nargs(cmd string, args []string, min, max int) error {
 	return nil
 }
 
-func command(ctx context.Context, c *client.Client, cmd string, args []string, showSecrets bool, stdin io.Reader, stdout io.Writer) error {
+func command(ctx context.Context, c *client.Client, socket, cmd string, args []string, showSecrets bool, stdin io.Reader, stdout io.Writer) error {
+	switch cmd {
+	case "dump", "flush":
+		if err := oursOnly(ctx, socket, cmd); err != nil {
+			return err
+		}
+	}
 	switch cmd {
 	case "seed":
 		if err := nargs(cmd, args, 1, 1); err != nil {
@@ -207,7 +243,7 @@ func command(ctx context.Context, c *client.Client, cmd string, args []string, s
 			return err
 		}
 		fmt.Fprintf(stdout, "tlsmgrctl %s\n", version.String())
-		pairs, err := c.Stats(ctx)
+		pairs, err := oursStats(ctx, socket, cmd)
 		if err != nil {
 			return fmt.Errorf("the daemon's version: %w", err)
 		}
@@ -226,7 +262,7 @@ func command(ctx context.Context, c *client.Client, cmd string, args []string, s
 		case len(args) != 0:
 			return fmt.Errorf("%w: stats takes only -json", errUsage)
 		}
-		pairs, err := c.Stats(ctx)
+		pairs, err := oursStats(ctx, socket, cmd)
 		if err != nil {
 			return err
 		}
@@ -267,7 +303,7 @@ func command(ctx context.Context, c *client.Client, cmd string, args []string, s
 		if err := nargs(cmd, args, 0, 0); err != nil {
 			return err
 		}
-		pairs, err := c.Stats(ctx)
+		pairs, err := oursStats(ctx, socket, cmd)
 		if err != nil {
 			return err
 		}
