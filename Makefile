@@ -68,6 +68,10 @@ disable: build
 uninstall: disable
 	rm -f $(DESTDIR)$(DAEMON_DIR)/$(NAME) $(DESTDIR)$(BINDIR)/$(NAME) $(DESTDIR)$(BINDIR)/tlsmgrctl
 	rm -f $(DESTDIR)$(MANDIR)/man8/tlsmgr-go.8 $(DESTDIR)$(MANDIR)/man1/tlsmgrctl.1
+	@# What make install put there before the tlsmgr-go names, which
+	@# shadows Postfix's tlsmgr and man tlsmgr. Postfix's own are not these:
+	@# its program is in daemon_directory, its page compressed (tlsmgr.8.gz).
+	rm -f $(DESTDIR)$(BINDIR)/tlsmgr $(DESTDIR)$(MANDIR)/man8/tlsmgr.8
 
 # VERSION as git describe gives it; scripts/packages turns it into each
 # format's package version. PACKAGES_DIR (default dist) is where they go.
