@@ -220,7 +220,14 @@ func (in *instance) tlsmgrPID() int {
 // also have it as their root), and ours runs from daemon_directory;
 // zombies have neither and are left out.
 func (in *instance) procs() map[int]string {
-	spool := filepath.Join(in.dir, "spool")
+	return procsOf(filepath.Join(in.dir, "spool"), in.dir+"/")
+}
+
+// procsOf lists the live processes (pid: name) of the Postfix whose queue
+// directory is spool (as the host sees it): their working or root
+// directory is spool, or (exePrefix not "") their program is under
+// exePrefix.
+func procsOf(spool, exePrefix string) map[int]string {
 	found := make(map[int]string)
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -231,7 +238,7 @@ func (in *instance) procs() map[int]string {
 		cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
 		root, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if cwd == spool || root == spool || strings.HasPrefix(exe, in.dir+"/") {
+		if cwd == spool || root == spool || exePrefix != "" && strings.HasPrefix(exe, exePrefix) {
 			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 			found[pid] = strings.TrimSpace(string(comm))
 		}
@@ -243,13 +250,20 @@ func (in *instance) procs() map[int]string {
 // there after a while, and kills it.
 func (in *instance) checkGone(t *testing.T) {
 	t.Helper()
+	checkProcsGone(t, "the stopped instance "+in.dir, in.procs)
+}
+
+// checkProcsGone fails the test if procs still lists processes (of what)
+// after a while, and kills them.
+func checkProcsGone(t *testing.T, what string, procs func() map[int]string) {
+	t.Helper()
 	var left map[int]string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if left = in.procs(); len(left) == 0 {
+		if left = procs(); len(left) == 0 {
 			return
 		}
 	}
-	t.Errorf("processes of the stopped instance %s are still running: %v", in.dir, left)
+	t.Errorf("processes of %s are still running: %v", what, left)
 	for pid := range left {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
@@ -343,7 +357,12 @@ func (in *instance) handshakeWait(t *testing.T, tlsArgs []string, sessOut, sessI
 // sClient is handshakeWait's openssl s_client run: its handshake result
 // ("New" or "Reused") and output, or an error for no result.
 func (in *instance) sClient(tlsArgs []string, sessOut, sessIn string, wait time.Duration) (string, string, error) {
-	args := append([]string{"s_client", "-starttls", "smtp", "-connect", in.smtpdAddr()}, tlsArgs...)
+	return sClientAt(in.smtpdAddr(), tlsArgs, sessOut, sessIn, wait)
+}
+
+// sClientAt is sClient against the smtpd at addr (host:port).
+func sClientAt(addr string, tlsArgs []string, sessOut, sessIn string, wait time.Duration) (string, string, error) {
+	args := append([]string{"s_client", "-starttls", "smtp", "-connect", addr}, tlsArgs...)
 	if sessOut != "" {
 		args = append(args, "-sess_out", sessOut)
 	}
