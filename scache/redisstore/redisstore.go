@@ -254,14 +254,18 @@ type slot struct {
 	cleanEpoch uint64
 	tag        tag       // of the local copy's value in Redis, if it has one
 	own        *ownWrite // the latest own write, if any
-	// stale are earlier own writes that Redis may hold or still get;
-	// staleFull says more were dropped for want of room.
+	// stale are earlier own writes that Redis may hold or still get.
+	// Beyond maxStale they are not kept: forgotten is the number of the
+	// latest one dropped while on its way, and staleFull says that one
+	// dropped may still land (Redis did not answer it), so that a value
+	// Redis holds other than the latest own write may be an older own one.
 	stale     []*ownWrite
+	forgotten uint64
 	staleFull bool
 }
 
-// maxStale bounds the earlier own writes remembered per id: beyond it,
-// any value Redis holds that is not the latest own write counts as older.
+// maxStale bounds the earlier own writes remembered per id (see
+// slot.staleFull for what is known of the others).
 const maxStale = 8
 
 const trustStripes = 64
@@ -625,6 +629,18 @@ func (s *Store) settle(ctx context.Context, key, id string, m readMark, rr readR
 			// Redis holds an earlier own value: one that landed late,
 			// or the last to land before a later one failed.
 			local = true
+		case rr.present && sl.mayBeStale(rr.tag):
+			if o != nil && o.newer {
+				// A change came after the latest own write, and Redis's
+				// value is that change or a forgotten own write that
+				// landed late: neither the own copy (maybe replaced)
+				// nor Redis's value (maybe older) may answer.
+				sl.trusted, sl.clean = false, false
+				return scache.Entry{}, scache.ErrNotFound, false
+			}
+			// Nothing reported since the latest own write: whatever
+			// Redis holds is not newer.
+			local = true
 		case o != nil && !o.settled:
 			ours := o.tag != (tag{}) && rr.present && rr.tag == o.tag || o.deleted && !rr.present && !rr.found
 			if ours || o.fate == landed || o.newer {
@@ -677,7 +693,13 @@ func (sl *slot) isStale(t tag) bool {
 			return true
 		}
 	}
-	return sl.staleFull && (sl.own == nil || sl.own.tag != t)
+	return false
+}
+
+// mayBeStale reports whether t, of no remembered own write, may be that
+// of a forgotten one that Redis did not answer.
+func (sl *slot) mayBeStale(t tag) bool {
+	return t != (tag{}) && sl.staleFull && (sl.own == nil || sl.own.tag != t)
 }
 
 // invalidated is the tracker's report: keys changed in Redis, or (nil)
@@ -844,10 +866,16 @@ func (s *Store) ownWrite(id string, w write, shared bool) uint64 {
 }
 
 func (sl *slot) addStale(o *ownWrite) {
-	if len(sl.stale) < maxStale {
+	switch {
+	case len(sl.stale) < maxStale:
 		sl.stale = append(sl.stale, o)
-	} else {
-		sl.staleFull = true
+	case o.fate == unknown:
+		sl.forgotten, sl.staleFull = max(sl.forgotten, o.seq), true
+	default:
+		// On its way or landed: forgotten for now. Only if a write of
+		// the id fails may Redis keep (or get late) such a value: see
+		// report. A burst that all lands leaves nothing in doubt.
+		sl.forgotten = max(sl.forgotten, o.seq)
 	}
 }
 
@@ -857,6 +885,11 @@ func (sl *slot) addStale(o *ownWrite) {
 func (sl *slot) report(seq uint64, f fate) {
 	if o := sl.own; o != nil && o.seq == seq {
 		o.fate = f
+	}
+	if f != landed && sl.forgotten != 0 {
+		// A forgotten write failed, and may land late; or a later one
+		// failed, and Redis may keep a forgotten one that landed.
+		sl.staleFull = true
 	}
 	var lastLanded uint64
 	for _, o := range sl.stale {
@@ -1036,6 +1069,11 @@ func (s *Store) writer() {
 		}
 		s.done(batch, out)
 		clear(batch)
+		// The queue has drained: say so even if no update waited for
+		// room, so that the next time it fills is reported again.
+		if len(s.writes) == 0 && s.queueFull.Load() && s.queueFull.CompareAndSwap(true, false) {
+			s.log.Info("Redis %s session cache: the write queue has room again", s.cacheName)
+		}
 	}
 }
 
