@@ -567,10 +567,12 @@ func parseServer(s string) (string, string) {
 // isHostname accepts a DNS name or IPv4 address: dot-separated labels of
 // letters, digits, '-' and '_' (which some internal names carry).
 func isHostname(h string) bool {
+	// 253 characters at most, without the root's final dot.
+	h = strings.TrimSuffix(h, ".")
 	if h == "" || len(h) > 253 {
 		return false
 	}
-	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+	for _, label := range strings.Split(h, ".") {
 		if label == "" || len(label) > 63 {
 			return false
 		}
