@@ -39,6 +39,29 @@ func (c *Config) OwnSet() []string {
 	return names
 }
 
+// DeclareParam is the parameter whose list of names postconf takes for
+// user-defined parameters: tlsmgrctl postfix enable gives it, on the
+// tlsmgr service's command line, the names of OwnSet.
+const DeclareParam = "smtpd_restriction_classes"
+
+// Undeclared returns the names of OwnSet that DeclareParam (from main.cf
+// or master.cf's -o) does not list: postconf and postfix check report
+// those as unused parameters.
+func (c *Config) Undeclared() []string {
+	c.mu.RLock()
+	declared := strings.FieldsFunc(c.values[DeclareParam], func(r rune) bool {
+		return r == ',' || r == ' ' || r == '\t' || r == '\n'
+	})
+	c.mu.RUnlock()
+	var out []string
+	for _, name := range c.OwnSet() {
+		if !slices.Contains(declared, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // postfixTLSMgrParams are Postfix's parameters named like ours: its
 // clients read them, tlsmgr does not.
 var postfixTLSMgrParams = map[string]bool{"tlsmgr_service_name": true}

@@ -76,3 +76,27 @@ func TestOwnParamsList(t *testing.T) {
 		}
 	}
 }
+
+// The daemon's own parameters that main.cf sets are declared to postconf
+// by the tlsmgr service's -o smtpd_restriction_classes; Undeclared names
+// the others, which postconf reports as unused.
+func TestUndeclared(t *testing.T) {
+	mainCF := "smtpd_tls_session_cache_max_entries = 5\ntlsmgr_metrics_address = 127.0.0.1:9\nmyhostname = mx.example.org\n"
+	for _, c := range []struct {
+		overrides []string
+		want      []string
+	}{
+		{nil, []string{"smtpd_tls_session_cache_max_entries", "tlsmgr_metrics_address"}},
+		{[]string{"smtpd_restriction_classes=tlsmgr_metrics_address"}, []string{"smtpd_tls_session_cache_max_entries"}},
+		{[]string{"smtpd_restriction_classes=smtpd_tls_session_cache_max_entries,tlsmgr_metrics_address"}, nil},
+		{[]string{"smtpd_restriction_classes=smtpd_tls_session_cache_max_entries tlsmgr_metrics_address"}, nil},
+	} {
+		cfg, err := Load(writeMainCF(t, mainCF), nil, c.overrides)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Undeclared(); !slices.Equal(got, c.want) {
+			t.Errorf("-o %v: Undeclared() = %v, want %v", c.overrides, got, c.want)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -188,6 +189,12 @@ func (d *daemon) run(args []string) error {
 	}
 	for _, w := range d.params.Warnings {
 		d.log.WarnAlways("%s", w)
+	}
+	if !standalone && !opts.Stdin {
+		if names := d.conf.Undeclared(); len(names) > 0 {
+			d.log.Info("postconf and postfix check report %s as unused parameters: tlsmgrctl postfix enable declares them (-o %s on the tlsmgr service)",
+				strings.Join(names, ", "), config.DeclareParam)
+		}
 	}
 	if err := server.CheckLimits(d.params.ClientLimit); err != nil {
 		return err

@@ -69,6 +69,8 @@ var (
 
 func TestPackageInstall(t *testing.T) {
 	need(t, true, "postfix", "postconf", "openssl", "go", "chroot", "apt-get", "dpkg", "dpkg-query")
+	// Beside TestPostfixEnable: both mostly wait for Postfix and apt.
+	t.Parallel()
 	start := time.Now()
 	debs := buildTestDebs(t)
 	t.Logf("packages built in %v", time.Since(start).Round(time.Millisecond))

@@ -21,6 +21,8 @@ import (
 
 func TestPostfixEnable(t *testing.T) {
 	need(t, true, "postfix", "postconf", "go", "chroot")
+	// Beside TestPackageInstall: both mostly wait for Postfix.
+	t.Parallel()
 	tlsmgr, ctl := buildStatic(t, "tlsmgr"), buildStatic(t, "tlsmgrctl")
 	for _, rel := range postfixReleases {
 		t.Run(rel.name, func(t *testing.T) {
@@ -181,6 +183,12 @@ func testEnable(t *testing.T, root, tlsmgr, ctl string) {
 		t.Errorf("master's wake-up trigger left a warning in the mail log")
 	}
 
+	// Enabled as above, the daemon has nothing to say about postconf.
+	const unusedHint = "report smtpd_tls_session_cache_max_entries, tlsmgr_metrics_address as unused parameters"
+	if strings.Contains(in.maillog(), unusedHint) {
+		t.Errorf("the daemon enabled by tlsmgrctl says postconf reports its parameters unused")
+	}
+
 	// Disable: Postfix's own again, proved.
 	if r := run("postfix", "disable", "-c", etc); r.code != 0 || !strings.Contains(r.out, "Postfix's tlsmgr answers") {
 		t.Fatalf("disable: exit %d", r.code)
@@ -196,6 +204,22 @@ func testEnable(t *testing.T, root, tlsmgr, ctl string) {
 		t.Errorf("wakeup %q after disable, want Postfix's 1000?", wakeup)
 	}
 
+	// Switched by hand, without the declaration: the daemon says what
+	// postconf will report, and how to avoid it.
+	if out, err := in.command("postconf", "-c", etc, "-F", "tlsmgr/unix/command=tlsmgr-go").CombinedOutput(); err != nil {
+		t.Fatalf("postconf -F: %v\n%s", err, out)
+	}
+	in.script("reload")
+	waitFor(t, 20*time.Second, "tlsmgr-go switched by hand to answer", func() bool {
+		return run("-s", socket, "-timeout", "3s", "stats").code == 0
+	})
+	if !strings.Contains(in.maillog(), unusedHint+": tlsmgrctl postfix enable declares them") {
+		t.Errorf("the daemon switched to by hand does not say that postconf reports its parameters unused")
+	}
+	if r := run("postfix", "disable", "-c", etc); r.code != 0 {
+		t.Fatalf("disable after the switch by hand: exit %d", r.code)
+	}
+
 	// A daemon that cannot start: its cache files cannot be made.
 	data := filepath.Join(in.dir, "data")
 	for _, f := range strings.Fields(state.out) {
@@ -207,7 +231,7 @@ func testEnable(t *testing.T, root, tlsmgr, ctl string) {
 	if err := os.Chmod(data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r = run("postfix", "enable", "-c", etc)
+	r = run("postfix", "enable", "-c", etc, "-wait", "8s")
 	if r.code != 2 || !strings.Contains(r.out, "master.cf runs tlsmgr again") {
 		t.Errorf("enable with a daemon that cannot start: exit %d", r.code)
 	}

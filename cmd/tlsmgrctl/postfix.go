@@ -14,11 +14,12 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/postfixctl"
 )
 
-const postfixUsage = `usage: tlsmgrctl postfix enable|disable|status|state-files [-c CONFIG_DIR] [-q]
+const postfixUsage = `usage: tlsmgrctl postfix enable|disable|status|state-files [-c CONFIG_DIR] [-q] [-wait DURATION]
 
   enable       run tlsmgr-go as master.cf's tlsmgr service: check the
                installed Postfix and main.cf, postconf -F, postfix reload,
-               then prove it answers (switched back if it does not)
+               then prove it answers within -wait (20s; switched back if
+               it does not)
   disable      run Postfix's own tlsmgr again, the same way
   status       which tlsmgr master.cf runs, and which one answers;
                -q: print nothing, exit 0 if it runs tlsmgr-go, 1 if not
@@ -38,6 +39,7 @@ func postfixCommand(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(fs.Output(), postfixUsage) }
 	dir := fs.String("c", os.Getenv("MAIL_CONFIG"), "Postfix configuration directory")
 	quiet := fs.Bool("q", false, "status: no output, only the exit status")
+	wait := fs.Duration("wait", postfixctl.DefaultWait, "enable, disable: how long the daemon may take to answer after the switch")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -48,7 +50,7 @@ func postfixCommand(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	in := &postfixctl.Instance{ConfigDir: *dir, Out: stdout}
+	in := &postfixctl.Instance{ConfigDir: *dir, Out: stdout, Wait: *wait}
 	ctx := context.Background()
 	var err error
 	switch sub {

@@ -31,10 +31,10 @@ const (
 	service        = "tlsmgr/unix"
 )
 
-// proveTimeout bounds the wait, after postfix reload, for the new daemon
+// DefaultWait bounds the wait, after postfix reload, for the new daemon
 // to answer: master(8) starts it on the first request, and the old one
 // may answer until it has finished its own.
-const proveTimeout = 20 * time.Second
+const DefaultWait = 20 * time.Second
 
 // commandTimeout bounds each postconf or postfix command.
 const commandTimeout = time.Minute
@@ -46,6 +46,16 @@ type Instance struct {
 	ConfigDir string
 	// Out receives the progress lines; nil discards them.
 	Out io.Writer
+	// Wait bounds the wait for a daemon to answer after a switch
+	// (DefaultWait if zero).
+	Wait time.Duration
+}
+
+func (in *Instance) wait() time.Duration {
+	if in.Wait > 0 {
+		return in.Wait
+	}
+	return DefaultWait
 }
 
 func (in *Instance) say(format string, args ...any) {
@@ -278,7 +288,7 @@ func (in *Instance) Enable(ctx context.Context) error {
 	}
 	// master(8) throttles the service for service_throttle_time after the
 	// failed start, whatever runs it now.
-	if _, err := in.proveWithin(ctx, f, false, f.Throttle+proveTimeout); err != nil {
+	if _, err := in.proveWithin(ctx, f, false, f.Throttle+in.wait()); err != nil {
 		return fmt.Errorf("%v; switched back to %s, which does not answer either: %w", perr, previous, err)
 	}
 	return fmt.Errorf("%s did not answer (%v), so master.cf runs %s again; the mail log has tlsmgr-go's reason (a fatal: line)", OurCommand, perr, previous)
@@ -323,13 +333,13 @@ const (
 	ourWakeup     = "60"
 )
 
-// declareParam is the master.cf option of the tlsmgr service that names
-// tlsmgr-go's own parameters set in main.cf, which Postfix's postconf
-// otherwise reports as unused (postfix check, postfix reload). A name
-// listed in smtpd_restriction_classes is a user-defined parameter to
-// postconf, whatever service the option is given to; only the tlsmgr
-// service's command line carries it, and neither tlsmgr reads it.
-const declareParam = "smtpd_restriction_classes"
+// declareParam, on the tlsmgr service, names tlsmgr-go's own parameters
+// set in main.cf, which Postfix's postconf otherwise reports as unused
+// (postfix check, postfix reload): a name that smtpd_restriction_classes
+// lists is a user-defined parameter to postconf, whatever service the
+// option is given to. Only the tlsmgr service's command line carries it,
+// and neither tlsmgr reads it.
+const declareParam = config.DeclareParam
 
 // switchTo points master.cf's tlsmgr service at command, with its wake-up
 // time and (for ours) the declaration of the own parameters that main.cf
@@ -365,7 +375,7 @@ func (in *Instance) switchTo(ctx context.Context, f *Facts, command string) erro
 // prove waits until the daemon wanted (ours or not) answers a seed and a
 // policy request on the service's socket.
 func (in *Instance) prove(ctx context.Context, f *Facts, ours bool) (Daemon, error) {
-	return in.proveWithin(ctx, f, ours, proveTimeout)
+	return in.proveWithin(ctx, f, ours, in.wait())
 }
 
 func (in *Instance) proveWithin(ctx context.Context, f *Facts, ours bool, limit time.Duration) (Daemon, error) {

@@ -155,16 +155,7 @@ func TestOutageAfterTrackingGap(t *testing.T) {
 	// connections work.
 	px.BlackHoleWhere(redistest.Contains("subscribe"))
 	t.Cleanup(px.Restore)
-	// Until the session has ended (not only gone stale: what is held
-	// would still arrive, in order, when the link is back).
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if gen, _ := a.tracker.State(); !tracking(gen) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a's tracking session still on 5 s after its subscriber stopped answering")
-		}
-	}
+	waitSessionEnded(t, a)
 	gap := a.tracker.Epoch()
 	for _, id := range []string{"deleted", "own-deleted"} {
 		if ok, err := b.Delete(ctx, id); !ok || err != nil {

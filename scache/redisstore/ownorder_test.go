@@ -123,14 +123,7 @@ func TestUnsharedOwnUpdateServedAfterTrackingGap(t *testing.T) {
 
 	// A tracking gap: the copies are proved again in the next session.
 	px.BlackHoleWhere(redistest.Contains("subscribe"))
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if gen, _ := a.tracker.State(); !tracking(gen) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a's tracking session still on 5 s after its subscriber stopped answering")
-		}
-	}
+	waitSessionEnded(t, a)
 	gap := a.tracker.Epoch()
 	px.Restore()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {

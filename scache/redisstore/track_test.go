@@ -28,6 +28,21 @@ func waitTracking(t *testing.T, m *member) {
 	}
 }
 
+// waitSessionEnded waits until m's tracking session has ended (not only
+// gone stale: what the subscriber holds would still arrive, in order,
+// once its link is back), after its subscriber stopped answering.
+func waitSessionEnded(t *testing.T, m *member) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if gen, _ := m.tracker.State(); !tracking(gen) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the tracking session still on 5 s after its subscriber stopped answering")
+		}
+	}
+}
+
 // eventually polls m until a lookup of id returns want ("" for a miss):
 // after a tracking connection is cut, the member may answer from its copy
 // until the tracker notices, but never for long.

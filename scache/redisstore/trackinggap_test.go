@@ -28,14 +28,7 @@ func TestMissSeenWhileTrackingOffSpoilsCopy(t *testing.T) {
 	// a new subscriber is black-holed too), its other connections work.
 	px.BlackHoleWhere(redistest.Contains("subscribe"))
 	t.Cleanup(px.Restore)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if gen, _ := a.tracker.State(); !tracking(gen) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a's tracking session still on 5 s after its subscriber stopped answering")
-		}
-	}
+	waitSessionEnded(t, a)
 	for _, id := range []string{"read", "own"} {
 		if ok, err := b.Delete(ctx, id); !ok || err != nil {
 			t.Fatalf("b.Delete(%s) = %v, %v", id, ok, err)
@@ -77,14 +70,7 @@ func TestUnprovedOwnUpdateReplacedDuringGap(t *testing.T) {
 
 	px.BlackHoleWhere(redistest.Contains("subscribe"))
 	t.Cleanup(px.Restore)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if gen, _ := a.tracker.State(); !tracking(gen) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a's tracking session still on 5 s after its subscriber stopped answering")
-		}
-	}
+	waitSessionEnded(t, a)
 	// a's update lands, unproved (no tracking); b replaces it.
 	put(t, a, "id", now, []byte("a's"))
 	a.wantRedisOnly(t)

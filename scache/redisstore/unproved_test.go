@@ -33,7 +33,7 @@ func TestUnprovedGauge(t *testing.T) {
 	// Tracking goes (the subscriber is black-holed); the writes still land.
 	px.BlackHoleWhere(redistest.Contains("subscribe"))
 	t.Cleanup(px.Restore)
-	until("tracking off", 5*time.Second, func() bool { gen, _ := a.tracker.State(); return !tracking(gen) })
+	waitSessionEnded(t, a)
 	put(t, a, "landed", now, []byte("l"))
 	r := srv.Client(t)
 	until("the update in Redis", 5*time.Second, func() bool { return r.Exists(ctx, a.writeKey("landed")).Val() == 1 })
