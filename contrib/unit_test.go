@@ -78,9 +78,9 @@ func one(t *testing.T, s map[string][]string, key string) string {
 	return s[key][0]
 }
 
-// The unit sandboxes the daemon as the issue asks, runs the installed
-// binary, and restarts it when it fails (the daemon_timeout watchdog
-// exits 1 on purpose).
+// The unit sandboxes the daemon (no root, no new privileges, a read-only
+// system), runs the installed binary, and restarts it when it fails (the
+// daemon_timeout watchdog exits 1 on purpose).
 func TestUnitSettings(t *testing.T) {
 	s := settings(t)
 	for key, want := range map[string]string{

@@ -1,8 +1,8 @@
 package integration
 
 // Hostile clients against the real daemon: a flood of bad input, a full
-// client table, a full disk. What must hold is the list: the log
-// stays bounded, nobody is locked out, and nothing is lost silently.
+// client table, a full disk. What must hold: the log stays bounded,
+// nobody is locked out, and nothing is lost silently.
 
 import (
 	"bytes"

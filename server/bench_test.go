@@ -108,7 +108,7 @@ func BenchmarkTktKey(b *testing.B) {
 }
 
 // BenchmarkMixParallel is the 60/20/20 lookup/update/seed mix over 8
-// connections, as the comparison with Postfix runs it.
+// connections, as make bench compares it with Postfix's tlsmgr.
 func BenchmarkMixParallel(b *testing.B) {
 	_, f := benchClient(b)
 	ctx := context.Background()

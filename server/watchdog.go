@@ -22,33 +22,30 @@ const (
 	busyCache    = 1<<busyCacheLen - 1
 )
 
-// busyOps are the request types for the watchdog, by busy code.
+// busyOps are the request types for the watchdog, by busy code: 0 is a
+// request not yet dispatched (the time of day going into the pool), and
+// any name not listed gets the code after the last.
 var busyOps = [...]string{
-	"", // not yet dispatched: time of day going into the pool
+	"",
 	proto.RequestSeed, proto.RequestPolicy, proto.RequestLookup, proto.RequestUpdate,
-	proto.RequestDelete, proto.RequestTktKey, proto.RequestStats,
-	"", // unknown
+	proto.RequestDelete, proto.RequestTktKey, proto.RequestStats, proto.RequestDump,
+	proto.RequestFlush,
 }
+
+var busyCodes = func() map[string]uint64 {
+	m := make(map[string]uint64, len(busyOps))
+	for code, name := range busyOps[1:] {
+		m[name] = uint64(code + 1)
+	}
+	return m
+}()
 
 // busyOp is a request name's busy code.
 func busyOp(name string) uint64 {
-	switch name {
-	case proto.RequestSeed:
-		return 1
-	case proto.RequestPolicy:
-		return 2
-	case proto.RequestLookup:
-		return 3
-	case proto.RequestUpdate:
-		return 4
-	case proto.RequestDelete:
-		return 5
-	case proto.RequestTktKey:
-		return 6
-	case proto.RequestStats:
-		return 7
+	if code, ok := busyCodes[name]; ok {
+		return code
 	}
-	return 8
+	return uint64(len(busyOps)) // unknown
 }
 
 // arrived marks the start of a request that arrived at c.now.

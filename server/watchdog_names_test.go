@@ -26,7 +26,7 @@ func TestWatchdogNamesEveryRequestAndCache(t *testing.T) {
 	s.mu.Unlock()
 	c.peer = "conn 1"
 	ops := []string{proto.RequestSeed, proto.RequestPolicy, proto.RequestLookup, proto.RequestUpdate,
-		proto.RequestDelete, proto.RequestTktKey, proto.RequestStats}
+		proto.RequestDelete, proto.RequestTktKey, proto.RequestStats, proto.RequestDump, proto.RequestFlush}
 	for _, op := range ops {
 		c.arrived()
 		if got := describe(); got != "request from conn 1" {

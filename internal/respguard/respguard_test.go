@@ -91,7 +91,8 @@ func TestValidStreams(t *testing.T) {
 
 // refused pairs a stream with the reason it must be refused for.
 var refused = []struct{ stream, why string }{
-	// The headers, and the other length-prefixed types.
+	// Headers that crashed go-redis (a panic in makeslice, and out of
+	// memory), and the other length-prefixed types.
 	{"$9223372036854775807\r\n", "bulk string announces more than 524288 bytes"},
 	{"$1099511627776\r\n", "bulk string announces more than"},
 	{"$99999999999999999999999999\r\n", "bulk string announces more than"},
