@@ -152,10 +152,15 @@ func TestParseInt(t *testing.T) {
 	}
 }
 
-func TestFormatInt(t *testing.T) {
+// Integers go as Postfix prints them: their unsigned 32-bit value.
+func TestWriterInt(t *testing.T) {
 	for v, want := range map[int32]string{0: "0", -1: "4294967295", -2: "4294967294", 120: "120"} {
-		if got := FormatInt(v); got != want {
-			t.Errorf("FormatInt(%d) = %q, want %q", v, got, want)
+		var b bytes.Buffer
+		w := NewWriter(&b)
+		w.Int("status", v)
+		w.End()
+		if err := w.Flush(); err != nil || b.String() != "status\x00"+want+"\x00\x00" {
+			t.Errorf("Int(%d) wrote %q, %v; want the value %q", v, b.String(), err, want)
 		}
 	}
 }

@@ -1,9 +1,6 @@
 package attr
 
-import (
-	"encoding/base64"
-	"strconv"
-)
+import "encoding/base64"
 
 // ParseInt decodes an integer value: decimal digits only, at most
 // 4294967295. Like Postfix it is read as unsigned and used as a C int, so
@@ -23,11 +20,6 @@ func ParseInt(name string, v []byte) (int32, error) {
 		}
 	}
 	return int32(uint32(n)), nil
-}
-
-// FormatInt encodes v the way Postfix does: as its unsigned 32-bit value.
-func FormatInt(v int32) string {
-	return strconv.FormatUint(uint64(uint32(v)), 10)
 }
 
 // ParseData decodes a binary value: standard base64 with padding, nothing

@@ -9,17 +9,11 @@ import (
 	"syscall"
 )
 
-// DataRedirect implements Postfix's data_directory redirect for a file
-// (such as the PRNG exchange file): if the parent directory of path exists
-// and is not owned by ownerUID, the file goes to dataDir/basename(path)
-// instead, and the two warnings Postfix logs are returned. The mail owner
-// is named in the warnings by the account name of ownerUID; use
-// DataRedirectFile when the mail_owner name is at hand.
-func DataRedirect(path, dataDir string, ownerUID int) (newPath string, warnings []string) {
-	return DataRedirectFile(path, dataDir, ownerName(ownerUID), ownerUID)
-}
-
-// DataRedirectFile is DataRedirect with the mail_owner name given.
+// DataRedirectFile implements Postfix's data_directory redirect for a
+// file (such as the PRNG exchange file): if the parent directory of path
+// exists and is not owned by ownerUID, the file goes to
+// dataDir/basename(path) instead, and the two warnings Postfix logs, which
+// name the mail owner, are returned.
 func DataRedirectFile(path, dataDir, owner string, ownerUID int) (string, []string) {
 	return redirectPath(path, dataDir, owner, ownerUID, "file", path)
 }

@@ -16,7 +16,7 @@ func TestDataRedirectOwnedDirectory(t *testing.T) {
 	}
 	// A missing parent directory is not redirected either.
 	missing := filepath.Join(dir, "no", "such", "file")
-	if got, warnings := DataRedirect(missing, "/var/lib/postfix", os.Geteuid()+1); got != missing || warnings != nil {
+	if got, warnings := DataRedirectFile(missing, "/var/lib/postfix", "postfix", os.Geteuid()+1); got != missing || warnings != nil {
 		t.Errorf("missing directory redirected: %q %q", got, warnings)
 	}
 }
@@ -50,11 +50,11 @@ func TestDataRedirectChowned(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(owned, "smtpd_scache.db")
-	if got, warnings := DataRedirect(path, "/data", uid); got != path || warnings != nil {
+	if got, warnings := DataRedirectFile(path, "/data", ownerName(uid), uid); got != path || warnings != nil {
 		t.Errorf("mail-owner directory redirected: %q %q", got, warnings)
 	}
 	rootPath := filepath.Join(t.TempDir(), "smtpd_scache.db")
-	got, warnings := DataRedirect(rootPath, "/data", uid)
+	got, warnings := DataRedirectFile(rootPath, "/data", ownerName(uid), uid)
 	if got != "/data/smtpd_scache.db" || len(warnings) != 2 {
 		t.Errorf("root directory not redirected: %q %q", got, warnings)
 	}

@@ -187,12 +187,6 @@ func (p *drbgPool) randomByte() (b byte, ok bool) {
 	return buf[0], true
 }
 
-// MixTimeOfDay stirs the current time (seconds and nanoseconds) into pool.
-// The daemon calls it at every request, as Postfix's tlsmgr does.
-func MixTimeOfDay(pool Pool) {
-	mixTime(pool, time.Now())
-}
-
 func mixTime(pool Pool, t time.Time) {
 	var b [12]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(t.Unix()))

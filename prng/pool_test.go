@@ -129,7 +129,7 @@ func TestPoolConcurrentUse(t *testing.T) {
 			buf := make([]byte, 32)
 			for i := range 500 {
 				if g%2 == 0 {
-					MixTimeOfDay(p)
+					mixTime(p, time.Now())
 				} else {
 					p.Mix([]byte{byte(i)})
 				}
@@ -192,11 +192,11 @@ func BenchmarkMix(b *testing.B) {
 	}
 }
 
-func BenchmarkMixTimeOfDay(b *testing.B) {
+func BenchmarkMixTime(b *testing.B) {
 	p := mustNewPool()
 	b.ReportAllocs()
 	for b.Loop() {
-		MixTimeOfDay(p)
+		mixTime(p, time.Now())
 	}
 }
 

@@ -52,8 +52,8 @@ func TestSetMaxClients(t *testing.T) {
 	if n := f.srv.SetMaxClients(2); n != 3 {
 		t.Errorf("SetMaxClients(2) closed %d, want 3", n)
 	}
-	if f.srv.MaxClients() != 2 {
-		t.Errorf("MaxClients() = %d", f.srv.MaxClients())
+	if f.srv.maxClientLimit() != 2 {
+		t.Errorf("MaxClients() = %d", f.srv.maxClientLimit())
 	}
 	for _, r := range rs[:3] {
 		r.expectEOF()
@@ -83,8 +83,8 @@ func TestSetMaxClients(t *testing.T) {
 	if got := f.stat("connections_evicted"); got != "4" {
 		t.Errorf("connections_evicted = %s, want 4", got)
 	}
-	if n := f.srv.SetMaxClients(0); n != 0 || f.srv.MaxClients() != 4 {
-		t.Errorf("SetMaxClients(0): closed %d, limit %d", n, f.srv.MaxClients())
+	if n := f.srv.SetMaxClients(0); n != 0 || f.srv.maxClientLimit() != 4 {
+		t.Errorf("SetMaxClients(0): closed %d, limit %d", n, f.srv.maxClientLimit())
 	}
 }
 

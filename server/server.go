@@ -440,7 +440,7 @@ func (s *Server) hasRoom() bool {
 
 // MaxClients is the client table's cap: Config.MaxClients, or what
 // SetMaxClients last set.
-func (s *Server) MaxClients() int { return int(s.maxClients.Load()) }
+func (s *Server) maxClientLimit() int { return int(s.maxClients.Load()) }
 
 // SetMaxClients changes the cap of the client table (a reload of
 // tlsmgr_client_limit); n must be positive. A smaller cap closes at once
