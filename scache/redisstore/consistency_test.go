@@ -165,20 +165,7 @@ func TestOutageAfterTrackingGap(t *testing.T) {
 	put(t, b, "replaced", now.Add(time.Second), []byte("replaced v2"))
 	px.Restore()
 	// The new session, and the copies proved in it.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		a.tmu.Lock()
-		sl := a.slots[a.writeKey("kept")]
-		proved := sl != nil && sl.clean && sl.cleanEpoch > gap
-		a.tmu.Unlock()
-		if proved {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a's copies not proved again 10 s after tracking came back; tracking %s", a.FleetStats().Tracking)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitProvedAfter(t, a, "kept", gap)
 
 	px.BlackHole()
 	start := time.Now()

@@ -126,18 +126,7 @@ func TestUnsharedOwnUpdateServedAfterTrackingGap(t *testing.T) {
 	waitSessionEnded(t, a)
 	gap := a.tracker.Epoch()
 	px.Restore()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		a.tmu.Lock()
-		sl := a.slots[a.writeKey("ctl")]
-		proved := sl != nil && sl.clean && sl.cleanEpoch > gap
-		a.tmu.Unlock()
-		if proved {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a's copies not proved again 10 s after tracking came back; tracking %s", a.FleetStats().Tracking)
-		}
-	}
+	waitProvedAfter(t, a, "ctl", gap)
 
 	// "many": Redis holds its landed update, whose tag was forgotten
 	// behind the unanswered ones, and tracking had a gap, in which another

@@ -43,6 +43,24 @@ func waitSessionEnded(t *testing.T, m *member) {
 	}
 }
 
+// waitProvedAfter waits until m's copy of id is clean in a tracking epoch
+// after gap: revalidate has proved it against Redis in a new session.
+func waitProvedAfter(t *testing.T, m *member, id string, gap uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		m.tmu.Lock()
+		sl := m.slots[m.writeKey(id)]
+		proved := sl != nil && sl.clean && sl.cleanEpoch > gap
+		m.tmu.Unlock()
+		if proved {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the copies not proved again 10 s after tracking came back; tracking %s", m.FleetStats().Tracking)
+		}
+	}
+}
+
 // eventually polls m until a lookup of id returns want ("" for a miss):
 // after a tracking connection is cut, the member may answer from its copy
 // until the tracker notices, but never for long.
