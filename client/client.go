@@ -13,9 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 	"github.com/gotlsmgr/tlsmgr/proto"
-	"github.com/gotlsmgr/tlsmgr/tktkey"
 )
 
 // Status codes of tlsmgr replies.

@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotlsmgr/tlsmgr/attr"
 	"github.com/gotlsmgr/tlsmgr/client"
-	"github.com/gotlsmgr/tlsmgr/server"
-	"github.com/gotlsmgr/tlsmgr/server/servertest"
-	"github.com/gotlsmgr/tlsmgr/tktkey"
+	"github.com/gotlsmgr/tlsmgr/internal/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/server"
+	"github.com/gotlsmgr/tlsmgr/internal/server/servertest"
+	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 )
 
 var bg = context.Background()

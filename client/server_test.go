@@ -8,9 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/gotlsmgr/tlsmgr/server/servertest"
+	"github.com/gotlsmgr/tlsmgr/internal/server/servertest"
 
-	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/attr"
 )
 
 // Helpers shared by the client tests: an in-process tlsmgr server

@@ -148,7 +148,7 @@ func resumedSetups(b *testing.B, v uint16, d *Daemon, nulls nullServers, c *test
 // session of payload bytes.
 func startNull(b *testing.B, payload int) *Daemon {
 	dir := b.TempDir()
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/tlsmgr-null")
+	build := exec.Command("go", "build", "-o", dir+"/", "../bench/tlsmgr-null")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("go build tlsmgr-null: %v\n%s", err, out)
 	}

@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"testing"
 
-	"github.com/gotlsmgr/tlsmgr/tktkey"
+	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 )
 
 // TestDeriveTicketKeyKnownAnswer pins the derivation: servers of two

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/client"
-	"github.com/gotlsmgr/tlsmgr/tktkey"
+	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 )
 
 // TicketKeyInfo is the HKDF info string of the derivation of Go's session

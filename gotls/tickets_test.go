@@ -16,7 +16,7 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/client"
 	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
-	"github.com/gotlsmgr/tlsmgr/tktkey"
+	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 )
 
 // The ticket tests run every TLS server in a process of its own: the test

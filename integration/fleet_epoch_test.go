@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/client"
-	"github.com/gotlsmgr/tlsmgr/config"
+	"github.com/gotlsmgr/tlsmgr/internal/config"
 	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 	"github.com/gotlsmgr/tlsmgr/proto"
-	"github.com/gotlsmgr/tlsmgr/tktkey"
 )
 
 // epochHalf is H in seconds with the shortest session timeout a daemon
@@ -26,7 +26,7 @@ import (
 // Postfix's TLS_SESSION_LIFEMIN), so epochs last a minute at least.
 const epochHalf = int64(config.MinSessionTimeout/time.Second) / 2
 
-// The epoch arithmetic of tktkey/fleet.go: epoch e's key encrypts from
+// The epoch arithmetic of internal/tktkey/fleet.go: epoch e's key encrypts from
 // epochStart(e) until its Expiry, epochStart(e+1), and decrypts until
 // Expiry + H.
 func epochAt(t time.Time) int64        { return floorDivInt(t.Unix()+1, epochHalf) }

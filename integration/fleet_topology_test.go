@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/client"
-	"github.com/gotlsmgr/tlsmgr/fleet/seal"
-	"github.com/gotlsmgr/tlsmgr/fleet/settings"
+	"github.com/gotlsmgr/tlsmgr/internal/fleet/seal"
+	"github.com/gotlsmgr/tlsmgr/internal/fleet/settings"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
-	"github.com/gotlsmgr/tlsmgr/tktkey"
+	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 )
 
 // topologyBound is what one request may take while part of Redis is

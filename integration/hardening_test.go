@@ -23,8 +23,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/gotlsmgr/tlsmgr/attr"
 	"github.com/gotlsmgr/tlsmgr/client"
+	"github.com/gotlsmgr/tlsmgr/internal/attr"
 	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 	"github.com/gotlsmgr/tlsmgr/proto"
 )

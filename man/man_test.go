@@ -1,6 +1,6 @@
 // Package man holds the manual pages, tlsmgr-go(8) and tlsmgrctl(1). Their
 // content is checked against the code where it is defined: the
-// parameters in config (config/manpage_test.go), tlsmgrctl's commands
+// parameters in config (internal/config/manpage_test.go), tlsmgrctl's commands
 // and flags in cmd/tlsmgrctl. This test checks that they are well-formed
 // and render.
 package man

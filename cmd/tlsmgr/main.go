@@ -8,7 +8,7 @@ import (
 	"os"
 	"runtime/pprof"
 
-	"github.com/gotlsmgr/tlsmgr/daemon"
+	"github.com/gotlsmgr/tlsmgr/internal/daemon"
 	"github.com/gotlsmgr/tlsmgr/internal/safefile"
 )
 

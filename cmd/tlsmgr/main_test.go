@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotlsmgr/tlsmgr/daemon"
+	"github.com/gotlsmgr/tlsmgr/internal/daemon"
 	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
 )
 

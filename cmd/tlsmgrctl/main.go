@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/client"
+	"github.com/gotlsmgr/tlsmgr/internal/loadgen"
 	"github.com/gotlsmgr/tlsmgr/internal/postfixctl"
 	"github.com/gotlsmgr/tlsmgr/internal/version"
-	"github.com/gotlsmgr/tlsmgr/loadgen"
 	"github.com/gotlsmgr/tlsmgr/proto"
 )
 

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotlsmgr/tlsmgr/server/servertest"
+	"github.com/gotlsmgr/tlsmgr/internal/server/servertest"
 
-	"github.com/gotlsmgr/tlsmgr/attr"
 	"github.com/gotlsmgr/tlsmgr/client"
+	"github.com/gotlsmgr/tlsmgr/internal/attr"
 	"github.com/gotlsmgr/tlsmgr/internal/version"
 	"github.com/gotlsmgr/tlsmgr/proto"
 )

@@ -10,7 +10,7 @@ import (
 	"os/user"
 	"strconv"
 
-	"github.com/gotlsmgr/tlsmgr/daemon"
+	"github.com/gotlsmgr/tlsmgr/internal/daemon"
 	"github.com/gotlsmgr/tlsmgr/internal/postfixctl"
 )
 

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotlsmgr/tlsmgr/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/attr"
 )
 
 // MemoryCaches is a main.cf enabling all three caches in memory.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotlsmgr/tlsmgr/attr"
-	"github.com/gotlsmgr/tlsmgr/server/servertest"
+	"github.com/gotlsmgr/tlsmgr/internal/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/server/servertest"
 )
 
 // postfixLike serves seed requests as Postfix's tlsmgr does and leaves

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/client"
-	"github.com/gotlsmgr/tlsmgr/config"
+	"github.com/gotlsmgr/tlsmgr/internal/config"
 	"github.com/gotlsmgr/tlsmgr/internal/pfversion"
 )
 

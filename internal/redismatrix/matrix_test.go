@@ -31,7 +31,7 @@ const module = "github.com/gotlsmgr/tlsmgr/"
 // host-only: it waits for real minute-long epochs (110 s) and asks the
 // server nothing the ring tests do not.
 var childRuns = [][]string{
-	{"-skip", "^TestHostile", "./internal/redistest", "./scache/redisstore", "./tktkey/redisring", "./fleet/redisconn"},
+	{"-skip", "^TestHostile", "./internal/redistest", "./internal/scache/redisstore", "./internal/tktkey/redisring", "./internal/fleet/redisconn"},
 	{"-run", "^(TestFleetTicketKeys|TestFleetSharedCaches|TestFleetRedisOutage)$", "./integration"},
 }
 
