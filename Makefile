@@ -1,5 +1,5 @@
 # make            build bin/tlsmgr and bin/tlsmgrctl
-# make test       the README's test command
+# make test       the test command (scripts/test; docs/development.md)
 # make bench      benchmark report in bench/results/ (scripts/bench-compare; needs
 #                 root for Postfix's column), e.g. BENCH_FLAGS="-d 10s -rounds 5"
 # make install    put tlsmgr into Postfix's daemon_directory as tlsmgr-go

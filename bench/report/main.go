@@ -1,14 +1,15 @@
 // Command benchreport turns the results of scripts/bench-compare (a TSV
 // file: "#"-lines of metadata, then one line per run) into a Markdown
-// report and a PNG chart, and rewrites the README's performance tables
-// from them.
+// report and a PNG chart, and rewrites the performance tables of the
+// documentation (docs/performance.md) from them.
 //
-//	go run ./bench/report -in RESULTS.tsv -md REPORT.md -png CHART.png [-readme README.md]
+//	go run ./bench/report -in RESULTS.tsv -md REPORT.md -png CHART.png [-doc docs/performance.md]
 //
-// With -readme, the text between the README's lines "<!-- bench-compare:
+// With -doc, the text between the page's lines "<!-- bench-compare:
 // begin ... -->" and "<!-- bench-compare: end -->" is replaced by the
-// summary tables, with links to the report and the chart; the begin line
-// names the results it came from, so that a test can tell a hand edit.
+// summary tables, with links to the report and the chart relative to the
+// page; the begin line names the results it came from, so that a test can
+// tell a hand edit.
 //
 // Metadata lines are "#KEY<TAB>VALUE...": date, cpu, cores, kernel, go,
 // postfix (its version, or "absent: why"), command, load, rounds,
@@ -51,12 +52,12 @@ func run(args []string, stderr io.Writer) int {
 	in := fs.String("in", "", "results (TSV) to read")
 	mdOut := fs.String("md", "", "Markdown report to write")
 	pngOut := fs.String("png", "", "PNG chart to write")
-	readme := fs.String("readme", "", "README whose performance tables to rewrite (needs -md)")
+	doc := fs.String("doc", "", "Markdown page whose performance tables to rewrite, e.g. docs/performance.md (needs -md)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *in == "" || (*mdOut == "" && *pngOut == "") || (*readme != "" && *mdOut == "") || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: benchreport -in RESULTS.tsv [-md REPORT.md] [-png CHART.png] [-readme README.md]")
+	if *in == "" || (*mdOut == "" && *pngOut == "") || (*doc != "" && *mdOut == "") || fs.NArg() != 0 {
+		fmt.Fprintln(stderr, "usage: benchreport -in RESULTS.tsv [-md REPORT.md] [-png CHART.png] [-doc docs/performance.md]")
 		return 2
 	}
 	f, err := os.Open(*in)
@@ -91,8 +92,8 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 	}
-	if *readme != "" {
-		if err := rewriteReadme(*readme, res, *in, *mdOut, *pngOut); err != nil {
+	if *doc != "" {
+		if err := rewriteDoc(*doc, res, *in, *mdOut, *pngOut); err != nil {
 			fmt.Fprintf(stderr, "benchreport: %v\n", err)
 			return 1
 		}
@@ -100,14 +101,14 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// The README's generated block.
+// The markers of the generated block in the documentation page.
 const (
-	readmeBegin = "<!-- bench-compare: begin "
-	readmeEnd   = "<!-- bench-compare: end -->"
+	docBegin = "<!-- bench-compare: begin "
+	docEnd   = "<!-- bench-compare: end -->"
 )
 
-// rewriteReadme replaces the generated block of the README at path.
-func rewriteReadme(path string, res *results, in, md, png string) error {
+// rewriteDoc replaces the generated block of the Markdown page at path.
+func rewriteDoc(path string, res *results, in, md, png string) error {
 	text, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -121,7 +122,7 @@ func rewriteReadme(path string, res *results, in, md, png string) error {
 		}
 		return p
 	}
-	out, err := replaceBlock(string(text), res.readmeBlock(rel(in), rel(md), rel(png)))
+	out, err := replaceBlock(string(text), res.docBlock(rel(in), rel(md), rel(png)))
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
@@ -130,19 +131,19 @@ func rewriteReadme(path string, res *results, in, md, png string) error {
 
 // replaceBlock puts block in place of the generated block of text.
 func replaceBlock(text, block string) (string, error) {
-	i := strings.Index(text, readmeBegin)
-	j := strings.Index(text, readmeEnd)
+	i := strings.Index(text, docBegin)
+	j := strings.Index(text, docEnd)
 	if i < 0 || j < i {
-		return "", fmt.Errorf("no %q ... %q block", readmeBegin+"-->", readmeEnd)
+		return "", fmt.Errorf("no %q ... %q block", docBegin+"-->", docEnd)
 	}
-	return text[:i] + block + text[j+len(readmeEnd):], nil
+	return text[:i] + block + text[j+len(docEnd):], nil
 }
 
-// readmeBlock is the README's generated block, from the results in, with
-// links to the report md and the chart png (paths relative to the README).
-func (r *results) readmeBlock(in, md, png string) string {
+// docBlock is the page's generated block, from the results in, with
+// links to the report md and the chart png (paths relative to the page).
+func (r *results) docBlock(in, md, png string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s%s -->\n", readmeBegin, in)
+	fmt.Fprintf(&b, "%s%s -->\n", docBegin, in)
 	m := r.meta
 	fmt.Fprintf(&b, "Latest, [%s](%s): %s", md, md, r.machine())
 	if m["machine_note"] != "" {
@@ -160,7 +161,7 @@ func (r *results) readmeBlock(in, md, png string) string {
 	if png != "" {
 		fmt.Fprintf(&b, "\n![requests/s and p99 per workload, with the IPC limit](%s)\n", png)
 	}
-	b.WriteString(readmeEnd)
+	b.WriteString(docEnd)
 	return b.String()
 }
 

@@ -161,10 +161,11 @@ func TestLatency(t *testing.T) {
 	}
 }
 
-// TestReadme: -readme replaces the README's generated block, and only
-// it, with the summary tables and links relative to the README; a
-// README without the block is an error and is left alone.
-func TestReadme(t *testing.T) {
+// TestDoc: -doc replaces the page's generated block, and only it, with
+// the summary tables and links relative to the page (here in docs/, as
+// docs/performance.md is); a page without the block is an error and is
+// left alone.
+func TestDoc(t *testing.T) {
 	btree := sample + "#server\tbtree\tours btree\tours, btree store\n" +
 		"btree\tlookup\t1\t1\t27000\t20.0\t80.0\t90.0\t0\n" +
 		"btree\tlookup\t1\t2\t29000\t20.0\t60.0\t90.0\t0\n" +
@@ -178,36 +179,39 @@ func TestReadme(t *testing.T) {
 	if err := os.WriteFile(in, []byte(btree), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	readme := filepath.Join(dir, "README.md")
-	before, after := "# x\n\n## Performance\n\n", "\n\n## Development\n"
+	if err := os.MkdirAll(filepath.Join(dir, "docs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	doc := filepath.Join(dir, "docs", "performance.md")
+	before, after := "# Performance\n\n## Method\n\n", "\n\n## Go benchmarks\n"
 	write := func(text string) {
-		if err := os.WriteFile(readme, []byte(text), 0o644); err != nil {
+		if err := os.WriteFile(doc, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write(before + readmeBegin + "old.tsv -->\nhand-made table\n" + readmeEnd + after)
-	args := []string{"-in", in, "-md", filepath.Join(res, "2026-12-01.md"), "-png", filepath.Join(res, "2026-12-01.png"), "-readme", readme}
+	write(before + docBegin + "old.tsv -->\nhand-made table\n" + docEnd + after)
+	args := []string{"-in", in, "-md", filepath.Join(res, "2026-12-01.md"), "-png", filepath.Join(res, "2026-12-01.png"), "-doc", doc}
 	var stderr bytes.Buffer
 	for range 2 { // a second run finds its own block
 		if code := run(args, &stderr); code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr.String())
 		}
 	}
-	b, _ := os.ReadFile(readme)
+	b, _ := os.ReadFile(doc)
 	text := string(b)
-	if !strings.HasPrefix(text, before+readmeBegin+"bench/results/2026-12-01.tsv -->\n") || !strings.HasSuffix(text, readmeEnd+after) {
+	if !strings.HasPrefix(text, before+docBegin+"../bench/results/2026-12-01.tsv -->\n") || !strings.HasSuffix(text, docEnd+after) {
 		t.Errorf("block not in place of the old one:\n%s", text)
 	}
 	for _, want := range []string{
-		"Latest, [bench/results/2026-12-01.md](bench/results/2026-12-01.md): Test CPU, 2 cores",
+		"Latest, [../bench/results/2026-12-01.md](../bench/results/2026-12-01.md): Test CPU, 2 cores",
 		"2 rounds of 3s",
 		"| workload | Postfix req/s | ours memory req/s | IPC limit req/s | ours btree req/s | ours memory ÷ Postfix | ours btree ÷ Postfix | ours btree ÷ memory |",
 		"| lookup, 1 connection | 11000 | 32000 | 62000 | 28000 | 2.91× | 2.55× | 0.88× |",
 		"| mix, 8 connections | 1000 µs | 200 µs | 50 µs | 300 µs | 0.20× | 0.30× | 1.50× |",
-		"![requests/s and p99 per workload, with the IPC limit](bench/results/2026-12-01.png)",
+		"![requests/s and p99 per workload, with the IPC limit](../bench/results/2026-12-01.png)",
 	} {
 		if !strings.Contains(text, want) {
-			t.Errorf("README lacks %q:\n%s", want, text)
+			t.Errorf("the page lacks %q:\n%s", want, text)
 		}
 	}
 	if strings.Contains(text, "hand-made") {
@@ -217,31 +221,32 @@ func TestReadme(t *testing.T) {
 	write("# no block\n")
 	stderr.Reset()
 	if code := run(args, &stderr); code != 1 || !strings.Contains(stderr.String(), "bench-compare: begin") {
-		t.Errorf("README without the block: exit %d, %s", code, stderr.String())
+		t.Errorf("page without the block: exit %d, %s", code, stderr.String())
 	}
-	if b, _ := os.ReadFile(readme); string(b) != "# no block\n" {
-		t.Errorf("README without the block changed: %q", b)
+	if b, _ := os.ReadFile(doc); string(b) != "# no block\n" {
+		t.Errorf("page without the block changed: %q", b)
 	}
 }
 
-// TestReadmeIsGenerated: the repository's README holds exactly what
-// benchreport makes of the results its block names, so that its
+// TestDocIsGenerated: the repository's docs/performance.md holds exactly
+// what benchreport makes of the results its block names, so that its
 // performance tables are never hand copies.
-func TestReadmeIsGenerated(t *testing.T) {
-	const root = "../../.."
-	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+func TestDocIsGenerated(t *testing.T) {
+	const page = "../../docs/performance.md"
+	dir := filepath.Dir(page)
+	b, err := os.ReadFile(page)
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := string(b)
-	i := strings.Index(text, readmeBegin)
-	j := strings.Index(text, readmeEnd)
+	i := strings.Index(text, docBegin)
+	j := strings.Index(text, docEnd)
 	if i < 0 || j < i {
-		t.Fatalf("README has no generated block (%q ... %q)", readmeBegin, readmeEnd)
+		t.Fatalf("%s has no generated block (%q ... %q)", page, docBegin, docEnd)
 	}
-	block := text[i : j+len(readmeEnd)]
-	in := strings.TrimSuffix(strings.SplitN(strings.TrimPrefix(block, readmeBegin), "\n", 2)[0], " -->")
-	f, err := os.Open(filepath.Join(root, in))
+	block := text[i : j+len(docEnd)]
+	in := strings.TrimSuffix(strings.SplitN(strings.TrimPrefix(block, docBegin), "\n", 2)[0], " -->")
+	f, err := os.Open(filepath.Join(dir, in))
 	if err != nil {
 		t.Fatalf("the block's results: %v", err)
 	}
@@ -252,11 +257,11 @@ func TestReadmeIsGenerated(t *testing.T) {
 	}
 	stem := strings.TrimSuffix(in, ".tsv")
 	for _, p := range []string{stem + ".md", stem + ".png"} {
-		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
 			t.Errorf("the block links to %s: %v", p, err)
 		}
 	}
-	if want := res.readmeBlock(in, stem+".md", stem+".png"); block != want {
-		t.Errorf("README's block is not what %s makes; rerun scripts/bench-compare or benchreport -readme.\ngot:\n%s\nwant:\n%s", in, block, want)
+	if want := res.docBlock(in, stem+".md", stem+".png"); block != want {
+		t.Errorf("%s's block is not what %s makes; rerun scripts/bench-compare or benchreport -doc.\ngot:\n%s\nwant:\n%s", page, in, block, want)
 	}
 }

@@ -41,10 +41,10 @@ var childRuns = [][]string{
 // hold runs too and must pass.
 var required = map[string][]string{
 	"internal/redistest": {"TestFlavourInUse", "TestSingle", "TestSingleWithConfig", "TestSingleTLS", "TestSentinel", "TestCluster"},
-	"scache/redisstore": {"TestTwoMembers", "TestSharedSemantics", "TestDumpAndFlushShared", "TestExpiry",
+	"internal/scache/redisstore": {"TestTwoMembers", "TestSharedSemantics", "TestDumpAndFlushShared", "TestExpiry",
 		"TestTrackedLookups", "TestWritesBehind", "TestOutage", "TestOutageBounds", "TestErrorReplies", "TestCluster"},
-	"tktkey/redisring": {"TestOneKeyPerEpoch", "TestSealKeyRotation", "TestOutageIsAnErrorInTime", "TestRecordsExpire", "TestCluster"},
-	"fleet/redisconn": {"TestSingleOps", "TestAuthentication", "TestTLSServer", "TestPausedServerDeadline",
+	"internal/tktkey/redisring": {"TestOneKeyPerEpoch", "TestSealKeyRotation", "TestOutageIsAnErrorInTime", "TestRecordsExpire", "TestCluster"},
+	"internal/fleet/redisconn": {"TestSingleOps", "TestAuthentication", "TestTLSServer", "TestPausedServerDeadline",
 		"TestBreakerOnPausedServer", "TestStoppedServer", "TestIdleClientFollowsOutage", "TestSentinelFailover", "TestClusterNodePaused", "TestRealServersThroughGuard"},
 	"integration": {"TestFleetTicketKeys", "TestFleetSharedCaches", "TestFleetRedisOutage"},
 }
@@ -52,19 +52,19 @@ var required = map[string][]string{
 // knownFailures are what fails on a flavour and why: flavour, then
 // "package.Test", then a text the test's output must hold. Such a test
 // must fail, and with that text: once it passes (or fails otherwise), this
-// table and the README are wrong and the matrix says so.
+// table and docs/development.md are wrong and the matrix says so.
 var knownFailures = map[string]map[string]string{
 	"bullseye-redis": {
 		// The tests, not the daemon, ask what Redis 6.0 lacks. This one
 		// asks COMMAND DOCS (Redis 7.0), CLIENT INFO (6.2) and CLUSTER
 		// SHARDS (7.0) to measure their replies through the guard.
-		"fleet/redisconn.TestRealServersThroughGuard": "ERR Unknown subcommand",
+		"internal/fleet/redisconn.TestRealServersThroughGuard": "ERR Unknown subcommand",
 		// Its faults: enable-debug-command in the server's configuration
 		// (7.0; 6.0 refuses to start with it, and has DEBUG always on),
 		// CLIENT PAUSE ... WRITE (6.2).
-		"scache/redisstore.TestOwnWritesNeverReadBackOlder": "'enable-debug-command yes'",
+		"internal/scache/redisstore.TestOwnWritesNeverReadBackOlder": "'enable-debug-command yes'",
 		// CLIENT PAUSE ms WRITE (6.2).
-		"scache/redisstore.TestUnsharedUpdatesLogged": "Unknown subcommand or wrong number of arguments for 'PAUSE'",
+		"internal/scache/redisstore.TestUnsharedUpdatesLogged": "Unknown subcommand or wrong number of arguments for 'PAUSE'",
 	},
 }
 
@@ -74,7 +74,7 @@ var serverLine = regexp.MustCompile(`redistest: \S+ on \S+ is (redis|valkey) (\S
 
 // result is one top-level test of a child run.
 type result struct {
-	pkg, test string // "scache/redisstore", "TestOutage"
+	pkg, test string // "internal/scache/redisstore", "TestOutage"
 	action    string // pass, fail, skip; "" if it never ended
 	elapsed   float64
 	servers   map[string]bool // "valkey 8.1.1 (trixie-valkey)"
@@ -165,7 +165,7 @@ func runFlavour(t *testing.T, goBin, repo string, f redistest.Flavour) {
 		case r.action == "fail" && isKnown:
 			t.Errorf("%s fails on %s, but not with %q as known:\n%s", r.key(), f.Name, why, r.output.String())
 		case isKnown:
-			t.Errorf("%s %s on %s, where it is known to fail with %q: update knownFailures and the README", r.key(), orNone(r.action), f.Name, why)
+			t.Errorf("%s %s on %s, where it is known to fail with %q: update knownFailures and docs/development.md", r.key(), orNone(r.action), f.Name, why)
 		case r.action == "fail", r.action == "":
 			t.Errorf("%s %s on %s:\n%s", r.key(), orNone(r.action), f.Name, r.output.String())
 		}
