@@ -7,8 +7,8 @@ import (
 	"testing"
 )
 
-// Where the HMAC state cannot be cloned (GOFIPS140=v1.0.0), names and
-// fingerprints are the same keyed HMAC-SHA256, computed from the key.
+// Where the HMAC state cannot be cloned (GOFIPS140=v1.0.0), names are
+// the same keyed HMAC-SHA256, computed from the key.
 func TestKeyedMACWithoutClone(t *testing.T) {
 	key := hkdfByHand(keyA, labelName, derivedLen)
 	cloned := newKeyedMAC(key)

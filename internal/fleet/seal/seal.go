@@ -35,7 +35,6 @@
 //	"tlsmgr seal v1 aes-256-gcm"   32 bytes, the AES-256-GCM key
 //	"tlsmgr seal v1 key id"         4 bytes, the key id in sealed values
 //	"tlsmgr seal v1 id hmac"       32 bytes, the HMAC-SHA256 key of names
-//	"tlsmgr seal v1 fingerprint"   32 bytes, the HMAC-SHA256 key of fingerprints
 //
 // These labels and formats are what hosts of a fleet must agree on: a
 // change to any of them is a new version, never an edit.
@@ -50,7 +49,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -69,15 +67,10 @@ const (
 	// NameLen is the length of a name.
 	NameLen = 43
 
-	// fingerprintLen is in bytes, before hex: 64 bits tell two rings
-	// apart by accident with odds of 2^-64, and stay readable in stats.
-	fingerprintLen = 8
-
 	salt       = "tlsmgr seal v1"
 	labelGCM   = "tlsmgr seal v1 aes-256-gcm"
 	labelKeyID = "tlsmgr seal v1 key id"
 	labelName  = "tlsmgr seal v1 id hmac"
-	labelPrint = "tlsmgr seal v1 fingerprint"
 	derivedLen = 32
 )
 
@@ -106,9 +99,7 @@ type subkeys struct {
 	gcmKey  []byte // kept only so that Close can zero it
 	aead    cipher.AEAD
 	nameKey []byte
-	printK  []byte
 	nameMAC keyedMAC
-	printM  keyedMAC
 }
 
 // keyedMAC is HMAC-SHA256 under one key. Cloning a keyed state skips
@@ -197,7 +188,6 @@ func derive(key *[32]byte) (subkeys, error) {
 	k.gcmKey = expand(labelGCM, derivedLen)
 	id := expand(labelKeyID, idLen)
 	k.nameKey = expand(labelName, derivedLen)
-	k.printK = expand(labelPrint, derivedLen)
 	if err != nil {
 		k.zero()
 		return k, fmt.Errorf("seal: %w", err)
@@ -205,7 +195,6 @@ func derive(key *[32]byte) (subkeys, error) {
 	copy(k.id[:], id)
 	clear(id)
 	k.nameMAC = newKeyedMAC(k.nameKey)
-	k.printM = newKeyedMAC(k.printK)
 	block, err := aes.NewCipher(k.gcmKey)
 	if err == nil {
 		k.aead, err = cipher.NewGCM(block)
@@ -220,10 +209,9 @@ func derive(key *[32]byte) (subkeys, error) {
 func (k *subkeys) zero() {
 	clear(k.gcmKey)
 	clear(k.nameKey)
-	clear(k.printK)
 	clear(k.id[:])
 	k.aead = nil
-	k.nameMAC, k.printM = keyedMAC{}, keyedMAC{}
+	k.nameMAC = keyedMAC{}
 }
 
 // Seal seals plaintext under the first key, bound to aad (the store key).
@@ -306,19 +294,6 @@ func (s *Sealer) Name(id string) string {
 	}
 	var sum [sha256.Size]byte
 	return base64.RawURLEncoding.EncodeToString(s.keys[0].nameMAC.sum([]byte(id), sum[:0]))
-}
-
-// Fingerprint is a short keyed digest of data under the first key: two
-// hosts with the same first seal key can compare fingerprints of their
-// ticket-key rings without revealing the rings. Hosts in the middle of a
-// seal key rotation (different first keys) show different fingerprints
-// even for equal data.
-func (s *Sealer) Fingerprint(data []byte) string {
-	if s.closed {
-		panic("seal: Fingerprint after Close")
-	}
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(s.keys[0].printM.sum(data, sum[:0])[:fingerprintLen])
 }
 
 // Close zeroes the sub-keys the Sealer holds; afterwards Open fails with

@@ -102,16 +102,11 @@ func TestFormatAsDocumented(t *testing.T) {
 		t.Fatalf("Open of a hand-made value: %q, %v", got, err)
 	}
 
-	// Names and fingerprints too.
+	// Names too.
 	m := hmac.New(sha256.New, hkdfByHand(keyA, "tlsmgr seal v1 id hmac", 32))
 	m.Write([]byte("mx.example.com:25"))
 	if got, want := s.Name("mx.example.com:25"), base64.RawURLEncoding.EncodeToString(m.Sum(nil)); got != want {
 		t.Errorf("Name %s, want %s", got, want)
-	}
-	m = hmac.New(sha256.New, hkdfByHand(keyA, "tlsmgr seal v1 fingerprint", 32))
-	m.Write([]byte("ring"))
-	if got, want := s.Fingerprint([]byte("ring")), hex.EncodeToString(m.Sum(nil)[:8]); got != want {
-		t.Errorf("Fingerprint %s, want %s", got, want)
 	}
 }
 
@@ -126,9 +121,6 @@ func TestGoldenValues(t *testing.T) {
 	if got := s.Name("mx.example.com:25"); got != goldenName {
 		t.Errorf("Name %s, want %s", got, goldenName)
 	}
-	if got := s.Fingerprint([]byte("ring")); got != goldenPrint {
-		t.Errorf("Fingerprint %s, want %s", got, goldenPrint)
-	}
 	sealed, _ := hex.DecodeString(goldenSealed)
 	if got, err := s.Open([]byte("tlsmgr:k"), sealed); err != nil || string(got) != "golden" {
 		t.Errorf("golden value: %q, %v", got, err)
@@ -138,7 +130,6 @@ func TestGoldenValues(t *testing.T) {
 const (
 	goldenID     = "b723be69"
 	goldenName   = "ajiL7GBKukToCaRCQjHqzqSWDjx9KPgG3jOfBraDz_0"
-	goldenPrint  = "09e85054e58ed248"
 	goldenSealed = "01b723be6978982df77074eb7570e169340c973223365a07073ff1c624334648b90ea4c0ef32a9"
 )
 
@@ -254,28 +245,6 @@ func TestNames(t *testing.T) {
 	}
 }
 
-func TestFingerprint(t *testing.T) {
-	s := newSealer(t, keyA, keyB)
-	fp := s.Fingerprint([]byte("ring"))
-	if len(fp) != 16 || strings.Trim(fp, "0123456789abcdef") != "" {
-		t.Errorf("fingerprint %q: want 16 hex digits", fp)
-	}
-	if got := newSealer(t, keyA, keyC).Fingerprint([]byte("ring")); got != fp {
-		t.Errorf("same first key, other fingerprint: %s, %s", got, fp)
-	}
-	if got := newSealer(t, keyB, keyA).Fingerprint([]byte("ring")); got == fp {
-		t.Errorf("another first key, same fingerprint %s", got)
-	}
-	if got := s.Fingerprint([]byte("ring2")); got == fp {
-		t.Errorf("other data, same fingerprint %s", got)
-	}
-	// Keyed: not a hash anyone can compute from the data.
-	plain := sha256.Sum256([]byte("ring"))
-	if strings.Contains(hex.EncodeToString(plain[:]), fp) {
-		t.Errorf("fingerprint is an unkeyed hash")
-	}
-}
-
 // No id, value, store key or key byte shows through, over many random
 // inputs.
 func TestNothingShowsThrough(t *testing.T) {
@@ -285,7 +254,7 @@ func TestNothingShowsThrough(t *testing.T) {
 		secrets = append(secrets, bytes.Clone(k[:]))
 	}
 	for i := range s.keys {
-		secrets = append(secrets, s.keys[i].gcmKey, s.keys[i].nameKey, s.keys[i].printK)
+		secrets = append(secrets, s.keys[i].gcmKey, s.keys[i].nameKey)
 	}
 	r := mrand.New(mrand.NewPCG(1, 2))
 	for range 2000 {
@@ -345,9 +314,9 @@ func TestSubkeysDistinct(t *testing.T) {
 	}
 	for i := range s.keys {
 		k := &s.keys[i]
-		all = append(all, k.gcmKey, k.nameKey, k.printK)
-		if len(k.gcmKey) != 32 || len(k.nameKey) != 32 || len(k.printK) != 32 {
-			t.Fatalf("sub-key lengths %d %d %d", len(k.gcmKey), len(k.nameKey), len(k.printK))
+		all = append(all, k.gcmKey, k.nameKey)
+		if len(k.gcmKey) != 32 || len(k.nameKey) != 32 {
+			t.Fatalf("sub-key lengths %d %d", len(k.gcmKey), len(k.nameKey))
 		}
 	}
 	for i := range all {
@@ -402,12 +371,12 @@ func TestClose(t *testing.T) {
 	s.Close()
 	for i := range s.keys {
 		k := &s.keys[i]
-		for _, b := range [][]byte{k.gcmKey, k.nameKey, k.printK, k.id[:]} {
+		for _, b := range [][]byte{k.gcmKey, k.nameKey, k.id[:]} {
 			if !bytes.Equal(b, make([]byte, len(b))) {
 				t.Errorf("key %d: sub-key not zeroed: %x", i, b)
 			}
 		}
-		if k.aead != nil || k.nameMAC.base != nil || k.printM.base != nil {
+		if k.aead != nil || k.nameMAC.base != nil {
 			t.Errorf("key %d: cipher or MAC state still held", i)
 		}
 	}
@@ -415,10 +384,9 @@ func TestClose(t *testing.T) {
 		t.Errorf("Open after Close: %v", err)
 	}
 	for name, f := range map[string]func(){
-		"Seal":        func() { s.Seal(nil, nil) },
-		"Name":        func() { s.Name("x") },
-		"Names":       func() { s.Names("x") },
-		"Fingerprint": func() { s.Fingerprint(nil) },
+		"Seal":  func() { s.Seal(nil, nil) },
+		"Name":  func() { s.Name("x") },
+		"Names": func() { s.Names("x") },
 	} {
 		func() {
 			defer func() {
@@ -468,10 +436,6 @@ func TestConcurrentUse(t *testing.T) {
 				}
 				if names := s.Names(string(aad)); len(names) != 2 || names[0] != s.Name(string(aad)) {
 					t.Errorf("goroutine %d: names %q", g, names)
-					return
-				}
-				if s.Fingerprint(aad) != s.Fingerprint(aad) {
-					t.Errorf("goroutine %d: fingerprint not stable", g)
 					return
 				}
 			}
