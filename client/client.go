@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/attr"
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
@@ -61,7 +60,6 @@ type Options struct {
 	DialTimeout time.Duration // default 5s
 	// Timeout bounds one request when ctx has no deadline (default 30s).
 	Timeout time.Duration
-	Limits  attr.Limits
 	// Dial, if set, replaces net.Dialer: the load generator uses it for
 	// connections with less per-request overhead.
 	Dial func(ctx context.Context, path string) (net.Conn, error)
@@ -72,6 +70,10 @@ type Options struct {
 	// request, which is then sent without the announcement.
 	AnnouncementWait time.Duration
 }
+
+// replyLimits bound what the client reads: the daemon's own limits, with
+// room for stats replies, which are long.
+var replyLimits = attr.Limits{MaxAttrs: 1024}
 
 // Client is a connection to a tlsmgr daemon. It is safe for concurrent use;
 // requests from several goroutines take turns on the one connection (open
@@ -99,9 +101,6 @@ func New(path string, opts Options) *Client {
 	}
 	if opts.AnnouncementWait <= 0 {
 		opts.AnnouncementWait = 200 * time.Millisecond
-	}
-	if opts.Limits.MaxAttrs <= 0 {
-		opts.Limits.MaxAttrs = 1024 // stats replies are long
 	}
 	return &Client{path: path, opts: opts}
 }
@@ -134,7 +133,7 @@ func (c *Client) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.nc, c.r, c.w = nc, attr.NewReader(nc, c.opts.Limits), attr.NewWriter(nc)
+	c.nc, c.r, c.w = nc, attr.NewReader(nc, replyLimits), attr.NewWriter(nc)
 	c.unannounced = false
 	dl := c.deadline(ctx)
 	wait := min(c.opts.AnnouncementWait, time.Until(dl)/2)
@@ -364,7 +363,7 @@ func (c *Client) Delete(ctx context.Context, cacheType, id string) error {
 
 // TicketKey asks for the current ticket encryption key (name nil) or for
 // the decryption key with the given 16-byte name.
-func (c *Client) TicketKey(ctx context.Context, name []byte) (tktkey.Key, error) {
+func (c *Client) TicketKey(ctx context.Context, name []byte) (proto.TicketKey, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, err := c.call(ctx, func(w *attr.Writer) {
@@ -372,20 +371,20 @@ func (c *Client) TicketKey(ctx context.Context, name []byte) (tktkey.Key, error)
 		w.Data(proto.AttrKeyName, name)
 	})
 	if err != nil {
-		return tktkey.Key{}, err
+		return proto.TicketKey{}, err
 	}
 	status, v, err := reply(proto.RequestTktKey, l, proto.AttrKeyBuf)
 	if err != nil || status != StatusOK {
-		return tktkey.Key{}, errors.Join(err, statusErr(proto.RequestTktKey, status))
+		return proto.TicketKey{}, errors.Join(err, statusErr(proto.RequestTktKey, status))
 	}
 	rec, err := attr.ParseData(proto.AttrKeyBuf, v[0])
 	if err != nil {
-		return tktkey.Key{}, &ProtocolError{proto.RequestTktKey, err.Error()}
+		return proto.TicketKey{}, &ProtocolError{proto.RequestTktKey, err.Error()}
 	}
-	k, err := tktkey.Unmarshal(rec)
+	k, err := proto.ParseTicketKey(rec)
 	clear(rec)
 	if err != nil {
-		return tktkey.Key{}, &ProtocolError{proto.RequestTktKey, err.Error()}
+		return proto.TicketKey{}, &ProtocolError{proto.RequestTktKey, err.Error()}
 	}
 	return k, nil
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/attr"
 	"github.com/gotlsmgr/tlsmgr/internal/server"
 	"github.com/gotlsmgr/tlsmgr/internal/server/servertest"
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 var bg = context.Background()
@@ -91,7 +91,7 @@ func TestHappyPath(t *testing.T) {
 		t.Fatalf("TicketKey(nil): %v", err)
 	}
 	now := time.Now().Unix()
-	if k.Expiry < now+1790 || k.Expiry > now+1800 || k.Name == [tktkey.NameLen]byte{} {
+	if k.Expiry < now+1790 || k.Expiry > now+1800 || k.Name == [proto.TicketNameLen]byte{} {
 		t.Errorf("TicketKey(nil) = name %x expiry now%+d", k.Name, k.Expiry-now)
 	}
 	k2, err := c.TicketKey(bg, k.Name[:])
@@ -244,7 +244,7 @@ func TestBadAnnouncement(t *testing.T) {
 }
 
 func TestBadReplies(t *testing.T) {
-	key := tktkey.Key{Expiry: 42}
+	key := proto.TicketKey{Expiry: 42}
 	key.Name[0] = 1
 	goodRec := base64.StdEncoding.EncodeToString(key.Marshal())
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/client"
 	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 )
 
 // BenchmarkHandshake: one connection over loopback per op (dial,
@@ -155,7 +156,7 @@ func startNull(b *testing.B, payload int) *Daemon {
 	sock := filepath.Join(dir, "null.sock")
 	p := daemontest.StartCmd(b, exec.Command(filepath.Join(dir, "tlsmgr-null"), "-listen", sock, "-payload", fmt.Sprint(payload)))
 	p.WaitServing(b, sock)
-	d := Dial(Options{Socket: sock, Timeout: time.Second, Logf: b.Logf})
+	d := Dial(Options{Socket: sock, Timeout: time.Second, Logger: testlog.TB(b)})
 	b.Cleanup(func() { d.Close() })
 	return d
 }
@@ -213,7 +214,7 @@ func BenchmarkHandshakeParallel(b *testing.B) {
 	const goroutines, each = 8, 8
 	dm := startDaemon(b)
 	c := getCert(b)
-	d := Dial(Options{Socket: dm.env.Sock, Timeout: time.Second, Conns: goroutines, Logf: b.Logf})
+	d := Dial(Options{Socket: dm.env.Sock, Timeout: time.Second, Conns: goroutines, Logger: testlog.TB(b)})
 	b.Cleanup(func() { d.Close() })
 	nulls := startNulls(b)
 	for _, v := range versions {

@@ -42,7 +42,7 @@ func TestBreaker(t *testing.T) {
 	}()
 	var l logs
 	const timeout = 100 * time.Millisecond
-	d := Dial(Options{Socket: sock, Timeout: timeout, Conns: 2, Logf: l.Info})
+	d := Dial(Options{Socket: sock, Timeout: timeout, Conns: 2, Logger: l.Logger()})
 	defer d.Close()
 	d.retry = time.Hour
 	asked := 0
@@ -83,7 +83,7 @@ func TestBreaker(t *testing.T) {
 // back finds it.
 func TestBreakerFastFailure(t *testing.T) {
 	var l logs
-	d := Dial(Options{Socket: filepath.Join(t.TempDir(), "none.sock"), Logf: l.Info})
+	d := Dial(Options{Socket: filepath.Join(t.TempDir(), "none.sock"), Logger: l.Logger()})
 	defer d.Close()
 	d.retry = time.Hour
 	asked := 0

@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"testing"
 
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // TestDeriveTicketKeyKnownAnswer pins the derivation: servers of two
@@ -15,7 +15,7 @@ import (
 // the secret, the key name as the salt and TicketKeyInfo as the info,
 // computed here from HMAC alone, and a fixed answer besides.
 func TestDeriveTicketKeyKnownAnswer(t *testing.T) {
-	var k tktkey.Key
+	var k proto.TicketKey
 	for i := range k.Name {
 		k.Name[i] = byte(i)
 	}

@@ -16,7 +16,8 @@ package gotls
 import (
 	"context"
 	"errors"
-	"log"
+	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -34,10 +35,11 @@ type Options struct {
 	// Conns is how many connections calls share (each carries one call
 	// at a time); default 4.
 	Conns int
-	// Logf receives a line when the daemon stops answering and one when
-	// it answers again; nil means log.Printf. After a call ran out of
-	// time, calls are misses at once, but for one a second that asks.
-	Logf func(format string, args ...any)
+	// Logger receives a line (at slog.LevelInfo) when the daemon stops
+	// answering and one when it answers again; nil means slog.Default().
+	// After a call ran out of time, calls are misses at once, but for one
+	// a second that asks.
+	Logger *slog.Logger
 }
 
 // Daemon is a connection pool to a tlsmgr daemon, shared by the adapters.
@@ -47,7 +49,7 @@ type Daemon struct {
 	busy    []atomic.Int32 // calls under way on each client
 	next    atomic.Uint32
 	timeout time.Duration
-	logf    func(string, ...any)
+	log     *slog.Logger
 
 	mu      sync.Mutex // orders the up/down log lines
 	failing atomic.Bool
@@ -73,10 +75,10 @@ func Dial(opts Options) *Daemon {
 	if opts.Conns <= 0 {
 		opts.Conns = 4
 	}
-	if opts.Logf == nil {
-		opts.Logf = log.Printf
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
-	d := &Daemon{timeout: opts.Timeout, logf: opts.Logf, busy: make([]atomic.Int32, opts.Conns), retry: time.Second}
+	d := &Daemon{timeout: opts.Timeout, log: opts.Logger, busy: make([]atomic.Int32, opts.Conns), retry: time.Second}
 	for range opts.Conns {
 		d.clients = append(d.clients, client.New(opts.Socket, client.Options{DialTimeout: opts.Timeout, Timeout: opts.Timeout}))
 	}
@@ -142,10 +144,10 @@ func (d *Daemon) do(f func(ctx context.Context, c *client.Client) error) error {
 	switch {
 	case failed && !d.failing.Load():
 		d.failing.Store(true)
-		d.logf("gotls: tlsmgr daemon not answering (%v); sessions are not shared until it does", err)
+		d.log.Info(fmt.Sprintf("gotls: tlsmgr daemon not answering (%v); sessions are not shared until it does", err))
 	case !failed && d.failing.Load():
 		d.failing.Store(false)
-		d.logf("gotls: tlsmgr daemon answering again")
+		d.log.Info("gotls: tlsmgr daemon answering again")
 	}
 	return err
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
+	"github.com/gotlsmgr/tlsmgr/internal/server/servertest"
 	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 )
 
@@ -31,7 +33,19 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv("GOTLS_HELPER"); mode != "" {
 		os.Exit(helper(mode))
 	}
-	daemontest.Main(m, "..", func(b daemontest.Bins) { tlsmgrBin = b.Tlsmgr })
+	// The examples talk to an in-process server (exampleSocket); the
+	// tests run the daemon itself.
+	ex, err := servertest.Serve()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	exampleSocket = ex.Path
+	code := daemontest.Run(m, "..", func(b daemontest.Bins) { tlsmgrBin = b.Tlsmgr })
+	if err := ex.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
 }
 
 const serverName = "gotls.test"
@@ -49,7 +63,7 @@ func startDaemon(t testing.TB, mainCF ...string) *daemon {
 	return &daemon{env: e, proc: e.Start(t, tlsmgrBin)}
 }
 
-// logs collects a Daemon's log lines (Logf: Info).
+// logs collects a Daemon's log lines (Logger: Logger()).
 type logs = testlog.Recorder
 
 // texts are the lines logged so far.
@@ -64,11 +78,11 @@ func texts(l *logs) []string {
 // dial is a pool for the daemon; its log goes to l, or to the test's log.
 func (dm *daemon) dial(t testing.TB, timeout time.Duration, l *logs) *Daemon {
 	t.Helper()
-	logf := t.Logf
+	log := testlog.TB(t)
 	if l != nil {
-		logf = l.Info
+		log = l.Logger()
 	}
-	d := Dial(Options{Socket: dm.env.Sock, Timeout: timeout, Logf: logf})
+	d := Dial(Options{Socket: dm.env.Sock, Timeout: timeout, Logger: log})
 	t.Cleanup(func() { d.Close() })
 	return d
 }
@@ -261,7 +275,7 @@ func helper(mode string) int {
 	}
 	var maxVersion uint16
 	fmt.Sscan(os.Getenv("GOTLS_MAXVER"), &maxVersion)
-	d := Dial(Options{Socket: sock, Timeout: time.Second, Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }})
+	d := Dial(Options{Socket: sock, Timeout: time.Second, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	defer d.Close()
 	switch mode {
 	case "client":

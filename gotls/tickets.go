@@ -7,12 +7,13 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/client"
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // TicketKeyInfo is the HKDF info string of the derivation of Go's session
@@ -63,7 +64,7 @@ type Tickets struct {
 	keys    []ticketKey // current first; nil until the first success
 	period  int64       // seconds between two current keys' expiries, 0 until seen
 	now     func() time.Time
-	logf    func(string, ...any)
+	log     *slog.Logger
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -75,7 +76,7 @@ type Tickets struct {
 // material is wiped at once); or, local, a random key of this process's
 // own, made while the daemon did not answer, which encrypts until expiry.
 type ticketKey struct {
-	name   [tktkey.NameLen]byte
+	name   [proto.TicketNameLen]byte
 	expiry int64
 	seen   int64
 	local  bool
@@ -91,7 +92,7 @@ func ShareTicketKeys(cfg *tls.Config, d *Daemon) *Tickets {
 }
 
 func shareTicketKeys(cfg *tls.Config, d *Daemon, now func() time.Time) *Tickets {
-	t := &Tickets{cfg: cfg, d: d, now: now, logf: d.logf, stop: make(chan struct{}), done: make(chan struct{})}
+	t := &Tickets{cfg: cfg, d: d, now: now, log: d.log, stop: make(chan struct{}), done: make(chan struct{})}
 	err := t.Refresh(context.Background())
 	go t.run(err)
 	return t
@@ -99,10 +100,10 @@ func shareTicketKeys(cfg *tls.Config, d *Daemon, now func() time.Time) *Tickets 
 
 // DeriveTicketKey returns the crypto/tls session ticket key derived from
 // the daemon key k.
-func DeriveTicketKey(k *tktkey.Key) [32]byte {
-	var secret [tktkey.AESKeyLen + tktkey.HMACKeyLen]byte
+func DeriveTicketKey(k *proto.TicketKey) [32]byte {
+	var secret [proto.TicketKeyLen + proto.TicketMACLen]byte
 	copy(secret[:], k.AES[:])
-	copy(secret[tktkey.AESKeyLen:], k.HMAC[:])
+	copy(secret[proto.TicketKeyLen:], k.HMAC[:])
 	b, err := hkdf.Key(sha256.New, secret[:], k.Name[:], TicketKeyInfo, 32)
 	clear(secret[:])
 	if err != nil {
@@ -144,7 +145,7 @@ func (t *Tickets) Refresh(ctx context.Context) error {
 	t.refresh.Lock()
 	defer t.refresh.Unlock()
 
-	var cur tktkey.Key
+	var cur proto.TicketKey
 	err := t.call(ctx, nil, &cur)
 	if err != nil {
 		return err
@@ -179,7 +180,7 @@ func (t *Tickets) Refresh(ctx context.Context) error {
 			}
 			continue
 		}
-		var still tktkey.Key
+		var still proto.TicketKey
 		err := t.call(ctx, k.name[:], &still)
 		still.Wipe()
 		switch {
@@ -253,7 +254,7 @@ func (t *Tickets) fallBack() {
 	case !cur.local && now < cur.expiry+period:
 		return
 	case !cur.local:
-		t.logf("gotls: tlsmgr daemon not answering since the shared session ticket key expired; new tickets use a key of this process's own, accepted only here, until it answers")
+		t.log.Info("gotls: tlsmgr daemon not answering since the shared session ticket key expired; new tickets use a key of this process's own, accepted only here, until it answers")
 	}
 	local := ticketKey{expiry: now + period, seen: now, local: true}
 	rand.Read(local.goKey[:]) // never fails (crypto/rand, Go 1.24+)
@@ -268,7 +269,7 @@ func (t *Tickets) fallBack() {
 }
 
 // call asks the daemon for the key named name (nil: the current key).
-func (t *Tickets) call(ctx context.Context, name []byte, out *tktkey.Key) error {
+func (t *Tickets) call(ctx context.Context, name []byte, out *proto.TicketKey) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 // keys taken within seconds, not a minute.
 func TestTicketRetriesSoonAfterFailure(t *testing.T) {
 	env := daemontest.NewEnv(t, daemontest.MemoryCaches)
-	d := Dial(Options{Socket: env.Sock, Timeout: time.Second, Logf: (&logs{}).Info})
+	d := Dial(Options{Socket: env.Sock, Timeout: time.Second, Logger: (&logs{}).Logger()})
 	t.Cleanup(func() { d.Close() })
 	tk := ShareTicketKeys(serverConfig(getCert(t).cert, tls.VersionTLS13), d)
 	t.Cleanup(func() { tk.Close() })

@@ -57,7 +57,7 @@ func lookupStr(t *testing.T, c *client.Client, id string) string {
 	return string(got)
 }
 
-// TestFleetOwnWritesReadBack: with the README's timeout of 10ms, a member
+// TestFleetOwnWritesReadBack: with a Redis timeout of 10ms, a member
 // whose updates Redis holds back (CLIENT PAUSE WRITE) or refuses (OOM)
 // reads its own updates back, says in its log that the fleet did not get
 // them, and takes another member's later update once Redis is back.

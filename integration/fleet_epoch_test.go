@@ -17,7 +17,6 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/config"
 	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
@@ -70,7 +69,7 @@ func (s *standalone) ringKeys(t *testing.T) []ringKey {
 }
 
 // source is how s's ring lists the key named name ("" if absent).
-func (s *standalone) source(t *testing.T, name [tktkey.NameLen]byte) (epoch int64, source string) {
+func (s *standalone) source(t *testing.T, name [proto.TicketNameLen]byte) (epoch int64, source string) {
 	t.Helper()
 	for _, k := range s.ringKeys(t) {
 		if k.name == fmt.Sprintf("%x", name) {
@@ -248,8 +247,8 @@ func TestFleetOutageAcrossEpochs(t *testing.T) {
 	// while other suites ran on the machine. A request that waited for
 	// Redis would take seconds.
 	timer := &outageTimer{bound: 20*time.Millisecond + 80*time.Millisecond}
-	local := map[string]tktkey.Key{} // by member: the key made during the outage
-	var fleetP tktkey.Key            // epoch P's fleet key, as A encrypts with it
+	local := map[string]proto.TicketKey{} // by member: the key made during the outage
+	var fleetP proto.TicketKey            // epoch P's fleet key, as A encrypts with it
 	for i := 0; len(local) < len(members); i++ {
 		if time.Now().After(epochStart(p + 1).Add(20 * time.Second)) {
 			t.Fatalf("no local keys 20s into epoch %d: %v", p+1, local)
@@ -266,9 +265,9 @@ func TestFleetOutageAcrossEpochs(t *testing.T) {
 				return err
 			})
 			timer.time(t, m.name+" seed", func() error { _, err := m.c.Seed(ctx, 32); return err })
-			var k tktkey.Key
+			var k proto.TicketKey
 			timer.time(t, m.name+" tktkey", func() (err error) { k, err = m.c.TicketKey(ctx, nil); return err })
-			var bogus [tktkey.NameLen]byte
+			var bogus [proto.TicketNameLen]byte
 			rand.Read(bogus[:])
 			timer.time(t, m.name+" tktkey by unknown name", func() error {
 				if _, err := m.c.TicketKey(ctx, bogus[:]); !isNotFound(err) {
@@ -349,7 +348,7 @@ func TestFleetOutageAcrossEpochs(t *testing.T) {
 	// comes, so keep some, and the ring is refreshed on the members'
 	// schedule (at the latest at the next point, H/2 away).
 	limit := time.Duration(epochHalf/2+15) * time.Second
-	var cur tktkey.Key
+	var cur proto.TicketKey
 	for {
 		if time.Since(resumed) > limit {
 			for _, m := range members {
@@ -360,7 +359,7 @@ func TestFleetOutageAcrossEpochs(t *testing.T) {
 		}
 		for _, m := range members {
 			m.c.Lookup(ctx, "smtpd", "before")
-			var bogus [tktkey.NameLen]byte
+			var bogus [proto.TicketNameLen]byte
 			rand.Read(bogus[:])
 			m.c.TicketKey(ctx, bogus[:])
 		}

@@ -295,7 +295,7 @@ func roundRobin(t *testing.T, fleet []*instance, args []string, n int) (resumed 
 // resumes only at the member that issued it (about 1/3) while each member
 // keeps its own state, and nearly always once the same three members
 // share the ring and caches through Redis (main.cf changed and Postfix
-// restarted, as the README's set-up does).
+// restarted, as the set-up in docs/fleet.md does).
 func TestFleetResumptionRoundRobin(t *testing.T) {
 	need(t, true, "postfix", "postconf", "openssl", "redis-server", "ip")
 	const members, reconnects = 3, 12

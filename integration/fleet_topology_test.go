@@ -17,7 +17,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/fleet/seal"
 	"github.com/gotlsmgr/tlsmgr/internal/fleet/settings"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // topologyBound is what one request may take while part of Redis is
@@ -86,7 +86,7 @@ func (l *latencies) report(t *testing.T, when string) {
 // served once Redis answers again (redisstore: the outage's updates are
 // not replayed, and Redis is authoritative), which a failover can do
 // between the two.
-func requests(ctx context.Context, l *latencies, who string, c *client.Client, id string, known tktkey.Key, ownMayMiss bool) {
+func requests(ctx context.Context, l *latencies, who string, c *client.Client, id string, known proto.TicketKey, ownMayMiss bool) {
 	session := []byte("session of " + id)
 	l.time(who+" update", func() error { return c.Update(ctx, "smtpd", id, session) }, nil)
 	l.time(who+" lookup", func() error {
@@ -111,7 +111,7 @@ func requests(ctx context.Context, l *latencies, who string, c *client.Client, i
 		}
 		return err
 	}, nil)
-	var bogus [tktkey.NameLen]byte
+	var bogus [proto.TicketNameLen]byte
 	rand.Read(bogus[:])
 	l.time(who+" tktkey unknown", func() error { _, err := c.TicketKey(ctx, bogus[:]); return err },
 		func(error) bool { return true }) // a miss is the answer
@@ -161,7 +161,7 @@ func fleetPair(t *testing.T, cf string) (a, b *standalone) {
 
 // sharedRing checks that B returns A's current ticket key by name and
 // that both show the same ring digest, and returns the key.
-func sharedRing(t *testing.T, a, b *standalone) tktkey.Key {
+func sharedRing(t *testing.T, a, b *standalone) proto.TicketKey {
 	t.Helper()
 	ctx := context.Background()
 	ca, cb := a.client(), b.client()

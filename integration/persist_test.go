@@ -175,7 +175,7 @@ func TestPersistentCacheCrashLoop(t *testing.T) {
 	var prevKilled time.Time
 	stored, recent, recentFound := 0, 0, 0
 	// The oldest acknowledged update lost, by how long before the kill
-	// it was acknowledged: what a SIGKILL costs (README, Design).
+	// it was acknowledged: what a SIGKILL costs (docs/design.md, Cache files).
 	var worstLoss time.Duration
 	lostAcked := 0
 	for iter := range iterations + 1 {

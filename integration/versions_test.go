@@ -246,7 +246,7 @@ func runVersionChecks(t *testing.T, root, tlsmgr, version string, res map[string
 		case got == "Reused":
 			res["kept"] = "yes"
 		default:
-			// Postfix's tlsmgr truncates its caches at start (README).
+			// Postfix's tlsmgr truncates its caches at start (docs/differences.md).
 			res["kept"] = "no (cache cleared)"
 		}
 		if ours && res["kept"] != "yes" {

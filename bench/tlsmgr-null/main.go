@@ -30,7 +30,6 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/internal/attr"
 	"github.com/gotlsmgr/tlsmgr/internal/blockio"
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
@@ -90,7 +89,7 @@ func newReplies(payload int) *replies {
 	for i := range session {
 		session[i] = byte(i*7 + 1)
 	}
-	var key tktkey.Key
+	var key proto.TicketKey
 	for i := range key.Name {
 		key.Name[i] = byte(i + 1)
 	}
@@ -101,7 +100,7 @@ func newReplies(payload int) *replies {
 		key.HMAC[i] = byte(0x60 + i)
 	}
 	key.Expiry = 1 << 40 // far in the future
-	var rec [tktkey.RecordLen]byte
+	var rec [proto.TicketKeyRecordLen]byte
 	key.MarshalTo(rec[:])
 
 	r := &replies{

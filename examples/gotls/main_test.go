@@ -33,7 +33,7 @@ func example(t *testing.T) (bin, socket string) {
 	return bin, e.Sock
 }
 
-// TestExample runs the example as the README says: every mode resumes
+// TestExample runs the example as docs/go.md says: every mode resumes
 // at the second server (or the second client) what the first did.
 func TestExample(t *testing.T) {
 	bin, socket := example(t)

@@ -108,3 +108,83 @@ func TestShutdownReadKeepsQueuedData(t *testing.T) {
 		t.Fatalf("Read after the queued data = %v, want io.EOF", err)
 	}
 }
+
+// TestSend: Send writes what fits without waiting, in a blocking socket
+// too, and a peer gone is an error, not a signal.
+func TestSend(t *testing.T) {
+	a, b := socketpair(t)
+	if n, err := Send(b, []byte("hello")); n != 5 || err != nil {
+		t.Fatalf("Send = %d, %v", n, err)
+	}
+	buf := make([]byte, 16)
+	if n, err := Read(a, buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("Read = %q, %v", buf[:n], err)
+	}
+	big := make([]byte, 8<<20) // more than any send buffer
+	start := time.Now()
+	n, err := Send(b, big)
+	if err != nil || n == 0 || n == len(big) {
+		t.Fatalf("Send of more than fits = %d, %v; want part of it and no error", n, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Send waited %v", d)
+	}
+	if n, err := Send(b, []byte("x")); n != 0 || err != nil {
+		t.Fatalf("Send to a full buffer = %d, %v; want 0, nil", n, err)
+	}
+	unix.Shutdown(a, unix.SHUT_RDWR)
+	if _, err := Send(b, []byte("x")); !errors.Is(err, unix.EPIPE) {
+		t.Fatalf("Send to a peer gone = %v, want EPIPE", err)
+	}
+}
+
+// TestWriteBy: WriteBy waits for room, and ends at its deadline whatever
+// the socket's send timeout.
+func TestWriteBy(t *testing.T) {
+	a, b := socketpair(t)
+	tv := unix.NsecToTimeval((10 * time.Second).Nanoseconds())
+	if err := unix.SetsockoptTimeval(b, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 4<<20)
+	// A reader that takes everything: all of it is written.
+	done := make(chan int)
+	go func() {
+		got, buf := 0, make([]byte, 64<<10)
+		for got < len(big) {
+			n, err := ReadBy(a, buf, time.Now().Add(10*time.Second))
+			if err != nil {
+				break
+			}
+			got += n
+		}
+		done <- got
+	}()
+	if n, err := WriteBy(b, big, time.Now().Add(10*time.Second)); n != len(big) || err != nil {
+		t.Fatalf("WriteBy to a reader = %d, %v", n, err)
+	}
+	if got := <-done; got != len(big) {
+		t.Fatalf("the reader got %d bytes of %d", got, len(big))
+	}
+	// Nobody reads: the deadline ends it.
+	start := time.Now()
+	n, err := WriteBy(b, big, start.Add(100*time.Millisecond))
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n == len(big) {
+		t.Fatalf("WriteBy with nobody reading = %d, %v; want the deadline", n, err)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("WriteBy waited %v for a 100ms deadline", d)
+	}
+	if n, err := WriteBy(b, big, start); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("WriteBy past its deadline to a full buffer = %d, %v; want the deadline", n, err)
+	}
+	// The peer goes away while WriteBy waits: it fails at once.
+	go func() { time.Sleep(50 * time.Millisecond); unix.Shutdown(a, unix.SHUT_RDWR) }()
+	start = time.Now()
+	if _, err := WriteBy(b, big, start.Add(10*time.Second)); !errors.Is(err, unix.EPIPE) {
+		t.Fatalf("WriteBy to a peer gone = %v, want EPIPE", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("WriteBy to a peer gone waited %v", d)
+	}
+}

@@ -101,9 +101,9 @@ func parseInt(s string) (int64, bool) {
 	return n, err == nil
 }
 
-// parseBool accepts "yes" and "no" in any ASCII case, as Postfix's
+// ParseBool accepts "yes" and "no" in any ASCII case, as Postfix's
 // strcasecmp() test (strings.EqualFold would also take Unicode folds).
-func parseBool(s string) (value, ok bool) {
+func ParseBool(s string) (value, ok bool) {
 	switch {
 	case equalFoldASCII(s, "yes"):
 		return true, true
@@ -112,6 +112,8 @@ func parseBool(s string) (value, ok bool) {
 	}
 	return false, false
 }
+
+func parseBool(s string) (value, ok bool) { return ParseBool(s) }
 
 func equalFoldASCII(a, b string) bool {
 	if len(a) != len(b) {

@@ -349,7 +349,8 @@ func (e *expander) relational(s string) (result, rest string, err error) {
 	return "", rest, nil
 }
 
-func allDigits(s string) bool {
+// AllDigits reports whether s is one or more ASCII decimal digits.
+func AllDigits(s string) bool {
 	if s == "" {
 		return false
 	}
@@ -360,6 +361,8 @@ func allDigits(s string) bool {
 	}
 	return true
 }
+
+func allDigits(s string) bool { return AllDigits(s) }
 
 // compareOperands compares numerically when both sides are all digits,
 // else byte-wise, as Postfix does.

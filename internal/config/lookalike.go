@@ -12,10 +12,9 @@ import (
 // ignored by both.
 var ownParams = func() []string {
 	var names []string
-	for name := range builtinDefaults {
-		if strings.HasPrefix(name, "tlsmgr_") || strings.HasSuffix(name, "_tls_session_cache_max_entries") ||
-			strings.HasSuffix(name, "_tls_session_cache_max_bytes") {
-			names = append(names, name)
+	for _, pm := range table {
+		if pm.Own {
+			names = append(names, pm.Name)
 		}
 	}
 	slices.Sort(names)
@@ -75,7 +74,7 @@ func (c *Config) lookalikes() []string {
 	c.mu.RLock()
 	var set []string
 	for name := range c.values {
-		if _, known := builtinDefaults[name]; !known && !postfixTLSMgrParams[name] {
+		if byName[name] == nil && !postfixTLSMgrParams[name] {
 			set = append(set, name)
 		}
 	}

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"os"
 	"regexp"
 	"slices"
@@ -9,40 +8,9 @@ import (
 	"testing"
 )
 
-// readParams finds, from the code itself, the parameters of the
-// defaults table that Params reads: it poisons one at a time with a
-// reference loop and sees whether Params fails on that very parameter.
-// A parameter only referenced by others (multi_instance_name, in
-// syslog_name's default) makes another one fail, so it does not count.
-func readParams(t *testing.T) []string {
-	t.Helper()
-	c, err := Load("", nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Params(); err != nil {
-		t.Fatalf("the built-in defaults do not make valid Params: %v", err)
-	}
-	var read []string
-	for name := range builtinDefaults {
-		c, _ := Load("", nil, nil)
-		c.Set(name, "$"+name)
-		_, err := c.Params()
-		var ve *ValueError
-		if errors.As(err, &ve) && ve.Param == name {
-			read = append(read, name)
-		}
-	}
-	slices.Sort(read)
-	if len(read) < 30 {
-		t.Fatalf("found only %d parameters read by Params: %v", len(read), read)
-	}
-	return read
-}
-
 // daemonParams are the parameter names the daemon itself looks up or
-// sets (cfg.String("myhostname"), cfg.Set("process_name", ...)), taken
-// from its source, so that a new one cannot go undocumented either.
+// sets (c.String("myhostname"), cfg.Set("process_name", ...)), taken
+// from its source, so that it cannot use one the table lacks.
 func daemonParams(t *testing.T) []string {
 	t.Helper()
 	dir := "../daemon"
@@ -50,7 +18,7 @@ func daemonParams(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	use := regexp.MustCompile(`\bcfg\.(?:String|Lookup|Time|Int|Size|Bool|Set)\("([a-z0-9_]+)"`)
+	use := regexp.MustCompile(`\.(?:String|Lookup|Time|Int|Size|Bool|Set)\("([a-z0-9_]+)"`)
 	var names []string
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
@@ -66,8 +34,8 @@ func daemonParams(t *testing.T) []string {
 			}
 		}
 	}
-	if !slices.Contains(names, "myhostname") {
-		t.Fatalf("the daemon's source no longer looks up myhostname as cfg.String(\"myhostname\"): fix this test (found %v)", names)
+	if !slices.Contains(names, ParamProcessName) {
+		t.Fatalf("the daemon's source no longer sets process_name as cfg.Set(\"process_name\", ...): fix this test (found %v)", names)
 	}
 	return names
 }
@@ -77,31 +45,36 @@ func roff(s string) string {
 	return strings.NewReplacer(`\`, `\e`, "-", `\-`).Replace(s)
 }
 
-// TestManPageParameters fails when tlsmgr-go(8) lacks a parameter the code
-// reads, or gives a wrong default: each is an entry
+// TestManPageParameters fails when tlsmgr-go(8) lacks a parameter of
+// the table that tlsmgr reads (or sets), or gives a wrong default: each
+// is an entry
 //
 //	.IP "\fBname (default)\fR"
 //
 // with "empty" for an empty default and "read-only" for what the daemon
-// sets itself.
+// sets itself; or documents a parameter the table lacks; or when its
+// SIGHUP entry does not name every parameter a reload applies in place
+// (ReloadLive), or names another before it turns to what needs a
+// restart.
 func TestManPageParameters(t *testing.T) {
 	page, err := os.ReadFile("../../man/tlsmgr-go.8")
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := string(page)
-	readOnly := map[string]bool{ParamProcessID: true, ParamProcessName: true, ParamServiceName: true}
-	names := readParams(t)
-	for _, n := range daemonParams(t) {
-		if !slices.Contains(names, n) {
-			names = append(names, n)
+	for _, name := range daemonParams(t) {
+		if pm := byName[name]; pm == nil || pm.Kind == KindReference {
+			t.Errorf("the daemon uses %s, which the parameter table (table.go) lacks or has only as a reference", name)
 		}
 	}
-	for _, name := range names {
-		prefix := `.IP "\fB` + roff(name) + ` (`
+	for _, pm := range table {
+		if pm.Kind == KindReference {
+			continue
+		}
+		prefix := `.IP "\fB` + roff(pm.Name) + ` (`
 		i := strings.Index(text, "\n"+prefix)
 		if i < 0 {
-			t.Errorf("man/tlsmgr-go.8 does not document %s (want a line %s...)\\fR\")", name, prefix)
+			t.Errorf("man/tlsmgr-go.8 does not document %s (want a line %s...)\\fR\")", pm.Name, prefix)
 			continue
 		}
 		line, _, _ := strings.Cut(text[i+1:], "\n")
@@ -110,26 +83,73 @@ func TestManPageParameters(t *testing.T) {
 			t.Errorf("man/tlsmgr-go.8: %q does not end in )\\fR\"", line)
 			continue
 		}
-		def, inTable := builtinDefaults[name]
 		var want string
 		switch {
-		case readOnly[name]:
+		case pm.Kind == KindReadOnly:
 			want = roff("read-only")
-		case !inTable:
+		case pm.NoDefault:
 			continue // myhostname: the system's, any text will do
-		case def == "":
+		case pm.Default == "":
 			want = "empty"
 		default:
-			want = roff(def)
+			want = roff(pm.Default)
 		}
 		if got != want {
-			t.Errorf("man/tlsmgr-go.8 gives %s the default (%s), the code (%s)", name, got, want)
+			t.Errorf("man/tlsmgr-go.8 gives %s the default (%s), the table (%s)", pm.Name, got, want)
 		}
 	}
+	entry := regexp.MustCompile(`(?m)^\.IP "\\fB([a-z0-9_]+) \(`)
+	for _, m := range entry.FindAllStringSubmatch(text, -1) {
+		if pm := byName[m[1]]; pm == nil || pm.Kind == KindReference {
+			t.Errorf("man/tlsmgr-go.8 documents %s, which tlsmgr does not read: it is not in the parameter table", m[1])
+		}
+	}
+	checkManPageReload(t, text)
 	for _, section := range []string{"NAME", "SYNOPSIS", "DESCRIPTION", "PROTOCOL", "SECURITY", "DIAGNOSTICS",
 		`"CONFIGURATION PARAMETERS"`, `"REDIS DATABASES"`, `"SEE ALSO"`} {
 		if !strings.Contains(text, "\n.SH "+section+"\n") {
 			t.Errorf("man/tlsmgr-go.8 has no section %s", section)
+		}
+	}
+}
+
+// cacheParam writes a cache type's parameter as the man page does when
+// it means all three: smtpd_tls_loglevel as *_tls_loglevel.
+func cacheParam(name string) string {
+	for _, t := range CacheTypes {
+		if rest, ok := strings.CutPrefix(name, t+"_"); ok && byName[name] != nil {
+			return "*_" + rest
+		}
+	}
+	return name
+}
+
+// checkManPageReload wants the SIGHUP entry of tlsmgr-go(8) to name every
+// parameter a reload applies in place (ReloadLive), and, before it first
+// says what "needs a restart", no other.
+func checkManPageReload(t *testing.T, text string) {
+	t.Helper()
+	_, entry, ok := strings.Cut(text, "\n.B SIGHUP\n")
+	if !ok {
+		t.Error("man/tlsmgr-go.8 has no SIGHUP entry")
+		return
+	}
+	entry, _, _ = strings.Cut(entry, "\n.IP\n")
+	live, _, _ := strings.Cut(entry, "needs a restart")
+	named := regexp.MustCompile(`(?m)^\.BR? (\*?[a-z0-9_]+)`)
+	inEntry := map[string]bool{}
+	for _, m := range named.FindAllStringSubmatch(entry, -1) {
+		inEntry[m[1]] = true
+	}
+	for _, m := range named.FindAllStringSubmatch(live, -1) {
+		name := strings.Replace(m[1], "*_", CacheTypes[0]+"_", 1)
+		if pm := byName[name]; pm != nil && pm.Reload != ReloadLive {
+			t.Errorf("man/tlsmgr-go.8, SIGHUP: %s is named among what a reload applies, but the table says %v", m[1], pm.Reload)
+		}
+	}
+	for _, pm := range table {
+		if pm.Reload == ReloadLive && !inEntry[cacheParam(pm.Name)] && !inEntry[pm.Name] {
+			t.Errorf("man/tlsmgr-go.8, SIGHUP: a reload applies %s in place, but the entry does not name it (as .B %s)", pm.Name, cacheParam(pm.Name))
 		}
 	}
 }

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"math"
-	"net"
 	"strings"
 	"time"
 )
@@ -45,13 +44,18 @@ type CacheParams struct {
 	Enabled        bool          // Database != "" && Timeout > 0
 	MaxEntries     int
 	MaxBytes       int64
-	LogCache       bool // <name>_tls_loglevel asks for cache transaction logging
+	// TLSLogLevel is <name>_tls_loglevel as expanded; LogCache and
+	// LogLevel are what it says.
+	TLSLogLevel string
+	LogCache    bool // <name>_tls_loglevel asks for cache transaction logging
 	// LogLevel is the highest numeric level in <name>_tls_loglevel, 0 if
-	// none; the daemon compares it on reload to report a changed level.
+	// none.
 	LogLevel int
 }
 
-// Params are the validated parameters tlsmgr runs with.
+// Params are the validated parameters tlsmgr runs with. Each field is
+// one parameter's (the table in table.go says which, how it is read and
+// what a reload does with it), or is worked out from some (derivedFields).
 type Params struct {
 	Caches [3]CacheParams // smtpd, smtp, lmtp in that order
 
@@ -85,6 +89,12 @@ type Params struct {
 	// nowhere. The listener is opened before the chroot.
 	MetricsAddress string
 
+	// NBDBLevel is non_bdb_migration_level; NBDBCustomMapping,
+	// DefaultDBType and CacheDBType are the other parameters of the
+	// non-Berkeley-DB migration as expanded (empty if they do not
+	// expand: they are checked where an enabled cache needs them).
+	// CacheParams.DBType says what they come to.
+	NBDBLevel, NBDBCustomMapping, DefaultDBType, CacheDBType string
 	// LogRedirect is non_bdb_migration_log_redirect: Postfix logs
 	// "redirecting TYPE:NAME to NEWTYPE:NAME" for each redirected cache
 	// (CacheParams.RedirectedFrom).
@@ -93,6 +103,9 @@ type Params struct {
 	// new connection: "yes" (Postfix 3.6 and later), "no" (before 3.6),
 	// or "auto": as the installed Postfix's version wants.
 	ProtocolAnnouncement string
+	// MyHostname is $myhostname, "" where it is not set (or does not
+	// expand): the log then has the system's host name.
+	MyHostname string
 
 	// Warnings are problems Postfix logs but runs with, e.g. an unknown
 	// *_tls_loglevel keyword (which turns that logging off).
@@ -134,54 +147,82 @@ func (r *paramReader) nonEmpty(name string) string {
 	return v
 }
 
-func (r *paramReader) time(name string, lo, hi time.Duration) time.Duration {
-	d, err := r.c.Time(name)
-	r.fail(err)
-	if err == nil {
-		r.check(name, int64(d/time.Second), int64(lo/time.Second), int64(hi/time.Second), "s")
-	}
-	return d
-}
-
-// intIn reads an integer in [lo, hi].
-func (r *paramReader) intIn(name string, lo, hi int64) int {
-	n, err := r.c.Int(name)
-	r.fail(err)
-	if err == nil {
-		r.check(name, n, lo, hi, "")
-	}
-	return int(n)
-}
-
-// sizeIn reads a Size in [lo, hi].
-func (r *paramReader) sizeIn(name string, lo, hi int64) int64 {
-	n, err := r.c.Size(name)
-	r.fail(err)
-	if err == nil {
-		r.check(name, n, lo, hi, "")
-	}
-	return n
-}
-
-func (r *paramReader) bool(name string) bool {
-	b, err := r.c.Bool(name)
-	r.fail(err)
-	return b
-}
-
-// check wants lo <= v <= hi; a zero hi means no upper bound.
-func (r *paramReader) check(name string, v, lo, hi int64, unit string) {
-	var reason string
-	switch {
-	case v < lo:
-		reason = fmt.Sprintf("must be at least %d%s", lo, unit)
-	case hi != 0 && v > hi:
-		reason = fmt.Sprintf("must be at most %d%s", hi, unit)
-	default:
+// read reads the parameter pm into its field of p, as the table says.
+func (r *paramReader) read(pm *Param, p *Params) {
+	if pm.field == nil {
 		return
 	}
-	value, _ := r.c.String(name)
-	r.fail(&ValueError{Param: name, Value: value, Reason: reason})
+	var err error
+	switch dst := pm.field(p).(type) {
+	case *string:
+		var v string
+		if v, err = r.c.String(pm.Name); err != nil {
+			if pm.lenient {
+				return
+			}
+			break
+		}
+		*dst = v
+		switch {
+		case pm.Min > 0 && v == "":
+			err = &ValueError{Param: pm.Name, Value: v, Reason: "must not be empty"}
+		case pm.check != nil:
+			if reason := pm.check(v); reason != "" {
+				err = &ValueError{Param: pm.Name, Value: v, Reason: reason}
+			}
+		}
+	case *time.Duration:
+		var d time.Duration
+		if d, err = r.c.Time(pm.Name); err != nil {
+			break
+		}
+		secs := secondsOf(d)
+		err = r.bounds(pm, secs, "s")
+		switch {
+		case secs > 0 && secs < pm.Floor:
+			secs = pm.Floor
+		case pm.Ceil > 0 && secs > pm.Ceil:
+			secs = pm.Ceil
+		}
+		*dst = time.Duration(secs) * time.Second
+	case *int:
+		var n int64
+		if pm.Kind == KindSize {
+			n, err = r.c.Size(pm.Name)
+		} else {
+			n, err = r.c.Int(pm.Name)
+		}
+		if err == nil {
+			err = r.bounds(pm, n, "")
+			*dst = int(n)
+		}
+	case *int64:
+		var n int64
+		if n, err = r.c.Size(pm.Name); err == nil {
+			err = r.bounds(pm, n, "")
+			*dst = n
+		}
+	case *bool:
+		*dst, err = r.c.Bool(pm.Name)
+	default:
+		panic(fmt.Sprintf("config: parameter %s has a field of type %T", pm.Name, dst))
+	}
+	r.fail(err)
+}
+
+// bounds wants pm.Min <= v <= pm.Max; a zero Max means no upper bound.
+func (r *paramReader) bounds(pm *Param, v int64, unit string) error {
+	var reason string
+	switch {
+	case v < pm.Min:
+		reason = fmt.Sprintf("must be at least %d%s", pm.Min, unit)
+	case pm.Max != 0 && v > pm.Max:
+		reason = fmt.Sprintf("must be at most %d%s", pm.Max, unit)
+	default:
+		return nil
+	}
+	value, _ := r.c.String(pm.Name)
+	return &ValueError{Param: pm.Name, Value: value, Reason: reason}
 }
 
 // Params reads and validates everything tlsmgr uses. The first problem
@@ -189,48 +230,27 @@ func (r *paramReader) check(name string, v, lo, hi int64, unit string) {
 func (c *Config) Params() (*Params, error) {
 	r := &paramReader{c: c}
 	p := &Params{}
-	// Counts end up in ints; bound them as Postfix bounds its int
-	// parameters, which are C ints.
-	const maxInt = math.MaxInt32
-
-	// Every Postfix 3.11 daemon reads these, tlsmgr included.
-	mig := &migration{r: r, level: r.str(paramNBDBLevel)}
-	switch mig.level {
-	case nbdbDisable, nbdbRedirect, nbdbReindex:
-	default:
-		r.fail(&ValueError{Param: paramNBDBLevel, Value: mig.level,
-			Reason: fmt.Sprintf("want %s, %s or %s", nbdbDisable, nbdbRedirect, nbdbReindex)})
+	for i := range table {
+		r.read(&table[i], p)
 	}
-	p.LogRedirect = r.bool("non_bdb_migration_log_redirect")
 
 	// As configured, for the duplicate test, which Postfix makes before
 	// a type is added.
 	var written [len(CacheTypes)]string
+	mig := &migration{r: r, level: p.NBDBLevel}
 	for i, name := range CacheTypes {
 		cp := &p.Caches[i]
 		cp.Name = name
-		param := name + "_tls_session_cache_database"
-		written[i] = r.str(param)
-		cp.Database = written[i]
-		// Postfix's check_mail_conf_time() makes a timeout above the
-		// maximum fatal rather than clamping it; so do we. Negative
-		// values never get here: the time syntax has no sign.
-		cp.Timeout = r.time(name+"_tls_session_cache_timeout", 0, MaxSessionTimeout)
-		if cp.Timeout > 0 && cp.Timeout < MinSessionTimeout {
-			cp.Timeout = MinSessionTimeout
-		}
+		written[i] = cp.Database
 		cp.Enabled = cp.Database != "" && cp.Timeout > 0
 		// Only an enabled cache is opened, and only its name matters.
 		if cp.Enabled && r.err == nil {
-			p.Warnings = append(p.Warnings, mig.resolve(cp, param)...)
+			p.Warnings = append(p.Warnings, mig.resolve(cp, name+"_tls_session_cache_database")...)
 		} else if typ, path, hasColon := strings.Cut(cp.Database, ":"); hasColon {
 			cp.DBType, cp.DBPath = typ, path
 		}
-		cp.MaxEntries = r.intIn(name+"_tls_session_cache_max_entries", 1, maxInt)
-		cp.MaxBytes = r.sizeIn(name+"_tls_session_cache_max_bytes", 1, 0)
-		level := r.str(name + "_tls_loglevel")
 		var warning string
-		cp.LogCache, cp.LogLevel, warning = tlsLogMask(name+"_tls_loglevel", level)
+		cp.LogCache, cp.LogLevel, warning = tlsLogMask(name+"_tls_loglevel", cp.TLSLogLevel)
 		// tlsmgr parses the level only for a cache it opens.
 		if warning != "" && cp.Enabled {
 			p.Warnings = append(p.Warnings, warning)
@@ -265,50 +285,11 @@ func (c *Config) Params() (*Params, error) {
 		}
 	}
 
-	p.RandomSource = r.str("tls_random_source")
-	p.RandomBytes = r.intIn("tls_random_bytes", 1, maxInt)
-	p.ExchangeName = r.str("tls_random_exchange_name")
-	p.PRNGUpdatePeriod = min(r.time("tls_random_prng_update_period", time.Second, 0), MaxRandomPeriod)
-	p.ReseedPeriod = min(r.time("tls_random_reseed_period", time.Second, 0), MaxRandomPeriod)
-
-	p.DataDirectory = r.nonEmpty("data_directory")
-	p.QueueDirectory = r.nonEmpty("queue_directory")
-	p.ConfigDirectory = r.str(ParamConfigDirectory)
-	p.DaemonDirectory = r.nonEmpty("daemon_directory")
-	p.CommandDirectory = r.str("command_directory")
-	p.MailOwner = r.nonEmpty("mail_owner")
-	p.DaemonTimeout = r.time("daemon_timeout", time.Second, 0)
-	p.IPCTimeout = r.time("ipc_timeout", time.Second, 0)
-
-	p.SyslogFacility = r.nonEmpty("syslog_facility")
-	if r.err == nil && !syslogFacilities[p.SyslogFacility] {
-		r.fail(&ValueError{Param: "syslog_facility", Value: p.SyslogFacility, Reason: "unrecognized syslog facility"})
-	}
-	p.SyslogName = r.nonEmpty("syslog_name")
-	p.MaillogFile = r.str("maillog_file")
-
-	p.MaxAttributeSize = int(r.sizeIn("tlsmgr_max_attribute_size", MinAttributeSize, maxInt))
-	p.MaxRequestSize = int(r.sizeIn("tlsmgr_max_request_size", MinAttributeSize, maxInt))
-	if r.err == nil && p.MaxRequestSize < p.MaxAttributeSize {
+	if p.MaxRequestSize < p.MaxAttributeSize {
 		r.fail(&ValueError{Param: "tlsmgr_max_request_size", Value: r.str("tlsmgr_max_request_size"),
 			Reason: fmt.Sprintf("must be at least tlsmgr_max_attribute_size (%d)", p.MaxAttributeSize)})
 	}
-	p.ClientLimit = r.intIn("tlsmgr_client_limit", 1, maxInt)
-	p.TicketKeyPersistence = r.bool("tlsmgr_ticket_key_persistence")
-	p.TicketKeyDatabase = r.str("tlsmgr_ticket_key_database")
-	p.MetricsAddress = r.str("tlsmgr_metrics_address")
-	p.ProtocolAnnouncement = r.str("tlsmgr_protocol_announcement")
-	if r.err == nil && p.ProtocolAnnouncement != "auto" && p.ProtocolAnnouncement != "yes" && p.ProtocolAnnouncement != "no" {
-		r.fail(&ValueError{Param: "tlsmgr_protocol_announcement", Value: p.ProtocolAnnouncement,
-			Reason: "want auto, yes or no"})
-	}
-	if p.MetricsAddress != "" {
-		if _, port, err := net.SplitHostPort(p.MetricsAddress); err != nil || port == "" {
-			r.fail(&ValueError{Param: "tlsmgr_metrics_address", Value: p.MetricsAddress,
-				Reason: "want host:port, e.g. 127.0.0.1:9177"})
-		}
-	}
-	if r.err == nil && p.TicketKeyDatabase != "" {
+	if p.TicketKeyDatabase != "" {
 		typ, path, _ := strings.Cut(p.TicketKeyDatabase, ":")
 		switch {
 		case typ != "redis" || !strings.HasPrefix(path, "/"):
@@ -319,7 +300,6 @@ func (c *Config) Params() (*Params, error) {
 				Reason: "a shared ring (tlsmgr_ticket_key_database) is not also kept in a local file"})
 		}
 	}
-
 	if r.err != nil {
 		return nil, r.err
 	}

@@ -25,7 +25,7 @@ func TestDefaultParams(t *testing.T) {
 	}
 	p := mustParams(t, c)
 	for i, name := range []string{"smtpd", "smtp", "lmtp"} {
-		want := CacheParams{Name: name, Timeout: time.Hour, MaxEntries: 100000, MaxBytes: 128 << 20}
+		want := CacheParams{Name: name, Timeout: time.Hour, MaxEntries: 100000, MaxBytes: 128 << 20, TLSLogLevel: "0"}
 		if p.Caches[i] != want {
 			t.Errorf("Caches[%d] = %+v, want %+v", i, p.Caches[i], want)
 		}
@@ -43,6 +43,9 @@ func TestDefaultParams(t *testing.T) {
 		DaemonDirectory:      "/usr/lib/postfix/sbin",
 		CommandDirectory:     "/usr/sbin",
 		ProtocolAnnouncement: "auto",
+		NBDBLevel:            "disable",
+		DefaultDBType:        "hash",
+		CacheDBType:          "lmdb",
 		LogRedirect:          true,
 		MailOwner:            "postfix",
 		DaemonTimeout:        18000 * time.Second,

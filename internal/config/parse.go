@@ -18,15 +18,18 @@ func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("%s, line %d: %s: %q", e.File, e.Line, e.Reason, e.Text)
 }
 
-// isSpace is C's isspace() in the C locale, which is what Postfix uses
-// for main.cf syntax.
-func isSpace(c byte) bool {
+// IsSpace is C's isspace() in the C locale, which is what Postfix uses
+// for main.cf syntax. Other files in main.cf syntax (the fleet's Redis
+// settings) use it too.
+func IsSpace(c byte) bool {
 	switch c {
 	case ' ', '\t', '\n', '\v', '\f', '\r':
 		return true
 	}
 	return false
 }
+
+func isSpace(c byte) bool { return IsSpace(c) }
 
 func trimSpace(s string) string {
 	i, j := 0, len(s)

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -152,11 +151,10 @@ func TestDefaultsMatchPostconf(t *testing.T) {
 	if postconf == "" {
 		testenv.Missing(t, "postconf")
 	}
-	ours := map[string]bool{ParamProcessID: true, ParamProcessName: true, ParamServiceName: true}
 	var names []string
-	for name := range builtinDefaults {
-		if !ours[name] && !slices.Contains(ownParams, name) {
-			names = append(names, name)
+	for _, pm := range table {
+		if !pm.Own && !pm.NoDefault && pm.Kind != KindReadOnly {
+			names = append(names, pm.Name)
 		}
 	}
 	dir := writeMainCF(t, "")
@@ -178,7 +176,7 @@ func TestDefaultsMatchPostconf(t *testing.T) {
 	}
 	for _, name := range names {
 		v, ok := got[name]
-		if since, newer := postfixSince[name]; newer && installed < since {
+		if since := byName[name].Since; since != 0 && installed < since {
 			// A parameter this Postfix does not know yet.
 			if ok {
 				t.Errorf("%s: Postfix %s knows it, we say it came with %d.%d", name, got["mail_version"], since/1000, since%1000)
@@ -189,15 +187,6 @@ func TestDefaultsMatchPostconf(t *testing.T) {
 			t.Errorf("%s: postconf -d says %q (present=%v), we say %q", name, v, ok, builtinDefaults[name])
 		}
 	}
-}
-
-// postfixSince is the Postfix release (major*1000 + minor) that added a
-// parameter of our defaults table after 3.7.
-var postfixSince = map[string]int{
-	paramCacheDBType:                 3011,
-	paramNBDBLevel:                   3011,
-	paramNBDBCustom:                  3011,
-	"non_bdb_migration_log_redirect": 3011,
 }
 
 // postfixRelease reads the major and minor numbers of a mail_version

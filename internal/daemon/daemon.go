@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -55,8 +56,8 @@ func Main(args []string) int {
 	}
 	// Only now: the fatal line goes out through the log, which is all
 	// anyone sees under master(8).
-	if d.log != nil {
-		d.log.Close()
+	if d.logh != nil {
+		d.logh.Close()
 	}
 	if err != nil {
 		return 1
@@ -67,8 +68,9 @@ func Main(args []string) int {
 type daemon struct {
 	opts     *master.Options
 	params   *config.Params
-	hostname string // $myhostname: Postfix puts it in log records
-	log      *maillog.Logger
+	hostname string           // $myhostname: Postfix puts it in log records
+	log      *slog.Logger     // writes through logh
+	logh     *maillog.Handler // the log's output: its counters, chroot, Close
 	stderr   io.Writer
 	pid      int
 
@@ -110,10 +112,10 @@ type daemon struct {
 // (fallbackLog): under master(8) nobody sees stderr.
 func (d *daemon) fatal(err error) {
 	if d.log == nil && (d.opts == nil || d.opts.Listen == "") {
-		d.log = d.fallbackLog()
+		d.useLog(d.fallbackLog())
 	}
 	if d.log != nil {
-		d.log.Fatal("%v", err)
+		maillog.Fatalf(d.log, "%v", err)
 		if d.opts != nil && (d.opts.StderrLog || d.opts.Listen != "") {
 			return
 		}
@@ -126,7 +128,7 @@ func (d *daemon) fatal(err error) {
 // far as main.cf could be read, else syslog as postfix/tlsmgr with the
 // mail facility, where Postfix's daemons log from their first line. Nil
 // if even that cannot be had.
-func (d *daemon) fallbackLog() *maillog.Logger {
+func (d *daemon) fallbackLog() *maillog.Handler {
 	o := maillog.Options{Tag: "postfix/" + ProcessName, Facility: "mail", Syslog: true, Exit: func(int) {}}
 	if c := d.conf; c != nil {
 		if name, err := c.String("syslog_name"); err == nil && name != "" {
@@ -188,11 +190,11 @@ func (d *daemon) run(args []string) error {
 		return inheritErr
 	}
 	for _, w := range d.params.Warnings {
-		d.log.WarnAlways("%s", w)
+		maillog.WarnAlwaysf(d.log, "%s", w)
 	}
 	if !standalone && !opts.Stdin {
 		if names := d.conf.Undeclared(); len(names) > 0 {
-			d.log.Info("postconf and postfix check report %s as unused parameters: tlsmgrctl postfix enable declares them (-o %s on the tlsmgr service)",
+			maillog.Infof(d.log, "postconf and postfix check report %s as unused parameters: tlsmgrctl postfix enable declares them (-o %s on the tlsmgr service)",
 				strings.Join(names, ", "), config.DeclareParam)
 		}
 	}
@@ -240,7 +242,7 @@ func (d *daemon) run(args []string) error {
 			return err
 		}
 		if opts.Chroot {
-			d.log.SetChroot(d.params.QueueDirectory)
+			d.logh.SetChroot(d.params.QueueDirectory)
 		}
 	}
 	keepFiles = true
@@ -396,15 +398,22 @@ func (d *daemon) startLog(standalone bool) error {
 	if d.opts.StderrLog {
 		o.Stderr = d.stderr
 	}
-	log, err := maillog.New(o)
+	h, err := maillog.New(o)
 	if err != nil {
 		return err
 	}
-	d.log = log
-	if err := log.ConnectError(); err != nil {
-		log.WarnAlways("%v", err)
+	d.useLog(h)
+	if err := h.ConnectError(); err != nil {
+		maillog.WarnAlwaysf(d.log, "%v", err)
 	}
 	return nil
+}
+
+// useLog makes h the daemon's log, if it is not nil.
+func (d *daemon) useLog(h *maillog.Handler) {
+	if h != nil {
+		d.logh, d.log = h, slog.New(h)
+	}
 }
 
 // owner finds the account that must own every file we create.
@@ -545,7 +554,7 @@ func (d *daemon) serve() error {
 	if d.status != nil {
 		cfg.OnAvail = func(avail bool) {
 			if err := d.status.Notify(avail); err != nil {
-				d.log.Warn("master(8) status update: %v", err)
+				maillog.Warnf(d.log, "master(8) status update: %v", err)
 			}
 		}
 	}
@@ -587,7 +596,7 @@ func (d *daemon) serve() error {
 			stop <- "master(8) went away"
 		}()
 	}
-	d.log.Info("tlsmgr version %s starting", version.String())
+	maillog.Infof(d.log, "tlsmgr version %s starting", version.String())
 	for _, l := range d.listeners {
 		go func() {
 			if err := d.srv.Serve(l); err != nil && !errors.Is(err, server.ErrServerClosed) {
@@ -603,16 +612,16 @@ func (d *daemon) serve() error {
 		}()
 	}
 	if d.opts.Listen != "" {
-		d.log.Info("listening on %s", d.opts.Listen)
+		maillog.Infof(d.log, "listening on %s", d.opts.Listen)
 	}
 	why := d.awaitStop(stop, d.hup) // reloading main.cf on SIGHUP meanwhile
-	d.log.Debug(1, "stopping: %s", why)
+	maillog.Debugf(d.log, 1, "stopping: %s", why)
 	// Watched until the end of run, when the watchdog stops.
 	d.wd.Start("shutdown (" + why + ")")
 	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
 	defer done()
 	if err := d.srv.Shutdown(shutdownCtx); err != nil {
-		d.log.Warn("clients still busy at shutdown: %v", err)
+		maillog.Warnf(d.log, "clients still busy at shutdown: %v", err)
 	}
 	cancel()
 	bg.Wait()
@@ -631,8 +640,8 @@ var (
 func (d *daemon) collect(ctx context.Context, emit metrics.Emit) {
 	emit.Info(descVersion, version.String())
 	emit.Info(descPID, strconv.Itoa(d.pid))
-	emit.Counter(descSuppressed, d.log.Suppressed())
-	emit.Counter(descDropped, d.log.Dropped())
+	emit.Counter(descSuppressed, d.logh.Suppressed())
+	emit.Counter(descDropped, d.logh.Dropped())
 	d.keys.Collect(ctx, emit)
 	for _, b := range d.backends {
 		if b.cache == nil {

@@ -7,9 +7,10 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/pfversion"
 	"github.com/gotlsmgr/tlsmgr/internal/server"
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // chooseGreeting decides, before the chroot, who speaks first on a new
@@ -18,7 +19,7 @@ import (
 // choice in one line.
 func (d *daemon) chooseGreeting() {
 	setting := d.params.ProtocolAnnouncement
-	d.keyRecordLen = tktkey.RecordLen
+	d.keyRecordLen = proto.TicketKeyRecordLen
 	if d.cfgDir == "" {
 		// Standalone on built-in defaults: no Postfix to ask, and our
 		// own clients (and Postfix 3.6+) expect the announcement.
@@ -26,12 +27,12 @@ func (d *daemon) chooseGreeting() {
 		if setting == "no" {
 			d.greeting = server.ClientFirst
 		}
-		d.log.Info("tlsmgr_protocol_announcement = %s: no Postfix configuration: %s", setting, modeText(d.greeting))
+		maillog.Infof(d.log, "tlsmgr_protocol_announcement = %s: no Postfix configuration: %s", setting, modeText(d.greeting))
 		return
 	}
 	v, found, err := d.postfixVersion()
-	if err == nil && v.TicketKeyRecordLen() == tktkey.RecordLen211 {
-		d.keyRecordLen = tktkey.RecordLen211
+	if err == nil && v.TicketKeyRecordLen() == proto.TicketKeyRecordLen211 {
+		d.keyRecordLen = proto.TicketKeyRecordLen211
 	}
 	switch {
 	case setting == "yes":
@@ -41,14 +42,14 @@ func (d *daemon) chooseGreeting() {
 	case err != nil && d.opts.Listen != "":
 		// Standalone with a main.cf but no Postfix: our own clients.
 		d.greeting = server.ServerFirst
-		d.log.Info("tlsmgr_protocol_announcement = auto: no Postfix found (%v): %s", err, modeText(d.greeting))
+		maillog.Infof(d.log, "tlsmgr_protocol_announcement = auto: no Postfix found (%v): %s", err, modeText(d.greeting))
 		return
 	case err != nil:
 		// Waiting serves both kinds: an old client speaks at once, and a
 		// new one gets the announcement when it has said nothing for a
 		// while (server.Config.LateAnnouncement).
 		d.greeting = server.ClientFirst
-		d.log.WarnAlways("tlsmgr_protocol_announcement = auto: cannot tell which Postfix this is (%v): "+
+		maillog.WarnAlwaysf(d.log, "tlsmgr_protocol_announcement = auto: cannot tell which Postfix this is (%v): "+
 			"the protocol is announced only to a client silent for %v; set tlsmgr_protocol_announcement = yes "+
 			"for Postfix 3.6 or later, no for earlier versions", err, server.DefaultLateAnnouncement)
 		return
@@ -58,7 +59,7 @@ func (d *daemon) chooseGreeting() {
 		d.greeting = server.ClientFirst
 	}
 	if err != nil {
-		d.log.Info("tlsmgr_protocol_announcement = %s: %s (Postfix version unknown: %v)", setting, modeText(d.greeting), err)
+		maillog.Infof(d.log, "tlsmgr_protocol_announcement = %s: %s (Postfix version unknown: %v)", setting, modeText(d.greeting), err)
 		return
 	}
 	clients := "its clients speak first"
@@ -66,12 +67,12 @@ func (d *daemon) chooseGreeting() {
 		clients = "its clients wait for the server"
 	}
 	if setting == "auto" {
-		d.log.Info("tlsmgr_protocol_announcement = auto: Postfix %s found (%s): %s, so %s", v, found, clients, modeText(d.greeting))
+		maillog.Infof(d.log, "tlsmgr_protocol_announcement = auto: Postfix %s found (%s): %s, so %s", v, found, clients, modeText(d.greeting))
 	} else {
-		d.log.Info("tlsmgr_protocol_announcement = %s: %s (Postfix %s found (%s): %s)", setting, modeText(d.greeting), v, found, clients)
+		maillog.Infof(d.log, "tlsmgr_protocol_announcement = %s: %s (Postfix %s found (%s): %s)", setting, modeText(d.greeting), v, found, clients)
 	}
-	if d.keyRecordLen != tktkey.RecordLen {
-		d.log.Info("ticket keys in Postfix %s's %d-byte record", v, d.keyRecordLen)
+	if d.keyRecordLen != proto.TicketKeyRecordLen {
+		maillog.Infof(d.log, "ticket keys in Postfix %s's %d-byte record", v, d.keyRecordLen)
 	}
 }
 
@@ -111,7 +112,7 @@ func (d *daemon) postfixVersion() (v pfversion.Version, found string, err error)
 	case q.Text == s.Text:
 		return q, "postconf -dh mail_version, and the mail_version stamp of " + smtpd, nil
 	case q.ServerSpeaksFirst() != s.ServerSpeaksFirst():
-		d.log.WarnAlways("postconf says Postfix %s, but %s is Postfix %s: going by %s, whose clients run; "+
+		maillog.WarnAlwaysf(d.log, "postconf says Postfix %s, but %s is Postfix %s: going by %s, whose clients run; "+
 			"restart tlsmgr when the upgrade is complete", q, smtpd, s, smtpd)
 		return s, "the mail_version stamp of " + smtpd, nil
 	}

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/net/netutil"
 
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/metrics"
 )
 
@@ -73,7 +74,7 @@ func (d *daemon) startMetrics(l net.Listener) *http.Server {
 		// Failed scrapes are the scraper's to report.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
-	d.log.Info("serving metrics on http://%s/metrics", l.Addr())
+	maillog.Infof(d.log, "serving metrics on http://%s/metrics", l.Addr())
 	go hs.Serve(l)
 	return hs
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/gotlsmgr/tlsmgr/internal/config"
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/master"
 	"github.com/gotlsmgr/tlsmgr/internal/prng"
 	"github.com/gotlsmgr/tlsmgr/internal/safefile"
@@ -50,17 +51,17 @@ func (d *daemon) openFiles() error {
 		return err
 	}
 	for _, cp := range p.Caches {
-		ct := server.CacheType{Name: cp.Name, Timeout: cp.Timeout}
+		ct := server.DisabledCache(cp.Name, cp.Timeout)
 		if cp.Enabled && cp.RedirectedFrom != "" && p.LogRedirect {
 			// As Postfix 3.11 logs its non_bdb_migration_level redirects.
-			d.log.Info("redirecting %s to %s:%s", cp.Database, cp.DBType, cp.DBPath)
+			maillog.Infof(d.log, "redirecting %s to %s:%s", cp.Database, cp.DBType, cp.DBPath)
 		}
 		if cp.Enabled {
 			store, batch, err := d.openStore(cp)
 			if err != nil {
 				return fmt.Errorf("%s TLS session cache %s: %w", cp.Name, cp.Database, err)
 			}
-			ct.Cache = scache.New(scache.Config{
+			ct = server.EnabledCache(scache.New(scache.Config{
 				Name:       cp.Name,
 				Database:   cp.Database,
 				Timeout:    cp.Timeout,
@@ -69,7 +70,7 @@ func (d *daemon) openFiles() error {
 				Mix:        d.pool.Pool().Mix,
 				Log:        d.log,
 				Watch:      d.wd.Start,
-			}, store)
+			}, store))
 		}
 		d.caches = append(d.caches, ct)
 	}
@@ -164,7 +165,7 @@ func (d *daemon) openKeys() error {
 	if !d.params.TicketKeyPersistence {
 		path := filepath.Join(d.params.DataDirectory, ticketKeyFile)
 		if err := d.asOwner(func() error { return d.wipeFile(path) }); err != nil {
-			d.log.Warn("remove old session ticket key file: %v", err)
+			maillog.Warnf(d.log, "remove old session ticket key file: %v", err)
 		}
 	}
 	var err error
@@ -183,7 +184,7 @@ func (d *daemon) wipeFile(path string) error {
 	case err != nil:
 		// Not a file of ours to write (a link, another account's
 		// file): the name is ours all the same, and must go.
-		d.log.Warn("session ticket key file: %v; removing the name without writing to it", err)
+		maillog.Warnf(d.log, "session ticket key file: %v; removing the name without writing to it", err)
 		return os.Remove(path)
 	}
 	fi, err := f.Stat()
@@ -220,7 +221,7 @@ func (d *daemon) removeCreated() {
 
 func (d *daemon) warnAll(warnings []string) {
 	for _, w := range warnings {
-		d.log.WarnAlways("%s", w)
+		maillog.WarnAlwaysf(d.log, "%s", w)
 	}
 }
 
@@ -239,14 +240,14 @@ func (d *daemon) closeAll() {
 	for _, ct := range d.caches {
 		if ct.Cache != nil {
 			if err := ct.Cache.Close(); err != nil {
-				d.log.Warn("close %s TLS cache: %v", ct.Name, err)
+				maillog.Warnf(d.log, "close %s TLS cache: %v", ct.Name, err)
 			}
 		}
 	}
 	d.closeBackends()
 	if d.pool != nil {
 		if err := d.pool.Close(); err != nil {
-			d.log.Warn("save PRNG state: %v", err)
+			maillog.Warnf(d.log, "save PRNG state: %v", err)
 		}
 	}
 	for _, l := range d.listeners {

@@ -4,7 +4,9 @@ package daemon
 // (the same MAIL_CONFIG directory or built-in defaults, the same -o
 // overrides on top) and applies in place, keeping every cache entry,
 // what can change while running. Everything else is logged as needing a
-// restart, one warning per parameter, and left as it is.
+// restart, one warning per parameter, and left as it is. Which is which
+// is config's parameter table (Param.Reload), and every parameter of it
+// is compared (config.Changes).
 //
 // Under master(8) SIGHUP keeps its default action, which ends the
 // process, as it ends Postfix's own tlsmgr: Postfix never sends it one.
@@ -26,6 +28,7 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/config"
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/scache"
 	"github.com/gotlsmgr/tlsmgr/internal/server"
 )
@@ -50,8 +53,7 @@ func (d *daemon) readConfig() (*config.Config, *config.Params, string, error) {
 		// What was read still says where to log the error.
 		return cfg, nil, "", err
 	}
-	hostname, _ := cfg.String("myhostname")
-	return cfg, p, hostname, nil
+	return cfg, p, p.MyHostname, nil
 }
 
 // reloadSignals is where SIGHUP arrives in standalone mode; nil (never)
@@ -87,46 +89,36 @@ func (d *daemon) awaitStop(stop <-chan string, hup <-chan os.Signal) string {
 	}
 }
 
-// restartOnly are the parameters a running daemon cannot change: they
-// name what start-up opened (a database, the entropy source, a file, the
-// log) or how the service was set up. Values are compared as the daemon
-// uses them, so that "3600" and "1h" are no change.
-var restartOnly = []struct {
-	name  string
-	value func(p *config.Params) string
-}{
-	{"tls_random_source", func(p *config.Params) string { return p.RandomSource }},
-	{"tls_random_bytes", func(p *config.Params) string { return strconv.Itoa(p.RandomBytes) }},
-	{"tls_random_exchange_name", func(p *config.Params) string { return p.ExchangeName }},
-	{"tls_random_prng_update_period", func(p *config.Params) string { return seconds(p.PRNGUpdatePeriod) }},
-	{"tls_random_reseed_period", func(p *config.Params) string { return seconds(p.ReseedPeriod) }},
-	{"tlsmgr_ticket_key_database", func(p *config.Params) string { return p.TicketKeyDatabase }},
-	{"tlsmgr_ticket_key_persistence", func(p *config.Params) string { return yesNo(p.TicketKeyPersistence) }},
-	{"data_directory", func(p *config.Params) string { return p.DataDirectory }},
-	{"queue_directory", func(p *config.Params) string { return p.QueueDirectory }},
-	{"mail_owner", func(p *config.Params) string { return p.MailOwner }},
-	{"daemon_timeout", func(p *config.Params) string { return seconds(p.DaemonTimeout) }},
-	{"ipc_timeout", func(p *config.Params) string { return seconds(p.IPCTimeout) }},
-	{"syslog_facility", func(p *config.Params) string { return p.SyslogFacility }},
-	{"syslog_name", func(p *config.Params) string { return p.SyslogName }},
-	{"maillog_file", func(p *config.Params) string { return p.MaillogFile }},
-	{"tlsmgr_max_attribute_size", func(p *config.Params) string { return strconv.Itoa(p.MaxAttributeSize) }},
-	{"tlsmgr_max_request_size", func(p *config.Params) string { return strconv.Itoa(p.MaxRequestSize) }},
-	// Who speaks first is decided once, from the Postfix found before
-	// the chroot.
-	{"tlsmgr_protocol_announcement", func(p *config.Params) string { return p.ProtocolAnnouncement }},
-	{"command_directory", func(p *config.Params) string { return p.CommandDirectory }},
-	{"daemon_directory", func(p *config.Params) string { return p.DaemonDirectory }},
+// reloading is one reload in progress.
+type reloading struct {
+	d        *daemon
+	old, new *config.Params // what runs, and what main.cf now says
+	now      config.Params  // what runs once the reload is done
+	changes  []string       // what was applied, for the summary line
+	// bounded says that the cache's new bounds are applied: once for
+	// both parameters.
+	bounded [len(config.CacheTypes)]bool
 }
 
-func seconds(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) + "s" }
-
-func yesNo(b bool) string {
-	if b {
-		return "yes"
+// liveParams apply, each in place, the parameters that the table in
+// config marks ReloadLive; one missing here would be warned about as
+// needing a restart (TestLiveParamsApplied checks that none is, and
+// that nothing else is here). Every other parameter that changed needs
+// a restart (ReloadRestart) or does not matter to a running daemon
+// (ReloadNone).
+var liveParams = func() map[string]func(*reloading, config.Change) {
+	m := map[string]func(*reloading, config.Change){
+		"tlsmgr_client_limit":    (*reloading).clientLimit,
+		"tlsmgr_metrics_address": (*reloading).metricsAddress,
 	}
-	return "no"
-}
+	for i, name := range config.CacheTypes {
+		m[name+"_tls_session_cache_timeout"] = func(r *reloading, c config.Change) { r.cacheTimeout(i, c) }
+		m[name+"_tls_session_cache_max_entries"] = func(r *reloading, _ config.Change) { r.cacheBounds(i) }
+		m[name+"_tls_session_cache_max_bytes"] = func(r *reloading, _ config.Change) { r.cacheBounds(i) }
+		m[name+"_tls_loglevel"] = func(r *reloading, c config.Change) { r.cacheLogLevel(i, c) }
+	}
+	return m
+}()
 
 // reload re-reads main.cf and applies what may change in place. A
 // configuration with an error changes nothing.
@@ -142,63 +134,58 @@ func (d *daemon) reload() {
 		err = server.CheckLimits(p.ClientLimit)
 	}
 	if err != nil {
-		d.log.Error("reload of %s failed: %v; nothing changed", where, err)
+		maillog.Errorf(d.log, "reload of %s failed: %v; nothing changed", where, err)
 		return
 	}
 	for _, w := range p.Warnings {
-		d.log.WarnAlways("%s", w)
+		maillog.WarnAlwaysf(d.log, "%s", w)
 	}
-	old := d.params
-	now := *old // what runs once this reload is done
-	now.Warnings = p.Warnings
-	var changes []string
-	changed := func(name, from, to, note string) {
-		c := fmt.Sprintf("%s %s -> %s", name, from, to)
-		if note != "" {
-			c += " (" + note + ")"
+	r := &reloading{d: d, old: d.params, new: p, now: *d.params}
+	r.now.Warnings = p.Warnings
+	// Values are compared as the daemon uses them, so that "3600" and
+	// "1h" are no change.
+	for _, c := range config.Changes(r.old, p) {
+		switch c.Reload {
+		case config.ReloadRestart:
+			r.restart(c.Name, c.From, c.To, "")
+		case config.ReloadLive:
+			if apply := liveParams[c.Name]; apply != nil {
+				apply(r, c)
+			} else {
+				r.restart(c.Name, c.From, c.To, "")
+			}
 		}
-		changes = append(changes, c)
-	}
-	restart := func(name, from, to, note string) {
-		if note != "" {
-			note = "; " + note
-		}
-		d.log.WarnAlways("%s changed from %q to %q: that needs a restart; keeping %q%s", name, from, to, from, note)
-	}
-
-	for _, r := range restartOnly {
-		if a, b := r.value(old), r.value(p); a != b {
-			restart(r.name, a, b, "")
-		}
-	}
-	for i := range old.Caches {
-		d.reloadCache(i, conf, p, &now, changed, restart)
 	}
 	for _, b := range d.backends {
 		if files := b.changedFiles(); len(files) > 0 {
-			d.log.WarnAlways("the Redis settings of %s (%s) changed since start-up: %s; that needs a restart; keeping those of the start",
+			maillog.WarnAlwaysf(d.log, "the Redis settings of %s (%s) changed since start-up: %s; that needs a restart; keeping those of the start",
 				b.name, b.settings.Path, strings.Join(files, ", "))
 		}
 	}
-	if p.ClientLimit != old.ClientLimit {
-		closed := d.srv.SetMaxClients(p.ClientLimit)
-		note := ""
-		if closed > 0 {
-			note = fmt.Sprintf("%d idle connections closed", closed)
-		}
-		changed("tlsmgr_client_limit", strconv.Itoa(old.ClientLimit), strconv.Itoa(p.ClientLimit), note)
-		now.ClientLimit = p.ClientLimit
-	}
-	if p.MetricsAddress != old.MetricsAddress && d.reloadMetrics(old.MetricsAddress, p.MetricsAddress) {
-		changed("tlsmgr_metrics_address", quoted(old.MetricsAddress), quoted(p.MetricsAddress), "")
-		now.MetricsAddress = p.MetricsAddress
-	}
-	d.params, d.conf = &now, conf
-	if len(changes) == 0 {
-		d.log.Info("reloaded %s: nothing changed that applies while running", where)
+	d.params, d.conf = &r.now, conf
+	if len(r.changes) == 0 {
+		maillog.Infof(d.log, "reloaded %s: nothing changed that applies while running", where)
 		return
 	}
-	d.log.Info("reloaded %s: %s", where, strings.Join(changes, ", "))
+	maillog.Infof(d.log, "reloaded %s: %s", where, strings.Join(r.changes, ", "))
+}
+
+// changed records a change applied, for the summary line.
+func (r *reloading) changed(name, from, to, note string) {
+	c := fmt.Sprintf("%s %s -> %s", name, from, to)
+	if note != "" {
+		c += " (" + note + ")"
+	}
+	r.changes = append(r.changes, c)
+}
+
+// restart warns that a change needs a restart; what runs keeps the old
+// value, so that every reload that still finds it says so again.
+func (r *reloading) restart(name, from, to, note string) {
+	if note != "" {
+		note = "; " + note
+	}
+	maillog.WarnAlwaysf(r.d.log, "%s changed from %q to %q: that needs a restart; keeping %q%s", name, from, to, from, note)
 }
 
 func quoted(s string) string {
@@ -208,65 +195,76 @@ func quoted(s string) string {
 	return s
 }
 
-// reloadCache applies the new settings of cache i: its timeout, bounds
-// and log level; its database, and turning it on or off (a timeout of 0
-// or an empty database), need a restart.
-func (d *daemon) reloadCache(i int, conf *config.Config, p *config.Params, now *config.Params,
-	changed, restart func(name, from, to, note string)) {
-	oc, nc := &d.params.Caches[i], &p.Caches[i]
-	ct := d.caches[i]
-	param := func(suffix string) string { return oc.Name + suffix }
-	if oc.Database != nc.Database {
-		restart(param("_tls_session_cache_database"), oc.Database, nc.Database, "")
+func (r *reloading) clientLimit(c config.Change) {
+	closed := r.d.srv.SetMaxClients(r.new.ClientLimit)
+	note := ""
+	if closed > 0 {
+		note = fmt.Sprintf("%d idle connections closed", closed)
 	}
-	switch {
-	case oc.Timeout == nc.Timeout:
-	case oc.Enabled != (oc.Database != "" && nc.Timeout > 0):
+	r.changed(c.Name, c.From, c.To, note)
+	r.now.ClientLimit = r.new.ClientLimit
+}
+
+func (r *reloading) metricsAddress(c config.Change) {
+	if r.d.reloadMetrics(r.old.MetricsAddress, r.new.MetricsAddress) {
+		r.changed(c.Name, quoted(c.From), quoted(c.To), "")
+		r.now.MetricsAddress = r.new.MetricsAddress
+	}
+}
+
+// cacheTimeout applies cache i's new timeout, to what policy reports and
+// to the cache's entries (server.SetCacheTimeout); turning the cache on
+// or off (0) needs a restart.
+func (r *reloading) cacheTimeout(i int, c config.Change) {
+	oc, nc := &r.old.Caches[i], &r.new.Caches[i]
+	if oc.Enabled != (oc.Database != "" && nc.Timeout > 0) {
 		// 0 turns the cache off, and a positive value on.
 		how := "it turns the cache on"
 		if oc.Enabled {
 			how = "0 turns the cache off"
 		}
-		restart(param("_tls_session_cache_timeout"), seconds(oc.Timeout), seconds(nc.Timeout), how)
-	default:
-		d.srv.SetCacheTimeout(oc.Name, nc.Timeout)
-		now.Caches[i].Timeout = nc.Timeout
-		changed(param("_tls_session_cache_timeout"), seconds(oc.Timeout), seconds(nc.Timeout), "")
-		if i == 0 {
-			// Postfix derives the ticket key lifetime from it too, and
-			// the ring (a fleet's included) is made for one.
-			d.log.WarnAlways("%s changed from %q to %q: applied to the %s cache; session tickets keep the key lifetime of %q (0: no tickets) until a restart",
-				param("_tls_session_cache_timeout"), seconds(oc.Timeout), seconds(nc.Timeout), oc.Name, seconds(oc.Timeout))
-		}
+		r.restart(c.Name, c.From, c.To, how)
+		return
 	}
-	if oc.MaxEntries != nc.MaxEntries || oc.MaxBytes != nc.MaxBytes {
-		d.reloadBounds(i, ct, nc, now, changed)
-	}
-	if oc.LogCache != nc.LogCache || oc.LogLevel != nc.LogLevel {
-		if ct.Cache != nil {
-			ct.Cache.SetLogCache(nc.LogCache)
-		}
-		name := param("_tls_loglevel")
-		from, _ := d.conf.String(name)
-		to, _ := conf.String(name)
-		changed(name, quoted(from), quoted(to), "")
-		now.Caches[i].LogCache, now.Caches[i].LogLevel = nc.LogCache, nc.LogLevel
+	r.d.srv.SetCacheTimeout(oc.Name, nc.Timeout)
+	r.now.Caches[i].Timeout = nc.Timeout
+	r.changed(c.Name, c.From, c.To, "")
+	if i == 0 {
+		// Postfix derives the ticket key lifetime from it too, and the
+		// ring (a fleet's included) is made for one.
+		maillog.WarnAlwaysf(r.d.log, "%s changed from %q to %q: applied to the %s cache; session tickets keep the key lifetime of %q (0: no tickets) until a restart",
+			c.Name, c.From, c.To, oc.Name, c.From)
 	}
 }
 
-// reloadBounds applies a cache's new *_max_entries and *_max_bytes.
-func (d *daemon) reloadBounds(i int, ct server.CacheType, nc *config.CacheParams, now *config.Params,
-	changed func(name, from, to, note string)) {
-	oc := &d.params.Caches[i]
+// cacheLogLevel applies cache i's new *_tls_loglevel.
+func (r *reloading) cacheLogLevel(i int, c config.Change) {
+	nc := &r.new.Caches[i]
+	if ct := r.d.caches[i]; ct.Cache != nil {
+		ct.Cache.SetLogCache(nc.LogCache)
+	}
+	r.changed(c.Name, quoted(c.From), quoted(c.To), "")
+	now := &r.now.Caches[i]
+	now.TLSLogLevel, now.LogCache, now.LogLevel = nc.TLSLogLevel, nc.LogCache, nc.LogLevel
+}
+
+// cacheBounds applies cache i's new *_max_entries and *_max_bytes, once
+// for both.
+func (r *reloading) cacheBounds(i int) {
+	if r.bounded[i] {
+		return
+	}
+	r.bounded[i] = true
+	oc, nc := &r.old.Caches[i], &r.new.Caches[i]
 	note := ""
-	if ct.Cache != nil {
+	if ct := r.d.caches[i]; ct.Cache != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		before, _ := ct.Cache.Stats(ctx)
 		if err := ct.Cache.SetLimits(ctx, scache.Limits{MaxEntries: nc.MaxEntries, MaxBytes: nc.MaxBytes}); err != nil {
 			// The new bounds are set; what is over them goes as
 			// changes are committed.
-			d.log.Warn("%s TLS cache: applying its new bounds: %v", oc.Name, err)
+			maillog.Warnf(r.d.log, "%s TLS cache: applying its new bounds: %v", oc.Name, err)
 		}
 		if after, err := ct.Cache.Stats(ctx); err == nil && after.Store.Evictions > before.Store.Evictions {
 			note = fmt.Sprintf("%d entries evicted", after.Store.Evictions-before.Store.Evictions)
@@ -278,12 +276,12 @@ func (d *daemon) reloadBounds(i int, ct server.CacheType, nc *config.CacheParams
 		if oc.MaxBytes != nc.MaxBytes {
 			n = ""
 		}
-		changed(oc.Name+"_tls_session_cache_max_entries", strconv.Itoa(oc.MaxEntries), strconv.Itoa(nc.MaxEntries), n)
+		r.changed(oc.Name+"_tls_session_cache_max_entries", strconv.Itoa(oc.MaxEntries), strconv.Itoa(nc.MaxEntries), n)
 	}
 	if oc.MaxBytes != nc.MaxBytes {
-		changed(oc.Name+"_tls_session_cache_max_bytes", strconv.FormatInt(oc.MaxBytes, 10), strconv.FormatInt(nc.MaxBytes, 10), note)
+		r.changed(oc.Name+"_tls_session_cache_max_bytes", strconv.FormatInt(oc.MaxBytes, 10), strconv.FormatInt(nc.MaxBytes, 10), note)
 	}
-	now.Caches[i].MaxEntries, now.Caches[i].MaxBytes = nc.MaxEntries, nc.MaxBytes
+	r.now.Caches[i].MaxEntries, r.now.Caches[i].MaxBytes = nc.MaxEntries, nc.MaxBytes
 }
 
 // reloadMetrics moves /metrics from the old address to addr ("" for
@@ -300,10 +298,10 @@ func (d *daemon) reloadMetrics(old, addr string) bool {
 				keep = "still serving http://" + old + "/metrics"
 			}
 			if errors.Is(err, os.ErrPermission) {
-				d.log.WarnAlways("tlsmgr_metrics_address changed from %q to %q: %v; that needs a restart (the daemon no longer has the privileges to bind it); %s",
+				maillog.WarnAlwaysf(d.log, "tlsmgr_metrics_address changed from %q to %q: %v; that needs a restart (the daemon no longer has the privileges to bind it); %s",
 					old, addr, err, keep)
 			} else {
-				d.log.WarnAlways("tlsmgr_metrics_address changed from %q to %q: %v; %s", old, addr, err, keep)
+				maillog.WarnAlwaysf(d.log, "tlsmgr_metrics_address changed from %q to %q: %v; %s", old, addr, err, keep)
 			}
 			return false
 		}
@@ -316,7 +314,7 @@ func (d *daemon) reloadMetrics(old, addr string) bool {
 	if l != nil {
 		d.metricsHTTP = d.startMetrics(l)
 	} else {
-		d.log.Info("no longer serving metrics")
+		maillog.Infof(d.log, "no longer serving metrics")
 	}
 	return true
 }

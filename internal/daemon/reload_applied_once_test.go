@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gotlsmgr/tlsmgr/internal/config"
 	"github.com/gotlsmgr/tlsmgr/internal/daemontest"
 )
 
@@ -73,6 +75,76 @@ func TestReloadChangesAppliedOnce(t *testing.T) {
 	}
 	if strings.Contains(p.Stderr.String(), "applied to the smtp cache") {
 		t.Errorf("ticket key warning about the smtp cache:\n%s", p.Stderr)
+	}
+	if t.Failed() {
+		t.Logf("log:\n%s", p.Stderr)
+	}
+}
+
+// TestReloadAppliesEveryLiveParameter changes, in one reload, every
+// parameter config's table says a reload applies in place: each is
+// reported applied and none as needing a restart; the caches' new
+// timeouts are the ones the server uses (what policy reports, a
+// disabled cache's included, and the caches' own); and a second reload
+// of the same main.cf finds nothing left to apply.
+func TestReloadAppliesEveryLiveParameter(t *testing.T) {
+	const caches = "smtpd_tls_session_cache_database = memory:smtpd\nsmtp_tls_session_cache_database = memory:smtp\n"
+	e := newEnv(t, caches)
+	if err := os.Chmod(e.Cfg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := e.start(t)
+	newValues := map[string]string{
+		"tlsmgr_client_limit":    "50",
+		"tlsmgr_metrics_address": "127.0.0.1:0",
+	}
+	for name, timeout := range map[string]string{"smtpd": "1800s", "smtp": "2h", "lmtp": "600"} {
+		newValues[name+"_tls_session_cache_timeout"] = timeout
+		newValues[name+"_tls_session_cache_max_entries"] = "500"
+		newValues[name+"_tls_session_cache_max_bytes"] = "64m"
+		newValues[name+"_tls_loglevel"] = "1"
+	}
+	var live []string
+	mainCF := caches
+	for _, pm := range config.Parameters() {
+		if pm.Reload != config.ReloadLive {
+			continue
+		}
+		v, ok := newValues[pm.Name]
+		if !ok {
+			t.Fatalf("a reload applies %s in place: give this test a new value for it", pm.Name)
+		}
+		live = append(live, pm.Name)
+		mainCF += pm.Name + " = " + v + "\n"
+	}
+	e.WriteMainCF(t, mainCF)
+	reloadAndWait(t, p, 1)
+	log := p.Stderr.String()
+	_, summary, _ := strings.Cut(log, "reloaded ")
+	summary, _, _ = strings.Cut(summary, "\n")
+	for _, name := range live {
+		if !strings.Contains(summary, " "+name+" ") {
+			t.Errorf("%s not reported applied: %s", name, summary)
+		}
+	}
+	if strings.Contains(log, "needs a restart") {
+		t.Errorf("a live parameter taken as needing a restart:\n%s", log)
+	}
+	for cache, want := range map[string]string{"smtpd": "cachable=1 timeout=1800", "smtp": "cachable=1 timeout=7200",
+		"lmtp": "cachable=0 timeout=600"} {
+		if got := strings.TrimSpace(ctl(t, e.Sock, "policy", cache)); got != want {
+			t.Errorf("after the reload, policy %s: %s, want %s", cache, got, want)
+		}
+	}
+	stats := ctl(t, e.Sock, "stats")
+	for _, want := range []string{`(?m)^smtpd_cache_timeout +1800$`, `(?m)^smtp_cache_timeout +7200$`} {
+		if !regexp.MustCompile(want).MatchString(stats) {
+			t.Errorf("stats lack %s:\n%s", want, stats)
+		}
+	}
+	reloadAndWait(t, p, 2)
+	if !strings.Contains(p.Stderr.String(), "nothing changed that applies while running") {
+		t.Errorf("the second reload applied something again:\n%s", p.Stderr)
 	}
 	if t.Failed() {
 		t.Logf("log:\n%s", p.Stderr)

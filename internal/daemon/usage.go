@@ -4,15 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"syscall"
 
+	"github.com/gotlsmgr/tlsmgr/internal/config"
 	"github.com/gotlsmgr/tlsmgr/internal/master"
 	"github.com/gotlsmgr/tlsmgr/internal/version"
 )
 
 // Usage is what tlsmgr -h prints. tlsmgr-go(8) has the whole story.
-const Usage = `usage: tlsmgr -listen PATH [-o name=value ...] [-v] [-V] [-c]
+var Usage = withDefaults(usageText)
+
+// usageText is Usage with {default:name} where name's default goes.
+const usageText = `usage: tlsmgr -listen PATH [-o name=value ...] [-v] [-V] [-c]
        tlsmgr -S [-o name=value ...] [-v]
        tlsmgr -l -n SERVICE -t unix [-u] [-c] [-o name=value ...] [-v]
        tlsmgr -h | --version
@@ -46,16 +51,34 @@ in memory, state in $XDG_STATE_HOME/tlsmgr, or /var/lib/tlsmgr as root).
 Common parameters (-o name=value or main.cf):
   smtpd_tls_session_cache_database   e.g. btree:${data_directory}/smtpd_scache,
   smtp_tls_session_cache_database    memory:NAME or redis:/path/to/settings.cf
-  smtpd_tls_session_cache_timeout    3600s
+  smtpd_tls_session_cache_timeout    {default:smtpd_tls_session_cache_timeout}
   smtpd_tls_session_cache_max_entries, smtpd_tls_session_cache_max_bytes
-                                     100000, 128m (also smtp_, lmtp_)
-  tlsmgr_ticket_key_persistence      no
+                                     {default:smtpd_tls_session_cache_max_entries}, {default:smtpd_tls_session_cache_max_bytes} (also smtp_, lmtp_)
+  tlsmgr_ticket_key_persistence      {default:tlsmgr_ticket_key_persistence}
   tlsmgr_ticket_key_database         empty, or redis:/path/to/settings.cf
-  tlsmgr_client_limit                1000
-  tls_random_source                  dev:/dev/urandom
+  tlsmgr_client_limit                {default:tlsmgr_client_limit}
+  tls_random_source                  {default:tls_random_source}
   data_directory, queue_directory, mail_owner
 See tlsmgr-go(8) for every parameter, and tlsmgrctl(1) to talk to the daemon.
 `
+
+// withDefaults puts into text the default of each parameter named as
+// {default:name}, from config's table.
+func withDefaults(text string) string {
+	return defaultRef.ReplaceAllStringFunc(text, func(ref string) string {
+		name := defaultRef.FindStringSubmatch(ref)[1]
+		pm, ok := config.Parameter(name)
+		if !ok || pm.NoDefault {
+			panic("daemon: the usage names " + name + ", which has no default in config's table")
+		}
+		if pm.Default == "" {
+			return "empty"
+		}
+		return pm.Default
+	})
+}
+
+var defaultRef = regexp.MustCompile(`\{default:([a-z0-9_]+)\}`)
 
 // commandLineRequest finds -h, --help or --version among the options of
 // args, scanning them as master.ParseArgs does (so that "-o -h" is a

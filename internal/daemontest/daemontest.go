@@ -57,16 +57,19 @@ type Bins struct{ Dir, Tlsmgr, Tlsmgrctl string }
 // them from the module at root (Build), hands them to set, runs the tests,
 // removes the binaries and exits with the tests' status, or with status 2
 // before any test when the build fails.
-func Main(m *testing.M, root string, set func(Bins)) {
+func Main(m *testing.M, root string, set func(Bins)) { os.Exit(Run(m, root, set)) }
+
+// Run is Main for a TestMain with more to do after the tests: it returns
+// the exit code instead of exiting.
+func Run(m *testing.M, root string, set func(Bins)) int {
 	dir, tlsmgr, tlsmgrctl, err := Build(root)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+		return 2
 	}
+	defer os.RemoveAll(dir)
 	set(Bins{Dir: dir, Tlsmgr: tlsmgr, Tlsmgrctl: tlsmgrctl})
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	return m.Run()
 }
 
 // Env is a throwaway configuration: main.cf in Cfg (MAIL_CONFIG), state in

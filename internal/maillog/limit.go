@@ -1,6 +1,8 @@
 package maillog
 
 import (
+	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,15 +25,18 @@ const (
 )
 
 // maxCauses bounds the table. Causes are format strings, of which the
-// program has a few dozen; the bound only matters if a caller builds format
-// strings from data.
+// program has a few dozen, and the keys of a few Causes; the bound only
+// matters if a caller builds format strings from data, or logs messages
+// made from data with slog's own methods (their message is their cause).
 const maxCauses = 256
 
 // A cause is the format string of the call: "request from %s exceeds the
-// size limits ..." is one cause whatever the peer.
+// size limits ..." is one cause whatever the peer; or a Cause's Key
+// (named), whatever its warnings say.
 type causeKey struct {
 	level  int
 	format string
+	named  bool
 }
 
 // bucket is a token bucket kept as the time at which it would be full
@@ -42,7 +47,18 @@ type bucket struct {
 	suppressed uint64 // since the last record of this bucket was logged
 }
 
-type limiter struct {
+// A Limiter is the rate limit of records: each Handler has one, and so
+// does testlog's recorder. Its zero value is ready for use.
+//
+// By default, warnings and errors are limited per level and format string
+// (limitBurst, then one per limitInterval), except those of WarnAlwaysf; a
+// Cause's warnings have its own rule instead (Cause.Warnf). Info, debug,
+// fatal and panic records are not limited.
+type Limiter struct {
+	// CausesOnly leaves warnings and errors that have no Cause alone:
+	// only a Cause's rule applies.
+	CausesOnly bool
+
 	mu     sync.Mutex
 	causes map[causeKey]*bucket
 	// overflow is shared, per level, by the causes that found the table
@@ -52,16 +68,86 @@ type limiter struct {
 	total     atomic.Uint64
 }
 
-// allow decides whether a record of key may be logged at now. If so,
-// suppressed is the count of records of its bucket dropped since the last
-// one logged, and other tells that the bucket is the shared overflow one.
-func (lim *limiter) allow(key causeKey, now time.Time) (ok bool, suppressed uint64, other bool) {
+// Suppressed returns the number of warnings and errors that the default
+// rule kept from the log. Those of a Cause are not counted: whoever logs
+// them counts the events (replies refused, updates not shared...).
+func (lim *Limiter) Suppressed() uint64 { return lim.total.Load() }
+
+// Check decides whether r may be logged at now, by the tags the helpers
+// (Warnf, Cause.Warnf...) put in it; a record without them is limited by
+// its level and message. If r may be logged, note is what must end its
+// text: how many records of its cause were suppressed before it, if any.
+func (lim *Limiter) Check(r slog.Record, now time.Time) (note string, ok bool) {
+	var m meta
+	r.Attrs(func(a slog.Attr) bool {
+		if v, found := metaOf(a); found {
+			m = v
+			return false
+		}
+		return true
+	})
+	key := m.format
+	if !m.formatted {
+		key = r.Message
+	}
+	return lim.check(severity(r.Level), m, key, now)
+}
+
+// check decides on a record of severity sev with the tags m, whose cause
+// for the default rule is key.
+func (lim *Limiter) check(sev int, m meta, key string, now time.Time) (note string, ok bool) {
+	switch {
+	case m.cause != nil:
+		c := m.cause
+		ok, n, other := lim.allow(causeKey{levelWarn, c.Key, true}, c.burst(), c.Every, now, false)
+		if ok && n > 0 {
+			if other || c.Note == "" {
+				note = suppressedNote(sev, n, other)
+			} else {
+				note = fmt.Sprintf(c.Note, n)
+			}
+		}
+		if !ok {
+			return "", false
+		}
+	case !m.always && !lim.CausesOnly && (sev == levelWarn || sev == levelError):
+		ok, n, other := lim.allow(causeKey{sev, key, false}, limitBurst, limitInterval, now, true)
+		if !ok {
+			return "", false
+		}
+		if n > 0 {
+			note = suppressedNote(sev, n, other)
+		}
+	}
+	if c := m.covers; c != nil {
+		lim.cover(causeKey{levelWarn, c.Key, true}, c.Every, now)
+	}
+	return note, true
+}
+
+func (c *Cause) burst() int {
+	if c.Burst > 0 {
+		return c.Burst
+	}
+	return 1
+}
+
+// allow decides whether a record of key may be logged at now, its bucket
+// holding burst records and refilling one per every. If so, suppressed is
+// the count of records of its bucket dropped since the last one logged,
+// and other tells that the bucket is the shared overflow one. count adds
+// a suppressed record to the total.
+func (lim *Limiter) allow(key causeKey, burst int, every time.Duration, now time.Time, count bool) (ok bool, suppressed uint64, other bool) {
 	lim.mu.Lock()
 	defer lim.mu.Unlock()
 	b := lim.causes[key]
 	if b == nil {
 		if b = lim.add(key, now); b == nil {
+			if key.level < levelWarn || key.level > levelError {
+				return true, 0, false
+			}
 			b, other = &lim.overflow[key.level-levelWarn], true
+			burst, every = limitBurst, limitInterval
 		}
 	}
 	if b.full.IsZero() {
@@ -69,23 +155,42 @@ func (lim *limiter) allow(key causeKey, now time.Time) (ok bool, suppressed uint
 		// a syslog stamp, which has no year).
 		b.full = now
 	}
-	// Each record takes limitInterval out of the bucket; a record fits
-	// while the bucket is less than limitBurst intervals from full.
-	if b.full.Sub(now) > (limitBurst-1)*limitInterval {
+	// Each record takes every out of the bucket; a record fits while the
+	// bucket is less than burst intervals from full.
+	if b.full.Sub(now) > time.Duration(burst-1)*every {
 		b.suppressed++
-		lim.total.Add(1)
+		if count || other {
+			lim.total.Add(1)
+		}
 		return false, 0, other
 	}
 	if b.full.Before(now) {
 		b.full = now
 	}
-	b.full = b.full.Add(limitInterval)
+	b.full = b.full.Add(every)
 	suppressed, b.suppressed = b.suppressed, 0
 	return true, suppressed, other
 }
 
+// cover restarts the interval of a cause that a record just logged
+// reports: its next record fits no sooner than every from now. The count
+// of its suppressed records stays, for its next record to report.
+func (lim *Limiter) cover(key causeKey, every time.Duration, now time.Time) {
+	lim.mu.Lock()
+	defer lim.mu.Unlock()
+	b := lim.causes[key]
+	if b == nil {
+		if b = lim.add(key, now); b == nil {
+			return
+		}
+	}
+	if next := now.Add(every); b.full.Before(next) {
+		b.full = next
+	}
+}
+
 // add enters a new cause, or returns nil if the table is full.
-func (lim *limiter) add(key causeKey, now time.Time) *bucket {
+func (lim *Limiter) add(key causeKey, now time.Time) *bucket {
 	if lim.causes == nil {
 		lim.causes = make(map[causeKey]*bucket)
 	}

@@ -3,6 +3,7 @@ package maillog
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,7 +27,7 @@ func (c *testClock) now() time.Time {
 func (c *testClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // limitedLogger logs to a buffer only, with the clock under test control.
-func limitedLogger(t *testing.T, step time.Duration) (*Logger, *testClock, *lockedBuffer) {
+func limitedLogger(t *testing.T, step time.Duration) (*testLog, *testClock, *lockedBuffer) {
 	t.Helper()
 	var buf lockedBuffer
 	l := newTestLogger(t, Options{Stderr: &buf, Verbose: 1, Exit: func(int) {}})
@@ -74,7 +75,7 @@ func TestWarnRateLimit(t *testing.T) {
 	l, clock, buf := limitedLogger(t, 0)
 	var want []string
 	for i := range 15 {
-		l.Warn("w %d", i)
+		Warnf(l.Logger, "w %d", i)
 		if i < limitBurst {
 			want = append(want, fmt.Sprintf("warning: w %d", i))
 		}
@@ -83,12 +84,12 @@ func TestWarnRateLimit(t *testing.T) {
 		t.Errorf("Suppressed() = %d, want 5", l.Suppressed())
 	}
 	clock.advance(limitInterval - 1)
-	l.Warn("w %d", 15) // one nanosecond early
+	Warnf(l.Logger, "w %d", 15) // one nanosecond early
 	clock.advance(1)
-	l.Warn("w %d", 16)
-	l.Warn("w %d", 17)
+	Warnf(l.Logger, "w %d", 16)
+	Warnf(l.Logger, "w %d", 17)
 	clock.advance(limitInterval)
-	l.Warn("w %d", 18)
+	Warnf(l.Logger, "w %d", 18)
 	want = append(want,
 		"warning: w 16 (6 similar warnings suppressed)",
 		"warning: w 18 (1 similar warning suppressed)")
@@ -98,8 +99,8 @@ func TestWarnRateLimit(t *testing.T) {
 	clock.advance(100 * limitInterval)
 	before := len(texts(buf))
 	for i := range 2 * limitBurst {
-		l.Warn("again %d", i)
-		l.Warn("w %d", i)
+		Warnf(l.Logger, "again %d", i)
+		Warnf(l.Logger, "w %d", i)
 	}
 	if got := len(texts(buf)) - before; got != 2*limitBurst {
 		t.Errorf("after a long pause %d records logged, want %d", got, 2*limitBurst)
@@ -113,13 +114,13 @@ const floodTotal, floodWriters = 100000, 8
 
 // flood logs floodTotal warnings of one cause from floodWriters goroutines,
 // each with its own peer, as conn.go does.
-func flood(l *Logger, format string) {
+func flood(l *testLog, format string) {
 	var wg sync.WaitGroup
 	for w := range floodWriters {
 		peer := fmt.Sprintf("192.0.2.%d", w)
 		wg.Go(func() {
 			for range floodTotal / floodWriters {
-				l.Warn(format, peer)
+				Warnf(l.Logger, format, peer)
 			}
 		})
 	}
@@ -144,7 +145,7 @@ func TestWarnFloodFixedClock(t *testing.T) {
 		t.Errorf("Suppressed() = %d, want %d", l.Suppressed(), want)
 	}
 	clock.advance(limitInterval)
-	l.Warn(floodFormat, "198.51.100.1")
+	Warnf(l.Logger, floodFormat, "198.51.100.1")
 	got = texts(buf)
 	want := fmt.Sprintf("warning: request from 198.51.100.1 exceeds the size limits "+
 		"(100 bytes per attribute, 1000 per request) (%d similar warnings suppressed)", floodTotal-limitBurst)
@@ -167,7 +168,7 @@ func TestWarnFloodAdvancingClock(t *testing.T) {
 		t.Errorf("%d records logged over %v, want %d (at least %d)", logged, elapsed, allowance, allowance-1)
 	}
 	clock.advance(limitInterval)
-	l.Warn(floodFormat, "198.51.100.1")
+	Warnf(l.Logger, floodFormat, "198.51.100.1")
 	var notes uint64
 	got := texts(buf)
 	for _, text := range got {
@@ -190,13 +191,13 @@ func TestSecondCauseUnaffected(t *testing.T) {
 	wg.Go(func() { flood(l, floodFormat) })
 	wg.Go(func() {
 		for i := range limitBurst {
-			l.Warn("timeout while waiting for data from %s", fmt.Sprint(i))
+			Warnf(l.Logger, "timeout while waiting for data from %s", fmt.Sprint(i))
 		}
 	})
 	wg.Wait()
 	// Same format, other level: another cause, limited the same way.
 	for range limitBurst + 1 {
-		l.Error(floodFormat, "x")
+		Errorf(l.Logger, floodFormat, "x")
 	}
 
 	var other, errors int
@@ -216,11 +217,11 @@ func TestSecondCauseUnaffected(t *testing.T) {
 	}
 
 	// Each cause reports its own count.
-	l.Warn("timeout while waiting for data from %s", "y") // over its burst
+	Warnf(l.Logger, "timeout while waiting for data from %s", "y") // over its burst
 	clock.advance(limitInterval)
-	l.Warn("timeout while waiting for data from %s", "z")
-	l.Warn(floodFormat, "z")
-	l.Error(floodFormat, "z")
+	Warnf(l.Logger, "timeout while waiting for data from %s", "z")
+	Warnf(l.Logger, floodFormat, "z")
+	Errorf(l.Logger, floodFormat, "z")
 	got := texts(buf)
 	got = got[len(got)-3:]
 	if n := noted(got[0]); n != 1 || !strings.HasPrefix(got[0], "warning: timeout") {
@@ -240,15 +241,15 @@ func TestUnlimitedLevels(t *testing.T) {
 	l, _, buf := limitedLogger(t, 0)
 	const n = 1000
 	for range limitBurst + 1 {
-		l.Warn("shared %s", "w")
+		Warnf(l.Logger, "shared %s", "w")
 	}
 	var wg sync.WaitGroup
 	for _, f := range []func(){
-		func() { l.Info("shared %s", "i") },
-		func() { l.Debug(1, "shared %s", "d") },
-		func() { l.WarnAlways("shared %s", "a") },
-		func() { l.Fatal("shared %s", "f") },
-		func() { l.panicf("shared %s", "p") },
+		func() { Infof(l.Logger, "shared %s", "i") },
+		func() { Debugf(l.Logger, 1, "shared %s", "d") },
+		func() { WarnAlwaysf(l.Logger, "shared %s", "a") },
+		func() { Fatalf(l.Logger, "shared %s", "f") },
+		func() { panicf(l.Logger, "shared %s", "p") },
 	} {
 		wg.Go(func() {
 			for range n {
@@ -278,13 +279,13 @@ func TestUnlimitedLevels(t *testing.T) {
 func TestCauseTableBound(t *testing.T) {
 	l, clock, buf := limitedLogger(t, 0)
 	for range limitBurst + 1 {
-		l.Warn("owed %s", "x")
+		Warnf(l.Logger, "owed %s", "x")
 	}
 	const distinct = 1000
 	for i := range distinct {
 		format := fmt.Sprintf("cause %d: %%s", i)
-		l.Warn(format, "x")
-		l.Warn(format, "y") // so that no bucket is full again one interval later
+		Warnf(l.Logger, format, "x")
+		Warnf(l.Logger, format, "y") // so that no bucket is full again one interval later
 	}
 	if len(l.limit.causes) != maxCauses {
 		t.Errorf("%d causes in the table, want %d", len(l.limit.causes), maxCauses)
@@ -299,7 +300,7 @@ func TestCauseTableBound(t *testing.T) {
 	}
 
 	clock.advance(limitInterval)
-	l.Warn("late %s", "x")
+	Warnf(l.Logger, "late %s", "x")
 	got := texts(buf)
 	want := fmt.Sprintf("warning: late x (%d other warnings suppressed)", overflowed-limitBurst)
 	if last := got[len(got)-1]; last != want {
@@ -311,11 +312,11 @@ func TestCauseTableBound(t *testing.T) {
 
 	// Now every bucket is full again; all but one owe nothing: forgotten.
 	clock.advance(limitBurst * limitInterval)
-	l.Warn("later %s", "x")
-	if len(l.limit.causes) != 2 || l.limit.causes[causeKey{levelWarn, "later %s"}] == nil {
+	Warnf(l.Logger, "later %s", "x")
+	if len(l.limit.causes) != 2 || l.limit.causes[causeKey{levelWarn, "later %s", false}] == nil {
 		t.Errorf("table after the idle causes expired: %d causes", len(l.limit.causes))
 	}
-	l.Warn("owed %s", "y")
+	Warnf(l.Logger, "owed %s", "y")
 	got = texts(buf)
 	if want := []string{"warning: later x", "warning: owed y (1 similar warning suppressed)"}; strings.Join(got[len(got)-2:], "\n") != strings.Join(want, "\n") {
 		t.Errorf("got %q, want %q", got[len(got)-2:], want)
@@ -327,10 +328,10 @@ func TestNoteSurvivesTruncation(t *testing.T) {
 	l, clock, buf := limitedLogger(t, 0)
 	long := strings.Repeat("\u00e9", MaxTextLen) // two bytes each
 	for range limitBurst + 1 {
-		l.Warn("%s", long)
+		Warnf(l.Logger, "%s", long)
 	}
 	clock.advance(limitInterval)
-	l.Warn("%s", long)
+	Warnf(l.Logger, "%s", long)
 	got := texts(buf)
 	last := strings.TrimPrefix(got[len(got)-1], "warning: ")
 	note := " (1 similar warning suppressed)"
@@ -345,39 +346,39 @@ func TestNoteSurvivesTruncation(t *testing.T) {
 // BenchmarkWarn measures the cost of the limiter: a suppressed warning (a
 // flood) and a logged one, next to Info, which skips the limiter.
 func BenchmarkWarn(b *testing.B) {
-	newLogger := func(b *testing.B, step time.Duration) *Logger {
-		l, err := New(Options{Tag: "postfix/tlsmgr", Hostname: "mail", Stderr: io.Discard})
+	newLogger := func(b *testing.B, step time.Duration) *testLog {
+		h, err := New(Options{Tag: "postfix/tlsmgr", Hostname: "mail", Stderr: io.Discard})
 		if err != nil {
 			b.Fatal(err)
 		}
 		clock := &testClock{step: step}
-		l.now = clock.now
-		return l
+		h.now = clock.now
+		return &testLog{h, slog.New(h)}
 	}
 	b.Run("suppressed", func(b *testing.B) {
 		l := newLogger(b, 0)
 		for b.Loop() {
-			l.Warn(floodFormat, "192.0.2.1")
+			Warnf(l.Logger, floodFormat, "192.0.2.1")
 		}
 	})
 	b.Run("suppressed-parallel", func(b *testing.B) {
 		l := newLogger(b, 0)
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				l.Warn(floodFormat, "192.0.2.1")
+				Warnf(l.Logger, floodFormat, "192.0.2.1")
 			}
 		})
 	})
 	b.Run("logged", func(b *testing.B) {
 		l := newLogger(b, limitInterval)
 		for b.Loop() {
-			l.Warn(floodFormat, "192.0.2.1")
+			Warnf(l.Logger, floodFormat, "192.0.2.1")
 		}
 	})
 	b.Run("info", func(b *testing.B) {
 		l := newLogger(b, 0)
 		for b.Loop() {
-			l.Info(floodFormat, "192.0.2.1")
+			Infof(l.Logger, floodFormat, "192.0.2.1")
 		}
 	})
 }

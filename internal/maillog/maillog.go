@@ -1,21 +1,28 @@
-// Package maillog writes log records the way Postfix programs do: to the
-// postlogd(8) socket when maillog_file is in use, otherwise to syslog, and
-// optionally also to stderr (-V).
+// Package maillog is tlsmgr's logging: a log/slog Handler that writes
+// records the way Postfix programs do, to the postlogd(8) socket when
+// maillog_file is in use, otherwise to syslog, and optionally also to
+// stderr (-V); the levels Postfix has and slog lacks (level.go); helpers
+// that log Postfix's prose through any *slog.Logger (Infof, Warnf...);
+// and the rate limits of warnings and errors (limit.go).
 //
 // The sockets are connected by New and kept, because the daemon chroots and
 // drops privileges afterwards and may no longer reach the socket paths.
 // Logging never blocks the caller for more than a few milliseconds: a record
 // that cannot be sent is dropped and counted.
 //
-// Warnings and errors are rate-limited per format string (see limit.go);
-// the next record let through reports how many were suppressed.
+// Warnings and errors are rate-limited per format string, or by the rule
+// of their Cause (see limit.go); the next record let through reports how
+// many were suppressed.
 package maillog
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,7 +32,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Severity levels, in Postfix's order.
+// Severities, in Postfix's order: what a record's slog level comes to
+// (see severity).
 const (
 	levelInfo = iota
 	levelWarn
@@ -33,6 +41,22 @@ const (
 	levelFatal
 	levelPanic
 )
+
+// severity maps a slog level to Postfix's: below LevelWarn is info
+// (debug records are logged like info ones, as msg_info does for -v).
+func severity(l slog.Level) int {
+	switch {
+	case l >= LevelPanic:
+		return levelPanic
+	case l >= LevelFatal:
+		return levelFatal
+	case l >= LevelError:
+		return levelError
+	case l >= LevelWarn:
+		return levelWarn
+	}
+	return levelInfo
+}
 
 // Syslog severities used by Postfix for each level: fatal and panic are
 // both logged as LOG_CRIT.
@@ -80,7 +104,7 @@ const (
 	defaultRetryInterval = time.Second
 )
 
-// Options configures a Logger.
+// Options configures a Handler.
 type Options struct {
 	Tag      string // e.g. "postfix/tlsmgr" (syslog_name/process_name)
 	Facility string // syslog_facility, e.g. "mail"; default "mail"
@@ -94,18 +118,34 @@ type Options struct {
 	// Hostname goes into postlog and stderr records; Postfix uses
 	// $myhostname. Default os.Hostname(); only the first label is used.
 	Hostname string
-	Verbose  int // Debug(level, ...) logs when level <= Verbose
-	// Exit is called by Fatal (code 1) and panicf (code 2); default os.Exit.
+	// Verbose is the -v count: records down to VerboseLevel(Verbose)
+	// are logged (Debugf(l, v, ...) when v <= Verbose).
+	Verbose int
+	// Exit is called once a record at LevelFatal (code 1) or LevelPanic
+	// (code 2) is written; default os.Exit.
 	Exit func(code int)
 }
 
-// Logger is safe for concurrent use.
-type Logger struct {
+// Handler is the slog.Handler that writes Postfix's records. It is safe
+// for concurrent use; the handlers WithAttrs and WithGroup derive from it
+// share its output and rate limits.
+//
+// A record's text is its message, then its attributes as " key=value";
+// the attribute the helpers of this package add (the format string, a
+// Cause) is consumed, not written.
+type Handler struct {
+	*logger
+	attrs string // rendered by WithAttrs
+	group string // WithGroup's prefix of attribute keys, "g." per group
+}
+
+// logger is a Handler's output and rate limits.
+type logger struct {
 	tag      string
 	host     string
 	pid      int
-	priority int // facility code
-	verbose  int
+	priority int        // facility code
+	minLevel slog.Level // VerboseLevel(Options.Verbose)
 	exit     func(int)
 	postlog  bool             // the socket is postlogd's, not syslog's
 	now      func() time.Time // replaceable in tests
@@ -114,7 +154,7 @@ type Logger struct {
 	stderr   io.Writer
 
 	dropped atomic.Uint64
-	limit   limiter
+	limit   Limiter
 
 	mu              sync.Mutex // guards the socket state below
 	fd              int        // connected datagram socket, -1 if none
@@ -127,10 +167,10 @@ type Logger struct {
 	lastConnectFail error
 }
 
-// New connects the log socket (if any) and returns the Logger. A socket that
-// cannot be connected now is not an error: records are dropped until a
-// later reconnection attempt succeeds, as Postfix does.
-func New(opts Options) (*Logger, error) {
+// New connects the log socket (if any) and returns the Handler. A socket
+// that cannot be connected now is not an error: records are dropped until
+// a later reconnection attempt succeeds, as Postfix does.
+func New(opts Options) (*Handler, error) {
 	facility := opts.Facility
 	if facility == "" {
 		facility = "mail"
@@ -154,12 +194,12 @@ func New(opts Options) (*Logger, error) {
 	if exit == nil {
 		exit = os.Exit
 	}
-	l := &Logger{
+	l := &logger{
 		tag:           opts.Tag,
 		host:          host,
 		pid:           os.Getpid(),
 		priority:      code,
-		verbose:       opts.Verbose,
+		minLevel:      VerboseLevel(opts.Verbose),
 		exit:          exit,
 		stderr:        opts.Stderr,
 		fd:            -1,
@@ -183,12 +223,13 @@ func New(opts Options) (*Logger, error) {
 		l.connectLocked()
 		l.mu.Unlock()
 	}
-	return l, nil
+	return &Handler{logger: l}, nil
 }
 
 // ConnectError reports why the last connection attempt failed, or nil if
 // the socket is connected (or none is configured).
-func (l *Logger) ConnectError() error {
+func (h *Handler) ConnectError() error {
+	l := h.logger
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.fd >= 0 {
@@ -199,60 +240,27 @@ func (l *Logger) ConnectError() error {
 
 // Dropped returns the number of records that could not be sent to the log
 // socket.
-func (l *Logger) Dropped() uint64 { return l.dropped.Load() }
+func (h *Handler) Dropped() uint64 { return h.dropped.Load() }
 
-// Suppressed returns the number of warnings and errors that were not logged
-// because their cause exceeded its rate limit.
-func (l *Logger) Suppressed() uint64 { return l.limit.total.Load() }
+// Suppressed returns the number of warnings and errors that were not
+// logged because their format string exceeded its rate limit (see
+// Limiter.Suppressed).
+func (h *Handler) Suppressed() uint64 { return h.limit.Suppressed() }
 
-// SetChroot tells the Logger that the process now runs chrooted to root, so
-// that a reconnection uses the socket path as seen inside the jail (an
+// SetChroot tells the Handler that the process now runs chrooted to root,
+// so that a reconnection uses the socket path as seen inside the jail (an
 // absolute path below root loses that prefix; others are kept, e.g.
 // /dev/log then means root/dev/log).
-func (l *Logger) SetChroot(root string) {
+func (h *Handler) SetChroot(root string) {
+	l := h.logger
 	l.mu.Lock()
 	l.root = root
 	l.mu.Unlock()
 }
 
-// Info logs text without a severity prefix. It is never rate-limited: it
-// is the transaction logging the operator asked for.
-func (l *Logger) Info(format string, args ...any) { l.log(levelInfo, format, args) }
-
-// Warn logs with "warning: " before the text, unless warnings with the same
-// format string exceed their rate limit; the next one logged then ends with
-// " (N similar warnings suppressed)".
-func (l *Logger) Warn(format string, args ...any) { l.logLimited(levelWarn, format, args) }
-
-// WarnAlways is Warn without the rate limit, for warnings that are logged a
-// bounded number of times and must all be seen, such as the configuration
-// warnings at start-up (which share the format string "%s").
-func (l *Logger) WarnAlways(format string, args ...any) { l.log(levelWarn, format, args) }
-
-// Error logs with "error: " before the text, rate-limited like Warn.
-func (l *Logger) Error(format string, args ...any) { l.logLimited(levelError, format, args) }
-
-// Fatal logs with "fatal: " before the text and exits with status 1.
-func (l *Logger) Fatal(format string, args ...any) {
-	l.log(levelFatal, format, args)
-	l.exit(1)
-}
-
-// panicf logs with "panic: " before the text and exits with status 2.
-func (l *Logger) panicf(format string, args ...any) {
-	l.log(levelPanic, format, args)
-	l.exit(2)
-}
-
-// Debug logs like Info when level <= the configured verbosity.
-func (l *Logger) Debug(level int, format string, args ...any) {
-	if level <= l.verbose {
-		l.log(levelInfo, format, args)
-	}
-}
-
 // Close closes the log socket. Later records only go to Stderr.
-func (l *Logger) Close() error {
+func (h *Handler) Close() error {
+	l := h.logger
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.closed = true
@@ -264,28 +272,131 @@ func (l *Logger) Close() error {
 	return err
 }
 
-func (l *Logger) log(level int, format string, args []any) {
-	l.write(l.now(), level, sanitize(fmt.Sprintf(format, args...)))
+// Enabled reports whether records at level are logged: down to
+// VerboseLevel(Options.Verbose).
+func (h *Handler) Enabled(_ context.Context, level slog.Level) bool {
+	return level >= h.minLevel
 }
 
-// logLimited decides before formatting, so that a suppressed record costs
-// only the table lookup.
-func (l *Logger) logLimited(level int, format string, args []any) {
+// Handle writes r unless its rate limit (see Limiter) holds it back. Its
+// level gives the record's prefix ("warning: "...) and syslog severity;
+// once a record at LevelFatal or LevelPanic is written, the process exits
+// (Options.Exit) with status 1 or 2.
+func (h *Handler) Handle(_ context.Context, r slog.Record) error {
+	m, text := h.render(r)
+	key := m.format
+	if !m.formatted {
+		key = r.Message
+	}
+	h.emit(r.Level, m, key, func() string { return text })
+	return nil
+}
+
+// WithAttrs returns a Handler that writes attrs after the message of
+// each record, before the record's own.
+func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	if len(attrs) == 0 {
+		return h
+	}
+	b := []byte(h.attrs)
+	for _, a := range attrs {
+		b = appendAttr(b, h.group, a)
+	}
+	return &Handler{logger: h.logger, attrs: string(b), group: h.group}
+}
+
+// WithGroup returns a Handler that puts name and a dot before the keys of
+// the attributes that follow.
+func (h *Handler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return h
+	}
+	return &Handler{logger: h.logger, attrs: h.attrs, group: h.group + name + "."}
+}
+
+// printf is what the helpers (Infof...) do with a Handler of this
+// package: the rate limit decides before formatting, so that a suppressed
+// record costs only the table lookup.
+func (h *Handler) printf(level slog.Level, m meta, format string, args []any) {
+	if level < h.minLevel {
+		return
+	}
+	h.emit(level, m, format, func() string { return fmt.Sprintf(format, args...) + h.attrs })
+}
+
+// render returns the rate-limit tags of r and its text: the message, then
+// the attributes.
+func (h *Handler) render(r slog.Record) (meta, string) {
+	var m meta
+	if h.attrs == "" && r.NumAttrs() == 0 {
+		return m, r.Message
+	}
+	b := append([]byte(r.Message), h.attrs...)
+	r.Attrs(func(a slog.Attr) bool {
+		if v, ok := metaOf(a); ok {
+			m = v
+		} else {
+			b = appendAttr(b, h.group, a)
+		}
+		return true
+	})
+	return m, string(b)
+}
+
+// appendAttr appends " key=value", the key after the groups' prefix, the
+// value quoted if it has spaces, '=' or '"' or is empty.
+func appendAttr(b []byte, prefix string, a slog.Attr) []byte {
+	a.Value = a.Value.Resolve()
+	if a.Equal(slog.Attr{}) {
+		return b
+	}
+	if _, ok := metaOf(a); ok {
+		return b
+	}
+	if a.Value.Kind() == slog.KindGroup {
+		if a.Key != "" {
+			prefix += a.Key + "."
+		}
+		for _, g := range a.Value.Group() {
+			b = appendAttr(b, prefix, g)
+		}
+		return b
+	}
+	b = append(b, ' ')
+	b = append(b, prefix...)
+	b = append(b, a.Key...)
+	b = append(b, '=')
+	v := a.Value.String()
+	if v == "" || strings.ContainsAny(v, " =\"") {
+		return strconv.AppendQuote(b, v)
+	}
+	return append(b, v...)
+}
+
+// emit writes one record, its rate limit permitting; key is its cause
+// for the default limit (the format string).
+func (l *logger) emit(level slog.Level, m meta, key string, text func() string) {
 	now := l.now()
-	ok, n, other := l.limit.allow(causeKey{level, format}, now)
+	sev := severity(level)
+	note, ok := l.limit.check(sev, m, key, now)
 	if !ok {
 		return
 	}
-	text := sanitize(fmt.Sprintf(format, args...))
-	if n > 0 {
+	t := sanitize(text())
+	if note != "" {
 		// The note must survive the length limit: cut the text instead.
-		note := suppressedNote(level, n, other)
-		text = truncate(text, MaxTextLen-len(note)) + note
+		t = truncate(t, MaxTextLen-len(note)) + note
 	}
-	l.write(now, level, text)
+	l.write(now, sev, t)
+	switch sev {
+	case levelFatal:
+		l.exit(1)
+	case levelPanic:
+		l.exit(2)
+	}
 }
 
-func (l *Logger) write(now time.Time, level int, text string) {
+func (l *logger) write(now time.Time, level int, text string) {
 	if l.path != "" {
 		l.send(l.socketRecord(now, level, text))
 	}
@@ -300,12 +411,12 @@ func (l *Logger) write(now time.Time, level int, text string) {
 // postlogPrefix is the record header postlogd expects in front of the
 // text: "Mmm dd hh:mm:ss host tag[pid]: " (day zero-padded, host cut at the
 // first dot). postlogd appends the newline when it writes the file.
-func (l *Logger) postlogPrefix(now time.Time) string {
+func (l *logger) postlogPrefix(now time.Time) string {
 	return fmt.Sprintf("%s %s %s[%d]: ", now.Format("Jan 02 15:04:05"), l.host, l.tag, l.pid)
 }
 
 // socketRecord formats one datagram for the configured socket.
-func (l *Logger) socketRecord(now time.Time, level int, text string) []byte {
+func (l *logger) socketRecord(now time.Time, level int, text string) []byte {
 	if l.postlog {
 		return []byte(l.postlogPrefix(now) + levelPrefix[level] + text)
 	}
@@ -316,13 +427,13 @@ func (l *Logger) socketRecord(now time.Time, level int, text string) []byte {
 }
 
 // fileRecord is a line as postlogd writes it into maillog_file.
-func (l *Logger) fileRecord(now time.Time, level int, text string) string {
+func (l *logger) fileRecord(now time.Time, level int, text string) string {
 	return l.postlogPrefix(now) + levelPrefix[level] + text + "\n"
 }
 
 // send delivers one datagram without blocking for long; on failure the
 // record is dropped.
-func (l *Logger) send(rec []byte) {
+func (l *logger) send(rec []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -351,7 +462,7 @@ func (l *Logger) send(rec []byte) {
 
 // trySendLocked sends without blocking; if the receiver's queue is full it
 // waits briefly for room, unless it recently had to give up.
-func (l *Logger) trySendLocked(rec []byte) error {
+func (l *logger) trySendLocked(rec []byte) error {
 	const flags = unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL
 	for {
 		err := unix.Sendto(l.fd, rec, flags, nil)
@@ -400,14 +511,14 @@ func isDisconnect(err error) bool {
 }
 
 // reconnectLocked connects unless an attempt failed too recently.
-func (l *Logger) reconnectLocked() bool {
+func (l *logger) reconnectLocked() bool {
 	if time.Now().Before(l.nextRetry) {
 		return false
 	}
 	return l.connectLocked()
 }
 
-func (l *Logger) connectLocked() bool {
+func (l *logger) connectLocked() bool {
 	path := jailedPath(l.path, l.root)
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err == nil {

@@ -3,6 +3,7 @@ package maillog
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -64,7 +65,13 @@ func (r *receiver) expectNone() {
 	}
 }
 
-func newTestLogger(t *testing.T, opts Options) *Logger {
+// testLog is a Handler and a logger writing through it.
+type testLog struct {
+	*Handler
+	*slog.Logger
+}
+
+func newTestLogger(t *testing.T, opts Options) *testLog {
 	t.Helper()
 	if opts.Tag == "" {
 		opts.Tag = "postfix/tlsmgr"
@@ -72,13 +79,13 @@ func newTestLogger(t *testing.T, opts Options) *Logger {
 	if opts.Hostname == "" {
 		opts.Hostname = "mail.example.com"
 	}
-	l, err := New(opts)
+	h, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.now = func() time.Time { return fixedTime }
-	t.Cleanup(func() { l.Close() })
-	return l
+	h.now = func() time.Time { return fixedTime }
+	t.Cleanup(func() { h.Close() })
+	return &testLog{h, slog.New(h)}
 }
 
 func TestPostlogRecordFormat(t *testing.T) {
@@ -92,12 +99,12 @@ func TestPostlogRecordFormat(t *testing.T) {
 
 	pid := os.Getpid()
 	head := fmt.Sprintf("Jan 02 03:04:05 mail postfix/tlsmgr[%d]: ", pid)
-	l.Info("hello %s", "world")
-	l.Warn("w %d", 1)
-	l.Error("e")
-	l.Debug(1, "debug one")
-	l.Debug(2, "debug two is suppressed")
-	l.Info("100%% done")
+	Infof(l.Logger, "hello %s", "world")
+	Warnf(l.Logger, "w %d", 1)
+	Errorf(l.Logger, "e")
+	Debugf(l.Logger, 1, "debug one")
+	Debugf(l.Logger, 2, "debug two is suppressed")
+	Infof(l.Logger, "100%% done")
 	for _, want := range []string{
 		head + "hello world",
 		head + "warning: w 1",
@@ -120,11 +127,11 @@ func TestSyslogRecordFormat(t *testing.T) {
 	var exitCodes []int
 	l := newTestLogger(t, Options{Syslog: true, SyslogPath: rcv.path, Exit: func(c int) { exitCodes = append(exitCodes, c) }})
 	pid := os.Getpid()
-	l.Info("i")
-	l.Warn("w")
-	l.Error("e")
-	l.Fatal("f")
-	l.panicf("p")
+	Infof(l.Logger, "i")
+	Warnf(l.Logger, "w")
+	Errorf(l.Logger, "e")
+	Fatalf(l.Logger, "f")
+	panicf(l.Logger, "p")
 	// mail facility (2<<3) | info 6, warning 4, err 3, crit 2, crit 2.
 	for _, want := range []string{
 		fmt.Sprintf("<22>Jan  2 03:04:05 postfix/tlsmgr[%d]: i", pid),
@@ -146,7 +153,7 @@ func TestSyslogFacility(t *testing.T) {
 	dir := t.TempDir()
 	rcv := newReceiver(t, filepath.Join(dir, "log"))
 	l := newTestLogger(t, Options{Syslog: true, SyslogPath: rcv.path, Facility: "local3"})
-	l.Warn("x")
+	Warnf(l.Logger, "x")
 	if got := rcv.next(); !strings.HasPrefix(got, "<156>") { // 19<<3 | 4
 		t.Errorf("got %q, want priority <156>", got)
 	}
@@ -158,8 +165,8 @@ func TestSyslogFacility(t *testing.T) {
 func TestStderrFileFormat(t *testing.T) {
 	var buf bytes.Buffer
 	l := newTestLogger(t, Options{Stderr: &buf, Hostname: "host"})
-	l.Info("one")
-	l.Warn("two")
+	Infof(l.Logger, "one")
+	Warnf(l.Logger, "two")
 	pid := os.Getpid()
 	want := fmt.Sprintf("Jan 02 03:04:05 host postfix/tlsmgr[%d]: one\n"+
 		"Jan 02 03:04:05 host postfix/tlsmgr[%d]: warning: two\n", pid, pid)
@@ -173,7 +180,7 @@ func TestStderrAlongsideSocket(t *testing.T) {
 	rcv := newReceiver(t, filepath.Join(dir, "postlog"))
 	var buf bytes.Buffer
 	l := newTestLogger(t, Options{Postlog: rcv.path, Stderr: &buf})
-	l.Error("both")
+	Errorf(l.Logger, "both")
 	got := rcv.next()
 	if got+"\n" != buf.String() {
 		t.Errorf("socket %q and stderr %q differ", got, buf.String())
@@ -207,7 +214,7 @@ func TestLongRecordTruncated(t *testing.T) {
 	dir := t.TempDir()
 	rcv := newReceiver(t, filepath.Join(dir, "postlog"))
 	l := newTestLogger(t, Options{Postlog: rcv.path})
-	l.Warn("%s", strings.Repeat("y", 5000))
+	Warnf(l.Logger, "%s", strings.Repeat("y", 5000))
 	got := rcv.next()
 	if !strings.HasSuffix(got, ": warning: "+strings.Repeat("y", MaxTextLen)) {
 		t.Errorf("record of %d bytes not truncated to %d text bytes", len(got), MaxTextLen)
@@ -223,7 +230,7 @@ func TestKeepsSocketWhenPathGone(t *testing.T) {
 	if err := os.Remove(rcv.path); err != nil {
 		t.Fatal(err)
 	}
-	l.Info("still here")
+	Infof(l.Logger, "still here")
 	if got := rcv.next(); !strings.HasSuffix(got, ": still here") {
 		t.Errorf("got %q", got)
 	}
@@ -240,8 +247,8 @@ func TestDropAndReconnect(t *testing.T) {
 	rcv.conn.Close()
 	os.Remove(path)
 	start := time.Now()
-	l.Info("lost 1")
-	l.Info("lost 2")
+	Infof(l.Logger, "lost 1")
+	Infof(l.Logger, "lost 2")
 	if d := time.Since(start); d > 500*time.Millisecond {
 		t.Errorf("logging to a dead socket took %v", d)
 	}
@@ -254,7 +261,7 @@ func TestDropAndReconnect(t *testing.T) {
 
 	rcv2 := newReceiver(t, path)
 	time.Sleep(2 * l.retryInterval)
-	l.Info("back")
+	Infof(l.Logger, "back")
 	if got := rcv2.next(); !strings.HasSuffix(got, ": back") {
 		t.Errorf("got %q", got)
 	}
@@ -271,9 +278,9 @@ func TestMissingSocketAtStart(t *testing.T) {
 		t.Errorf("ConnectError = %v, want one naming %s", err, path)
 	}
 	l.retryInterval, l.nextRetry = 0, time.Time{}
-	l.Info("dropped")
+	Infof(l.Logger, "dropped")
 	rcv := newReceiver(t, path)
-	l.Info("delivered")
+	Infof(l.Logger, "delivered")
 	if got := rcv.next(); !strings.HasSuffix(got, ": delivered") {
 		t.Errorf("got %q", got)
 	}
@@ -292,7 +299,7 @@ func TestFullQueueDoesNotBlock(t *testing.T) {
 	start := time.Now()
 	for i := range n {
 		t0 := time.Now()
-		l.Info("record %d", i)
+		Infof(l.Logger, "record %d", i)
 		if d := time.Since(t0); d > slowest {
 			slowest = d
 		}
@@ -335,7 +342,7 @@ func TestConcurrentLogging(t *testing.T) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range each {
-				l.Info("writer %d record %d", w, i)
+				Infof(l.Logger, "writer %d record %d", w, i)
 			}
 		})
 	}
@@ -357,7 +364,7 @@ func TestCloseStopsSocketOutput(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l.Info("after close")
+	Infof(l.Logger, "after close")
 	rcv.expectNone()
 	if !strings.Contains(buf.String(), "after close") {
 		t.Error("stderr output stopped after Close")
@@ -388,7 +395,7 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	rcv.conn.Close()
 	os.Remove(path)
 	rcv2 := newReceiver(t, path)
-	l.Info("reconnected")
+	Infof(l.Logger, "reconnected")
 	if got := rcv2.next(); !strings.HasSuffix(got, ": reconnected") {
 		t.Errorf("got %q", got)
 	}
@@ -462,7 +469,7 @@ func TestMatchesRealPostlog(t *testing.T) {
 	l := newTestLogger(t, Options{Postlog: rcv.path})
 	l.now = func() time.Time { return stamp }
 	l.pid, _ = strconv.Atoi(m[2])
-	l.Warn("%s", text)
+	Warnf(l.Logger, "%s", text)
 	if ours := rcv.next(); ours != real {
 		t.Errorf("record differs from Postfix's\n ours %q\nreal %q", ours, real)
 	}

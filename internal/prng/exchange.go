@@ -4,12 +4,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/safefile"
 )
 
@@ -28,11 +30,11 @@ type exchangeFile struct {
 	// when path no longer resolves to the same place. -1 if unavailable.
 	dirFD int
 	fd    int
-	warn  func(format string, args ...any)
+	log   *slog.Logger
 }
 
-func openExchangeFile(path string, fill func([]byte) error, warn func(string, ...any)) (*exchangeFile, error) {
-	e := &exchangeFile{path: path, dir: filepath.Dir(path), base: filepath.Base(path), dirFD: -1, fd: -1, warn: warn}
+func openExchangeFile(path string, fill func([]byte) error, log *slog.Logger) (*exchangeFile, error) {
+	e := &exchangeFile{path: path, dir: filepath.Dir(path), base: filepath.Base(path), dirFD: -1, fd: -1, log: log}
 	dirFD, err := unix.Open(e.dir, dirOpenFlags, 0)
 	if err != nil {
 		return nil, err
@@ -79,7 +81,7 @@ func (e *exchangeFile) restrictMode(fd int) error {
 		return err
 	}
 	if perm := st.Mode & 0o7777; perm != 0o600 {
-		e.warn("PRNG exchange file %s was mode %04o; making it 0600", e.path, perm)
+		maillog.Warnf(e.log, "PRNG exchange file %s was mode %04o; making it 0600", e.path, perm)
 		return unix.Fchmod(fd, 0o600)
 	}
 	return nil
@@ -114,9 +116,7 @@ func (e *exchangeFile) createComplete(fill func([]byte) error) (int, error) {
 	if err := unix.Fsync(fd); err != nil {
 		return fail(err)
 	}
-	err = unix.Linkat(e.dirFD, tmp, e.dirFD, e.base, 0)
-	unix.Unlinkat(e.dirFD, tmp, 0)
-	if err == nil {
+	if err = moveIntoPlace(e.dirFD, tmp, e.base); err == nil {
 		return fd, nil
 	}
 	unix.Close(fd)
@@ -271,4 +271,12 @@ func pwriteFull(fd int, buf []byte, offset int64) error {
 		done += n
 	}
 	return nil
+}
+
+// linkIntoPlace is moveIntoPlace by a link and an unlink, for systems or
+// file systems without an exclusive rename.
+func linkIntoPlace(dirFD int, tmp, base string) error {
+	err := unix.Linkat(dirFD, tmp, dirFD, base, 0)
+	unix.Unlinkat(dirFD, tmp, 0)
+	return err
 }

@@ -19,7 +19,7 @@ func TestExchangeFileAnyOversizeTrimmed(t *testing.T) {
 			if err := os.WriteFile(path, bytes.Repeat([]byte{3}, size), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			m, err := Open(Options{ExchangeFile: path, Clock: newFakeClock()})
+			m, err := testOpen(Options{ExchangeFile: path, Clock: newFakeClock()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -43,7 +43,7 @@ func TestExchangeFileAnyOtherModeMadeExact(t *testing.T) {
 				t.Fatal(err)
 			}
 			log := &testlog.Recorder{}
-			m, err := Open(Options{ExchangeFile: path, Logger: log, Clock: newFakeClock()})
+			m, err := testOpen(Options{ExchangeFile: path, Logger: log.Logger(), Clock: newFakeClock()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -59,7 +59,7 @@ func TestExchangeFileAnyOtherModeMadeExact(t *testing.T) {
 // TestReseedsCounted: every read of the source counted as entropy is a
 // reseed in the stats, the one at Open included.
 func TestReseedsCounted(t *testing.T) {
-	m, err := Open(Options{Source: "dev:/dev/urandom", Clock: newFakeClock()})
+	m, err := testOpen(Options{Source: "dev:/dev/urandom", Clock: newFakeClock()})
 	if err != nil {
 		t.Fatal(err)
 	}

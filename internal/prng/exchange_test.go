@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotlsmgr/tlsmgr/internal/safefile/safefiletest"
 	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 )
 
@@ -39,7 +40,7 @@ func TestExchangeFileLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "prng_exch")
 	clock := newFakeClock()
-	m, err := Open(Options{ExchangeFile: path, Clock: clock})
+	m, err := testOpen(Options{ExchangeFile: path, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestExchangeFileExistingContent(t *testing.T) {
 		if err := os.WriteFile(path, content, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		m, err := Open(Options{ExchangeFile: path, Clock: newFakeClock(), osEntropy: &countingReader{}})
+		m, err := testOpen(Options{ExchangeFile: path, Clock: newFakeClock(), osEntropy: &countingReader{}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +103,7 @@ func TestExchangeFileExistingContent(t *testing.T) {
 }
 
 func TestExchangeFileOpenError(t *testing.T) {
-	_, err := Open(Options{ExchangeFile: "/nonexistent/dir/prng_exch"})
+	_, err := testOpen(Options{ExchangeFile: "/nonexistent/dir/prng_exch"})
 	if err == nil || err.Error() != "open tls_random_exchange_name /nonexistent/dir/prng_exch: no such file or directory" {
 		t.Fatalf("Open error: %v", err)
 	}
@@ -113,7 +114,7 @@ func TestExchangeFileOpenError(t *testing.T) {
 func TestExchangeFileLockedByOtherProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "prng_exch")
 	log := &testlog.Recorder{}
-	m, err := Open(Options{ExchangeFile: path, Logger: log})
+	m, err := testOpen(Options{ExchangeFile: path, Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestExchangeFileLockedByOtherProcess(t *testing.T) {
 func TestExchangeFileLockTimeout(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "prng_exch")
 	log := &testlog.Recorder{}
-	m, err := Open(Options{ExchangeFile: path, Logger: log, LockTimeout: 100 * time.Millisecond})
+	m, err := testOpen(Options{ExchangeFile: path, Logger: log.Logger(), LockTimeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestExchangeFileRemovedIsRecreated(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "prng_exch")
 	log := &testlog.Recorder{}
-	m, err := Open(Options{ExchangeFile: path, Logger: log})
+	m, err := testOpen(Options{ExchangeFile: path, Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestExchangeFileDirectoryGone(t *testing.T) {
 	os.Mkdir(dir, 0o700)
 	path := filepath.Join(dir, "prng_exch")
 	log := &testlog.Recorder{}
-	m, err := Open(Options{ExchangeFile: path, Logger: log})
+	m, err := testOpen(Options{ExchangeFile: path, Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +239,7 @@ func TestExchangeFileDirectoryGone(t *testing.T) {
 func TestExchangeFileSurvivesSIGKILL(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "prng_exch")
-	if _, err := Open(Options{ExchangeFile: path}); err != nil {
+	if _, err := testOpen(Options{ExchangeFile: path}); err != nil {
 		t.Fatal(err)
 	}
 	previous := checkExchangeFile(t, path)
@@ -287,7 +288,7 @@ func TestExchangeFileModeRestricted(t *testing.T) {
 	}
 	os.Chmod(path, 0o644) // whatever the umask
 	log := &testlog.Recorder{}
-	m, err := Open(Options{ExchangeFile: path, Logger: log, Clock: newFakeClock()})
+	m, err := testOpen(Options{ExchangeFile: path, Logger: log.Logger(), Clock: newFakeClock()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,18 +308,18 @@ func TestExchangeFileRefusesLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "prng_exch")
-	plantLink(t, decoy, path)
-	if _, err := Open(Options{ExchangeFile: path, Clock: newFakeClock()}); err == nil || !strings.Contains(err.Error(), "refusing to use") {
+	safefiletest.PlantLink(t, decoy, path)
+	if _, err := testOpen(Options{ExchangeFile: path, Clock: newFakeClock()}); err == nil || !strings.Contains(err.Error(), "refusing to use") {
 		t.Fatalf("Open over a link: %v", err)
 	}
 	os.Remove(path)
 	log := &testlog.Recorder{}
-	m, err := Open(Options{ExchangeFile: path, Logger: log, Clock: newFakeClock()})
+	m, err := testOpen(Options{ExchangeFile: path, Logger: log.Logger(), Clock: newFakeClock()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	plantLink(t, decoy, path+".new")
+	safefiletest.PlantLink(t, decoy, path+".new")
 	if err := os.Rename(path+".new", path); err != nil {
 		t.Fatal(err)
 	}
@@ -328,19 +329,5 @@ func TestExchangeFileRefusesLink(t *testing.T) {
 	}
 	if b := readFile(t, decoy); string(b) != "precious" {
 		t.Fatalf("decoy now %q", b)
-	}
-}
-
-// plantLink makes a symbolic link owned by an account other than root, as
-// the mail owner would plant it (root's own links are followed by design).
-func plantLink(t *testing.T, target, path string) {
-	t.Helper()
-	if err := os.Symlink(target, path); err != nil {
-		t.Fatal(err)
-	}
-	if os.Geteuid() == 0 {
-		if err := os.Lchown(path, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
 	}
 }

@@ -6,7 +6,7 @@ import "math"
 // SP 800-90B section 4.4: the Repetition Count Test, the Adaptive
 // Proportion Test, and a repeated-pattern test of our own (a stuck source
 // that replays one buffer repeats no single byte value, so the first two
-// cannot see it). DESIGN.md gives the parameters and the arithmetic.
+// cannot see it). docs/prng.md gives the parameters and the arithmetic.
 
 const (
 	// healthMinEntropy is the min-entropy per byte, in bits, that the

@@ -81,12 +81,12 @@ func TestAPTCutoffExact(t *testing.T) {
 	}
 }
 
-// TestChosenCutoffs pins the cutoffs that DESIGN.md states, and checks the
+// TestChosenCutoffs pins the cutoffs that docs/prng.md states, and checks the
 // false-positive rates claimed there for a source of exactly
 // healthMinEntropy = 1 bit per byte (most likely byte: probability 1/2).
 func TestChosenCutoffs(t *testing.T) {
 	if healthMinEntropy != 1 || rctCutoffValue != 21 || aptCutoffValue != 325 || patternCutoffValue != 31 {
-		t.Fatalf("H=%v RCT %d APT %d pattern %d; DESIGN.md says H=1, 21, 325, 31",
+		t.Fatalf("H=%v RCT %d APT %d pattern %d; docs/prng.md says H=1, 21, 325, 31",
 			healthMinEntropy, rctCutoffValue, aptCutoffValue, patternCutoffValue)
 	}
 	// The APT as run counts the window's first sample plus the matches

@@ -7,17 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
-)
 
-// Logger receives the manager's log lines (the daemon's msg_info and
-// msg_warn).
-type Logger interface {
-	Info(format string, args ...any)
-	Warn(format string, args ...any)
-}
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
+)
 
 // Clock is the time source for the timers, so that tests can run them
 // fast. Read and lock timeouts use real time regardless.
@@ -31,25 +27,25 @@ type systemClock struct{}
 func (systemClock) Now() time.Time                         { return time.Now() }
 func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
-// Defaults, from Postfix.
+// Timing defaults of our own; the main.cf parameters (Options.Bytes and
+// the periods) have none here: their defaults and limits are config's.
 const (
-	DefaultBytes  = 32                    // tls_random_bytes
-	DefaultPeriod = 3600 * time.Second    // tls_random_reseed_period, tls_random_prng_update_period
-	DefaultIOWait = 10 * time.Second      // Postfix's TLS_MGR_TIMEOUT for source I/O
-	MaxPeriod     = 8421504 * time.Second // Postfix caps both periods at INT_MAX/255 seconds
+	DefaultIOWait = 10 * time.Second // Postfix's TLS_MGR_TIMEOUT for source I/O
 
 	defaultRetryMin = time.Second
 	defaultRetryMax = time.Hour
 )
 
-// Options configure Open. Zero values select the defaults noted.
+// Options configure Open. Bytes and the two periods are required, as
+// main.cf gives them (config.Params); other zero values select the
+// defaults noted.
 type Options struct {
 	Source       string        // tls_random_source: "dev:PATH", "egd:PATH", a plain file, or "" for none
-	Bytes        int           // tls_random_bytes (default 32); at most 255 are read from a device or EGD server
+	Bytes        int           // tls_random_bytes, at least 1; at most 255 are read from a device or EGD server
 	ExchangeFile string        // tls_random_exchange_name; "" disables
-	UpdatePeriod time.Duration // tls_random_prng_update_period (default 3600s, capped at MaxPeriod)
-	ReseedPeriod time.Duration // tls_random_reseed_period (default 3600s, capped at MaxPeriod)
-	Logger       Logger        // nil discards
+	UpdatePeriod time.Duration // tls_random_prng_update_period, positive
+	ReseedPeriod time.Duration // tls_random_reseed_period, positive
+	Logger       *slog.Logger  // nil discards
 
 	// SourceOptional makes a source that cannot be opened at Open a
 	// warning, as in Postfix, instead of an error; Run keeps retrying a
@@ -102,7 +98,7 @@ type Stats struct {
 // runs the reseed and exchange timers.
 type Manager struct {
 	opts  Options
-	log   Logger
+	log   *slog.Logger
 	clock Clock
 	pool  *drbgPool
 
@@ -165,8 +161,8 @@ func Open(opts Options) (*Manager, error) {
 
 	switch m.kind {
 	case sourceNone:
-		m.log.Warn("no entropy source specified with parameter tls_random_source")
-		m.log.Warn("encryption keys etc. may be predictable")
+		maillog.Warnf(m.log, "no entropy source specified with parameter tls_random_source")
+		maillog.Warnf(m.log, "encryption keys etc. may be predictable")
 	case sourceFile:
 		if err := m.readFileOnce(); err != nil {
 			return nil, err
@@ -185,7 +181,7 @@ func Open(opts Options) (*Manager, error) {
 	}
 
 	if opts.ExchangeFile != "" {
-		exch, err := openExchangeFile(opts.ExchangeFile, m.pool.generate, m.log.Warn)
+		exch, err := openExchangeFile(opts.ExchangeFile, m.pool.generate, m.log)
 		if err != nil {
 			m.closeSource()
 			return nil, fmt.Errorf("open tls_random_exchange_name %s: %w", opts.ExchangeFile, errorCause(err))
@@ -197,31 +193,21 @@ func Open(opts Options) (*Manager, error) {
 }
 
 func normalize(o *Options) error {
-	if o.Bytes < 0 {
+	if o.Bytes < 1 {
 		return fmt.Errorf("tls_random_bytes: %d is not a positive number", o.Bytes)
-	}
-	if o.Bytes == 0 {
-		o.Bytes = DefaultBytes
 	}
 	for _, p := range []struct {
 		name  string
-		value *time.Duration
+		value time.Duration
 	}{
-		{"tls_random_reseed_period", &o.ReseedPeriod},
-		{"tls_random_prng_update_period", &o.UpdatePeriod},
+		{"tls_random_reseed_period", o.ReseedPeriod},
+		{"tls_random_prng_update_period", o.UpdatePeriod},
 	} {
-		switch {
-		case *p.value < 0:
-			return fmt.Errorf("%s: %v is negative", p.name, *p.value)
-		case *p.value == 0:
-			*p.value = DefaultPeriod
-		case *p.value > MaxPeriod:
-			*p.value = MaxPeriod
+		if p.value <= 0 {
+			return fmt.Errorf("%s: %v is not a positive period", p.name, p.value)
 		}
 	}
-	if o.Logger == nil {
-		o.Logger = discardLogger{}
-	}
+	o.Logger = maillog.OrDiscard(o.Logger)
 	if o.Clock == nil {
 		o.Clock = systemClock{}
 	}
@@ -244,11 +230,6 @@ func normalize(o *Options) error {
 	return nil
 }
 
-type discardLogger struct{}
-
-func (discardLogger) Info(string, ...any) {}
-func (discardLogger) Warn(string, ...any) {}
-
 // Pool returns the pool every random byte the daemon emits comes from.
 func (m *Manager) Pool() Pool { return m.pool }
 
@@ -260,7 +241,7 @@ func (m *Manager) readFileOnce() error {
 		if !m.opts.SourceOptional {
 			return fmt.Errorf("open tls_random_source %s: %w", m.opts.Source, errorCause(err))
 		}
-		m.log.Warn("cannot open entropy file %s: %v", m.sourcePath, errorCause(err))
+		maillog.Warnf(m.log, "cannot open entropy file %s: %v", m.sourcePath, errorCause(err))
 		m.recordReadFailure()
 		return nil
 	}
@@ -270,12 +251,12 @@ func (m *Manager) readFileOnce() error {
 		if err == io.EOF {
 			err = errors.New("file is empty")
 		}
-		m.log.Warn("cannot read from entropy file %s: %v", m.sourcePath, errorCause(err))
+		maillog.Warnf(m.log, "cannot read from entropy file %s: %v", m.sourcePath, errorCause(err))
 		m.recordReadFailure()
 		return nil
 	}
 	if m.useSourceBytes(data) && m.opts.Verbose {
-		m.log.Info("read %d bytes from entropy file %s", len(data), m.sourcePath)
+		maillog.Infof(m.log, "read %d bytes from entropy file %s", len(data), m.sourcePath)
 	}
 	return nil
 }
@@ -303,14 +284,14 @@ func (m *Manager) useSourceBytes(data []byte) bool {
 	// otherwise warn at every reseed.
 	if failures > 0 && wasHealthy {
 		if m.kind == sourceFile {
-			m.log.Warn("entropy file %s fails the %s health test: its bytes are not counted as entropy", m.sourcePath, failed)
+			maillog.Warnf(m.log, "entropy file %s fails the %s health test: its bytes are not counted as entropy", m.sourcePath, failed)
 		} else {
-			m.log.Warn("entropy source %s fails the %s health test: its bytes are not counted as entropy until %d bytes in a row pass; reseeds rely on the operating system's generator meanwhile",
+			maillog.Warnf(m.log, "entropy source %s fails the %s health test: its bytes are not counted as entropy until %d bytes in a row pass; reseeds rely on the operating system's generator meanwhile",
 				m.opts.Source, failed, aptWindow)
 		}
 	}
 	if nowHealthy && (!wasHealthy || failures > 0) {
-		m.log.Info("entropy source %s passes the health tests again", m.opts.Source)
+		maillog.Infof(m.log, "entropy source %s passes the health tests again", m.opts.Source)
 	}
 	return credit
 }
@@ -321,9 +302,9 @@ func (m *Manager) osEntropyFailed(err error, sourceCredited bool) {
 	m.stats.OSEntropyFailures++
 	m.statsMu.Unlock()
 	if sourceCredited {
-		m.log.Warn("%v -- this reseed uses tls_random_source alone", err)
+		maillog.Warnf(m.log, "%v -- this reseed uses tls_random_source alone", err)
 	} else {
-		m.log.Warn("%v -- this reseed adds no entropy; the pool keeps serving from its current state", err)
+		maillog.Warnf(m.log, "%v -- this reseed adds no entropy; the pool keeps serving from its current state", err)
 	}
 }
 
@@ -456,16 +437,16 @@ func (m *Manager) reseedFromSource() {
 	m.srcMu.Unlock()
 	switch {
 	case recovered && m.health.healthy():
-		m.log.Info("entropy source %s is working again", m.opts.Source)
+		maillog.Infof(m.log, "entropy source %s is working again", m.opts.Source)
 	case recovered && !wasHealthy:
 		// useSourceBytes said nothing: the source was failing already.
-		m.log.Info("entropy source %s can be read again, but still fails its health tests", m.opts.Source)
+		maillog.Infof(m.log, "entropy source %s can be read again, but still fails its health tests", m.opts.Source)
 	case recovered:
 		// useSourceBytes has just warned that this read failed.
 	case m.opts.Verbose && credit:
-		m.log.Info("read %d bytes from entropy source %s", len(data), m.opts.Source)
+		maillog.Infof(m.log, "read %d bytes from entropy source %s", len(data), m.opts.Source)
 	case m.opts.Verbose:
-		m.log.Info("read %d bytes from entropy source %s, not counted as entropy", len(data), m.opts.Source)
+		maillog.Infof(m.log, "read %d bytes from entropy source %s, not counted as entropy", len(data), m.opts.Source)
 	}
 }
 
@@ -498,7 +479,7 @@ func (m *Manager) sourceFailed(failed entropySource, what string, err error) {
 	retry := m.backoff(m.srcFailures)
 	m.srcMu.Unlock()
 	m.recordReadFailure()
-	m.log.Warn("%s: %v -- the pool keeps serving; retrying in %v", what, errorCause(err), retry)
+	maillog.Warnf(m.log, "%s: %v -- the pool keeps serving; retrying in %v", what, errorCause(err), retry)
 }
 
 func (m *Manager) recordReadFailure() {
@@ -527,9 +508,9 @@ func (m *Manager) updateExchange() {
 	}
 	m.statsMu.Unlock()
 	if err != nil {
-		m.log.Warn("PRNG exchange file %s: %v", m.opts.ExchangeFile, err)
+		maillog.Warnf(m.log, "PRNG exchange file %s: %v", m.opts.ExchangeFile, err)
 	} else if m.opts.Verbose {
-		m.log.Info("updated PRNG exchange file %s", m.opts.ExchangeFile)
+		maillog.Infof(m.log, "updated PRNG exchange file %s", m.opts.ExchangeFile)
 	}
 }
 
@@ -542,7 +523,7 @@ func (m *Manager) updateExchangeLocked() error {
 		if err := m.exch.reopen(m.pool.generate); err != nil {
 			return fmt.Errorf("cannot recreate it after its removal: %w", errorCause(err))
 		}
-		m.log.Warn("PRNG exchange file %s was removed -- recreated it", m.opts.ExchangeFile)
+		maillog.Warnf(m.log, "PRNG exchange file %s was removed -- recreated it", m.opts.ExchangeFile)
 	}
 	return m.exch.update(m.pool, m.opts.LockTimeout)
 }

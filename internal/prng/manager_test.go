@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotlsmgr/tlsmgr/internal/config"
 	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 )
 
@@ -18,7 +19,7 @@ func TestTimers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "prng_exch")
 	clock := newFakeClock()
 	const reseedPeriod, updatePeriod = 1000 * time.Second, 50 * time.Second
-	m, err := Open(Options{
+	m, err := testOpen(Options{
 		Source: "egd:" + s.path, ExchangeFile: path, Clock: clock,
 		ReseedPeriod: reseedPeriod, UpdatePeriod: updatePeriod,
 	})
@@ -78,7 +79,7 @@ func isScaledInterval(d, period time.Duration) bool {
 }
 
 func TestScaledInterval(t *testing.T) {
-	for _, period := range []time.Duration{time.Second, 3600 * time.Second, MaxPeriod} {
+	for _, period := range []time.Duration{time.Second, 3600 * time.Second, config.MaxRandomPeriod} {
 		if got := scaledInterval(period, 0); got != 0 {
 			t.Errorf("b=0: %v", got)
 		}
@@ -97,12 +98,12 @@ func TestScaledInterval(t *testing.T) {
 }
 
 func TestRandomIntervals(t *testing.T) {
-	m, err := Open(Options{Source: "dev:/dev/urandom"})
+	m, err := testOpen(Options{Source: "dev:/dev/urandom"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	for _, period := range []time.Duration{time.Second, 3600 * time.Second, MaxPeriod} {
+	for _, period := range []time.Duration{time.Second, 3600 * time.Second, config.MaxRandomPeriod} {
 		var lowest, highest time.Duration = period, 0
 		for range 5000 {
 			d := m.randomInterval(period)
@@ -118,7 +119,7 @@ func TestRandomIntervals(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	m, err := Open(Options{Source: "dev:/dev/urandom", RetryMin: time.Second, RetryMax: 10 * time.Second})
+	m, err := testOpen(Options{Source: "dev:/dev/urandom", RetryMin: time.Second, RetryMax: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +141,7 @@ func TestSourceFailureAtRunTime(t *testing.T) {
 	s := startEGD(t, egdNormal)
 	clock := newFakeClock()
 	log := &testlog.Recorder{}
-	m, err := Open(Options{Source: "egd:" + s.path, Clock: clock, Logger: log, RetryMin: time.Second, RetryMax: 4 * time.Second})
+	m, err := testOpen(Options{Source: "egd:" + s.path, Clock: clock, Logger: log.Logger(), RetryMin: time.Second, RetryMax: 4 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,13 +181,13 @@ func TestSourceFailureAtRunTime(t *testing.T) {
 	if st := m.Stats(); !st.SourceOK || !st.LastReseed.Equal(clock.Now()) {
 		t.Fatalf("stats: %+v", st)
 	}
-	if w.d > DefaultPeriod {
+	if w.d > testPeriod {
 		t.Fatalf("after recovery the next reseed is in %v", w.d)
 	}
 }
 
 func TestRunStopsOnClose(t *testing.T) {
-	m, err := Open(Options{Source: "dev:/dev/urandom"})
+	m, err := testOpen(Options{Source: "dev:/dev/urandom"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,25 +204,34 @@ func TestRunStopsOnClose(t *testing.T) {
 	}
 }
 
-func TestOptionDefaultsAndErrors(t *testing.T) {
-	if _, err := Open(Options{Bytes: -1}); err == nil {
-		t.Error("negative tls_random_bytes accepted")
+// TestOptionsRequired: the main.cf values have no defaults here (config
+// has them): Open refuses a zero or negative count or period, and takes a
+// period as long as main.cf allows as it is.
+func TestOptionsRequired(t *testing.T) {
+	for _, o := range []Options{
+		{Bytes: 0, ReseedPeriod: time.Hour, UpdatePeriod: time.Hour},
+		{Bytes: -1, ReseedPeriod: time.Hour, UpdatePeriod: time.Hour},
+		{Bytes: 32, ReseedPeriod: 0, UpdatePeriod: time.Hour},
+		{Bytes: 32, ReseedPeriod: -time.Second, UpdatePeriod: time.Hour},
+		{Bytes: 32, ReseedPeriod: time.Hour, UpdatePeriod: 0},
+	} {
+		if m, err := Open(o); err == nil {
+			m.Close()
+			t.Errorf("Open(Bytes %d, ReseedPeriod %v, UpdatePeriod %v) accepted", o.Bytes, o.ReseedPeriod, o.UpdatePeriod)
+		}
 	}
-	if _, err := Open(Options{ReseedPeriod: -time.Second}); err == nil {
-		t.Error("negative period accepted")
-	}
-	m, err := Open(Options{Source: "dev:/dev/urandom", UpdatePeriod: 1000 * 24 * time.Hour})
+	m, err := Open(Options{Source: "dev:/dev/urandom", Bytes: 7, ReseedPeriod: time.Second, UpdatePeriod: config.MaxRandomPeriod})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if m.opts.Bytes != DefaultBytes || m.opts.ReseedPeriod != DefaultPeriod || m.opts.UpdatePeriod != MaxPeriod {
-		t.Fatalf("normalised options: %+v", m.opts)
+	if m.opts.Bytes != 7 || m.opts.ReseedPeriod != time.Second || m.opts.UpdatePeriod != config.MaxRandomPeriod {
+		t.Fatalf("options changed: %+v", m.opts)
 	}
 }
 
 func TestStatsCountServedBytes(t *testing.T) {
-	m, err := Open(Options{Source: "dev:/dev/urandom", ExchangeFile: filepath.Join(t.TempDir(), "prng_exch")})
+	m, err := testOpen(Options{Source: "dev:/dev/urandom", ExchangeFile: filepath.Join(t.TempDir(), "prng_exch")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,5 +13,5 @@
 //
 // The full design (inputs, health tests and their cutoffs, the exchange
 // file, the timers, differences from Postfix and the known-answer evidence)
-// is in DESIGN.md in this directory.
+// is in docs/prng.md at the root of the repository.
 package prng

@@ -115,7 +115,7 @@ func runManager(t *testing.T, m *Manager) {
 func TestEGDSource(t *testing.T) {
 	s := startEGD(t, egdNormal)
 	log := &testlog.Recorder{}
-	m, err := Open(Options{Source: "egd:" + s.path, Bytes: 1000, Logger: log, ReseedPeriod: 10 * time.Millisecond})
+	m, err := testOpen(Options{Source: "egd:" + s.path, Bytes: 1000, Logger: log.Logger(), ReseedPeriod: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestEGDSource(t *testing.T) {
 func TestEGDZeroBytesIsAFailure(t *testing.T) {
 	s := startEGD(t, egdZero)
 	log := &testlog.Recorder{}
-	m, err := Open(Options{Source: "egd:" + s.path, Logger: log, RetryMin: 10 * time.Millisecond})
+	m, err := testOpen(Options{Source: "egd:" + s.path, Logger: log.Logger(), RetryMin: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestEGDHangingServerTimesOut(t *testing.T) {
 	s := startEGD(t, egdHang)
 	log := &testlog.Recorder{}
 	start := time.Now()
-	m, err := Open(Options{Source: "egd:" + s.path, Logger: log, ReadTimeout: 100 * time.Millisecond, RetryMin: 20 * time.Millisecond})
+	m, err := testOpen(Options{Source: "egd:" + s.path, Logger: log.Logger(), ReadTimeout: 100 * time.Millisecond, RetryMin: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,14 +198,14 @@ func TestEGDHangingServerTimesOut(t *testing.T) {
 
 func TestEGDUnreachable(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "egd.sock")
-	_, err := Open(Options{Source: "egd:" + path})
+	_, err := testOpen(Options{Source: "egd:" + path})
 	if err == nil || err.Error() != "open tls_random_source egd:"+path+": no such file or directory" {
 		t.Fatalf("Open error: %v", err)
 	}
 
 	// SourceOptional: start anyway, warn, and connect once the server is up.
 	log := &testlog.Recorder{}
-	m, err := Open(Options{Source: "egd:" + path, SourceOptional: true, Logger: log, RetryMin: 10 * time.Millisecond})
+	m, err := testOpen(Options{Source: "egd:" + path, SourceOptional: true, Logger: log.Logger(), RetryMin: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestEGDUnreachable(t *testing.T) {
 
 func TestDevSource(t *testing.T) {
 	log := &testlog.Recorder{}
-	m, err := Open(Options{Source: "dev:/dev/urandom", Bytes: 64, Logger: log})
+	m, err := testOpen(Options{Source: "dev:/dev/urandom", Bytes: 64, Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestDevSource(t *testing.T) {
 	if len(log.Lines()) != 0 {
 		t.Fatalf("log: %q", log.Lines())
 	}
-	m2, err := Open(Options{Source: "dev:/dev/urandom", Bytes: 4096})
+	m2, err := testOpen(Options{Source: "dev:/dev/urandom", Bytes: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +284,7 @@ func TestDevSourceWithoutPoller(t *testing.T) {
 }
 
 func TestDevSourceMissing(t *testing.T) {
-	_, err := Open(Options{Source: "dev:/dev/nosuch"})
+	_, err := testOpen(Options{Source: "dev:/dev/nosuch"})
 	if err == nil || err.Error() != "open tls_random_source dev:/dev/nosuch: no such file or directory" {
 		t.Fatalf("Open error: %v", err)
 	}
@@ -296,7 +296,7 @@ func TestDevSourceBlockingTimesOut(t *testing.T) {
 	fifo, writer := fifoSource(t)
 	log := &testlog.Recorder{}
 	start := time.Now()
-	m, err := Open(Options{Source: "dev:" + fifo, Logger: log, ReadTimeout: 100 * time.Millisecond, RetryMin: 20 * time.Millisecond})
+	m, err := testOpen(Options{Source: "dev:" + fifo, Logger: log.Logger(), ReadTimeout: 100 * time.Millisecond, RetryMin: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestPlainFileReadOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := &testlog.Recorder{}
-	m, err := Open(Options{Source: path, Bytes: 300, Logger: log, ReseedPeriod: 5 * time.Millisecond})
+	m, err := testOpen(Options{Source: path, Bytes: 300, Logger: log.Logger(), ReseedPeriod: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +351,7 @@ func TestPlainFileFeedsThePool(t *testing.T) {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		m, err := Open(Options{Source: path, Bytes: bytes, Clock: newFakeClock(), osEntropy: &countingReader{}})
+		m, err := testOpen(Options{Source: path, Bytes: bytes, Clock: newFakeClock(), osEntropy: &countingReader{}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -371,12 +371,12 @@ func TestPlainFileFeedsThePool(t *testing.T) {
 }
 
 func TestPlainFileProblems(t *testing.T) {
-	_, err := Open(Options{Source: "/nonexistent/seed"})
+	_, err := testOpen(Options{Source: "/nonexistent/seed"})
 	if err == nil || err.Error() != "open tls_random_source /nonexistent/seed: no such file or directory" {
 		t.Fatalf("Open error: %v", err)
 	}
 	log := &testlog.Recorder{}
-	m, err := Open(Options{Source: "/nonexistent/seed", SourceOptional: true, Logger: log})
+	m, err := testOpen(Options{Source: "/nonexistent/seed", SourceOptional: true, Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +387,7 @@ func TestPlainFileProblems(t *testing.T) {
 	empty := filepath.Join(t.TempDir(), "empty")
 	os.WriteFile(empty, nil, 0o600)
 	log = &testlog.Recorder{}
-	m, err = Open(Options{Source: empty, Logger: log})
+	m, err = testOpen(Options{Source: empty, Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +402,7 @@ func TestPlainFileProblems(t *testing.T) {
 
 func TestEmptySourceWarning(t *testing.T) {
 	log := &testlog.Recorder{}
-	m, err := Open(Options{Logger: log})
+	m, err := testOpen(Options{Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,8 +430,8 @@ func checkDeadSource(t *testing.T, source string, size, reseeds int, credited ui
 	var outputs [][]byte
 	for _, next := range []byte{1, 101, 1} {
 		log := &testlog.Recorder{}
-		m, err := Open(Options{
-			Source: source, Bytes: size, Logger: log, Clock: newFakeClock(),
+		m, err := testOpen(Options{
+			Source: source, Bytes: size, Logger: log.Logger(), Clock: newFakeClock(),
 			osEntropy: io.MultiReader(bytes.NewReader(instantiation), &countingReader{next: next}),
 		})
 		if err != nil {
@@ -502,7 +502,7 @@ func TestDeadSourcePlainFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := &testlog.Recorder{}
-	m, err := Open(Options{Source: path, Bytes: 64, Logger: log})
+	m, err := testOpen(Options{Source: path, Bytes: 64, Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,7 +525,7 @@ func TestDeadSourcePlainFile(t *testing.T) {
 func TestHealthySourceManyReseeds(t *testing.T) {
 	log := &testlog.Recorder{}
 	clock := newFakeClock()
-	m, err := Open(Options{Source: "dev:/dev/urandom", Bytes: 255, Logger: log, Clock: clock})
+	m, err := testOpen(Options{Source: "dev:/dev/urandom", Bytes: 255, Logger: log.Logger(), Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -551,7 +551,7 @@ func TestSourceRecoversFromHealthFailure(t *testing.T) {
 	s := startEGD(t, egdConstant)
 	log := &testlog.Recorder{}
 	clock := newFakeClock()
-	m, err := Open(Options{Source: "egd:" + s.path, Bytes: 255, Logger: log, Clock: clock})
+	m, err := testOpen(Options{Source: "egd:" + s.path, Bytes: 255, Logger: log.Logger(), Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -590,7 +590,7 @@ func TestSourceRecoversFromHealthFailure(t *testing.T) {
 func TestFailingSourceReadAgainAfterIOError(t *testing.T) {
 	s := startEGD(t, egdConstant)
 	log := &testlog.Recorder{}
-	m, err := Open(Options{Source: "egd:" + s.path, Logger: log})
+	m, err := testOpen(Options{Source: "egd:" + s.path, Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -617,7 +617,7 @@ func TestFailingSourceReadAgainAfterIOError(t *testing.T) {
 // TestOSEntropyFailure: a failing OS generator makes Open fail, or, at a
 // reseed, is counted and logged while the pool keeps serving.
 func TestOSEntropyFailure(t *testing.T) {
-	_, err := Open(Options{Source: "dev:/dev/urandom", osEntropy: failingReader{}})
+	_, err := testOpen(Options{Source: "dev:/dev/urandom", osEntropy: failingReader{}})
 	if err == nil || err.Error() != "cannot read operating system randomness: getrandom: broken" {
 		t.Fatalf("Open error: %v", err)
 	}
@@ -632,7 +632,7 @@ func TestOSEntropyFailure(t *testing.T) {
 		log := &testlog.Recorder{}
 		// Enough for instantiation only.
 		osEntropy := io.MultiReader(bytes.NewReader(randomBytes(48)), failingReader{})
-		m, err := Open(Options{Source: c.source, Logger: log, osEntropy: osEntropy})
+		m, err := testOpen(Options{Source: c.source, Logger: log.Logger(), osEntropy: osEntropy})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,7 +26,7 @@ func TestRunEventsAreWatched(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "prng_exch")
 	clock := newFakeClock()
-	m, err := Open(Options{ExchangeFile: path, Clock: clock, Watch: watch})
+	m, err := testOpen(Options{ExchangeFile: path, Clock: clock, Watch: watch})
 	if err != nil {
 		t.Fatal(err)
 	}

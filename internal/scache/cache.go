@@ -4,15 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
-)
 
-// Logger is the part of the daemon's logger a cache needs.
-type Logger interface {
-	Info(format string, args ...any)
-	Warn(format string, args ...any)
-}
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
+)
 
 // Config describes one cache.
 type Config struct {
@@ -25,7 +22,7 @@ type Config struct {
 	SweepBatch int
 	// Mix, if set, receives each swept entry's bytes for the PRNG pool.
 	Mix func([]byte)
-	Log Logger
+	Log *slog.Logger     // nil: no log, and no transaction logging
 	Now func() time.Time // for tests; time.Now if nil
 	// Watch, if set, is told when each sweep batch starts and (through
 	// the function it returns) ends: the daemon's watchdog
@@ -62,7 +59,7 @@ func New(cfg Config, store Store) *Cache {
 		now = time.Now
 	}
 	if cfg.LogCache && cfg.Log != nil {
-		cfg.Log.Info("open %s TLS cache %s", cfg.Name, cfg.Database)
+		maillog.Infof(cfg.Log, "open %s TLS cache %s", cfg.Name, cfg.Database)
 	}
 	c := &Cache{cfg: cfg, store: store, now: now, retimed: make(chan struct{}, 1)}
 	c.timeout.Store(int64(cfg.Timeout))
@@ -101,23 +98,18 @@ func (c *Cache) SetLogCache(on bool) { c.logCache.Store(on && c.cfg.Log != nil) 
 
 // SetLimits bounds the cache's store by lim from now on, keeping its
 // entries: a smaller bound evicts the oldest-written at once, down to it,
-// and counts them as evictions. It fails for a store that cannot change
-// its bounds (one that does not implement Resizer).
+// and counts them as evictions.
 func (c *Cache) SetLimits(ctx context.Context, lim Limits) error {
-	r, ok := c.store.(Resizer)
-	if !ok {
-		return fmt.Errorf("%s TLS cache %s: its bounds cannot change while it is open", c.cfg.Name, c.cfg.Database)
-	}
 	if lim.MaxEntries <= 0 || lim.MaxBytes <= 0 {
 		return fmt.Errorf("%s TLS cache %s: invalid bounds %+v", c.cfg.Name, c.cfg.Database, lim)
 	}
-	if err := r.SetLimits(ctx, lim); err != nil {
+	if err := c.store.SetLimits(ctx, lim); err != nil {
 		return c.storeError("set bounds", err)
 	}
 	return nil
 }
 
-// expired follows Postfix: an entry lives while written + timeout >= now.
+// isExpired follows Postfix: an entry lives while written + timeout >= now.
 func (c *Cache) isExpired(written, now time.Time) bool {
 	return written.Add(c.Timeout()).Before(now)
 }
@@ -127,7 +119,7 @@ func (c *Cache) isExpired(written, now time.Time) bool {
 func (c *Cache) Lookup(ctx context.Context, id string) ([]byte, error) {
 	logging := c.logCache.Load()
 	if logging {
-		c.cfg.Log.Info("lookup %s session id=%s%s", c.cfg.Name, id, clientSuffix(ctx))
+		maillog.Infof(c.cfg.Log, "lookup %s session id=%s%s", c.cfg.Name, id, clientSuffix(ctx))
 	}
 	e, err := c.store.Get(ctx, id)
 	if errors.Is(err, ErrNotFound) {
@@ -148,7 +140,7 @@ func (c *Cache) Lookup(ctx context.Context, id string) ([]byte, error) {
 		return nil, ErrNotFound
 	}
 	if logging {
-		c.cfg.Log.Info("read %s TLS cache entry %s: time=%d [data %d bytes]%s",
+		maillog.Infof(c.cfg.Log, "read %s TLS cache entry %s: time=%d [data %d bytes]%s",
 			c.cfg.Name, id, e.Written.Unix(), len(e.Session), clientSuffix(ctx))
 	}
 	c.hits.Add(1)
@@ -161,8 +153,8 @@ func (c *Cache) Update(ctx context.Context, id string, session []byte) error {
 	now := c.now()
 	if c.logCache.Load() {
 		from := clientSuffix(ctx)
-		c.cfg.Log.Info("put %s session id=%s [data %d bytes]%s", c.cfg.Name, id, len(session), from)
-		c.cfg.Log.Info("write %s TLS cache entry %s: time=%d [data %d bytes]%s",
+		maillog.Infof(c.cfg.Log, "put %s session id=%s [data %d bytes]%s", c.cfg.Name, id, len(session), from)
+		maillog.Infof(c.cfg.Log, "write %s TLS cache entry %s: time=%d [data %d bytes]%s",
 			c.cfg.Name, id, now.Unix(), len(session), from)
 	}
 	err := c.store.Put(ctx, id, Entry{Written: now, Expires: now.Add(c.Timeout()), Session: session})
@@ -182,7 +174,7 @@ func (c *Cache) Update(ctx context.Context, id string, session []byte) error {
 // Delete removes the entry under id and reports whether there was one.
 func (c *Cache) Delete(ctx context.Context, id string) (bool, error) {
 	if c.logCache.Load() {
-		c.cfg.Log.Info("delete %s session id=%s%s", c.cfg.Name, id, clientSuffix(ctx))
+		maillog.Infof(c.cfg.Log, "delete %s session id=%s%s", c.cfg.Name, id, clientSuffix(ctx))
 	}
 	found, err := c.store.Delete(ctx, id)
 	if err != nil {
@@ -234,12 +226,8 @@ const sweepDuty = 0.01
 // Sweep removes every entry that has expired by now, a batch at a time,
 // pausing between batches so that requests are never held up for long.
 func (c *Cache) Sweep(ctx context.Context) (int, error) {
-	exp, ok := c.store.(Expirer)
-	if !ok {
-		return 0, nil // its entries expire by themselves
-	}
 	if c.logCache.Load() {
-		c.cfg.Log.Info("start TLS %s session cache cleanup", c.cfg.Name)
+		maillog.Infof(c.cfg.Log, "start TLS %s session cache cleanup", c.cfg.Name)
 	}
 	cutoff := c.now().Add(-c.Timeout())
 	total := 0
@@ -249,7 +237,7 @@ func (c *Cache) Sweep(ctx context.Context) (int, error) {
 		if c.cfg.Watch != nil {
 			done = c.cfg.Watch("sweep of the " + c.cfg.Name + " TLS cache " + c.cfg.Database)
 		}
-		n, more, err := exp.Expire(ctx, cutoff, c.cfg.SweepBatch, c.cfg.Mix)
+		n, more, err := c.store.Expire(ctx, cutoff, c.cfg.SweepBatch, c.cfg.Mix)
 		done()
 		took := time.Since(began)
 		total += n
@@ -277,14 +265,11 @@ func (c *Cache) Sweep(ctx context.Context) (int, error) {
 // does) until ctx is done. After SetTimeout it sweeps at once, then every
 // new timeout.
 func (c *Cache) RunSweeper(ctx context.Context) {
-	if _, ok := c.store.(Expirer); !ok {
-		return
-	}
 	t := time.NewTicker(c.Timeout())
 	defer t.Stop()
 	for {
 		if _, err := c.Sweep(ctx); err != nil && ctx.Err() == nil && c.cfg.Log != nil {
-			c.cfg.Log.Warn("%v; the rest waits for the next sweep", err)
+			maillog.Warnf(c.cfg.Log, "%v; the rest waits for the next sweep", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -326,7 +311,7 @@ func (c *Cache) Stats(ctx context.Context) (Stats, error) {
 // Close closes the store.
 func (c *Cache) Close() error {
 	if c.logCache.Load() {
-		c.cfg.Log.Info("close %s TLS cache %s", c.cfg.Name, c.cfg.Database)
+		maillog.Infof(c.cfg.Log, "close %s TLS cache %s", c.cfg.Name, c.cfg.Database)
 	}
 	return c.store.Close()
 }

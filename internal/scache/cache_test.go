@@ -92,7 +92,7 @@ func (s *spyStore) Expire(ctx context.Context, cutoff time.Time, max int, visit 
 	if err := s.err(); err != nil {
 		return 0, false, err
 	}
-	return s.Store.(scache.Expirer).Expire(ctx, cutoff, max, visit)
+	return s.Store.Expire(ctx, cutoff, max, visit)
 }
 
 func (s *spyStore) expireCalls() []int {
@@ -119,7 +119,7 @@ func newCache(t *testing.T, mod func(*scache.Config)) *fixture {
 	}
 	cfg := scache.Config{
 		Name: "smtpd", Database: "btree:/tmp/smtpd_scache", Timeout: time.Hour,
-		Log: f.log, Now: f.clk.Now,
+		Log: f.log.Logger(), Now: f.clk.Now,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -553,39 +553,25 @@ func TestNameTimeout(t *testing.T) {
 	}
 }
 
-// selfExpiringStore is a store whose entries expire by themselves: it
-// offers no Expire, and records the lifetimes Put is given.
-type selfExpiringStore struct {
-	inner   scache.Store
+// expiryRecorder records the lifetimes Put is given, which a store whose
+// entries expire by themselves (Redis) gives them.
+type expiryRecorder struct {
+	scache.Store
 	mu      sync.Mutex
 	expires []time.Time
 }
 
-func (s *selfExpiringStore) Get(ctx context.Context, id string) (scache.Entry, error) {
-	return s.inner.Get(ctx, id)
-}
-
-func (s *selfExpiringStore) Put(ctx context.Context, id string, e scache.Entry) error {
+func (s *expiryRecorder) Put(ctx context.Context, id string, e scache.Entry) error {
 	s.mu.Lock()
 	s.expires = append(s.expires, e.Expires)
 	s.mu.Unlock()
-	return s.inner.Put(ctx, id, e)
+	return s.Store.Put(ctx, id, e)
 }
 
-func (s *selfExpiringStore) Delete(ctx context.Context, id string) (bool, error) {
-	return s.inner.Delete(ctx, id)
-}
-
-func (s *selfExpiringStore) Stats(ctx context.Context) (scache.StoreStats, error) {
-	return s.inner.Stats(ctx)
-}
-
-func (s *selfExpiringStore) Close() error { return s.inner.Close() }
-
-// A store learns each entry's expiry at Put, and one without Expire is
-// never swept: RunSweeper returns at once instead of ticking forever.
-func TestSelfExpiringStoreNotSwept(t *testing.T) {
-	st := &selfExpiringStore{inner: memstore.New(scache.Limits{MaxEntries: 10, MaxBytes: 1 << 20})}
+// A store learns each entry's expiry at Put, but the cache still decides
+// expiry from the write time.
+func TestPutGetsExpiry(t *testing.T) {
+	st := &expiryRecorder{Store: memstore.New(scache.Limits{MaxEntries: 10, MaxBytes: 1 << 20})}
 	clk := &clock{now: t0}
 	c := scache.New(scache.Config{Name: "smtp", Database: "redis:x", Timeout: time.Hour, Now: clk.Now}, st)
 	defer c.Close()
@@ -594,16 +580,6 @@ func TestSelfExpiringStoreNotSwept(t *testing.T) {
 	}
 	if len(st.expires) != 1 || !st.expires[0].Equal(t0.Add(time.Hour)) {
 		t.Fatalf("Put was given expiries %v, want [%v]", st.expires, t0.Add(time.Hour))
-	}
-	if n, err := c.Sweep(bg); n != 0 || err != nil {
-		t.Fatalf("Sweep = %d, %v", n, err)
-	}
-	done := make(chan struct{})
-	go func() { c.RunSweeper(context.Background()); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("RunSweeper runs for a store that expires its own entries")
 	}
 	// Expiry is still the cache's: written + timeout, as in Postfix.
 	clk.now = t0.Add(time.Hour + time.Second)

@@ -6,17 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"time"
 )
-
-// Lister is implemented by stores that can list their entries, for
-// tlsmgrctl dump.
-type Lister interface {
-	// Each calls visit with every entry's id, write time and session
-	// size, until visit returns false or ctx is done.
-	Each(ctx context.Context, visit func(id string, written time.Time, size int) bool) error
-}
 
 // Clearer is implemented by stores that remove every entry in a way of
 // their own (a shared store: everywhere). Other stores are flushed
@@ -24,9 +15,6 @@ type Lister interface {
 type Clearer interface {
 	Clear(ctx context.Context) (int, error)
 }
-
-// ErrNotListable is returned by Dump for a store that cannot list.
-var ErrNotListable = errors.New("scache: this store cannot list its entries")
 
 // DumpEntry describes one entry without its secrets: a short keyed hash
 // of its id (the same for the same id while the daemon runs, and no
@@ -54,12 +42,8 @@ func IDHash(id string) string {
 // Dump lists up to max entries (all live or expired but not yet swept)
 // and returns how many the store holds in all.
 func (c *Cache) Dump(ctx context.Context, max int) (entries []DumpEntry, total int, err error) {
-	l, ok := c.store.(Lister)
-	if !ok {
-		return nil, 0, ErrNotListable
-	}
 	now := c.now()
-	err = l.Each(ctx, func(id string, written time.Time, size int) bool {
+	err = c.store.Each(ctx, func(id string, written time.Time, size int) bool {
 		total++
 		if len(entries) < max {
 			entries = append(entries, DumpEntry{IDHash: IDHash(id), Age: now.Sub(written), Size: size})
@@ -79,13 +63,9 @@ func (c *Cache) Flush(ctx context.Context) (int, error) {
 		c.deletes.Add(uint64(n))
 		return n, err
 	}
-	ex, ok := c.store.(Expirer)
-	if !ok {
-		return 0, errors.New("scache: this store cannot be flushed")
-	}
 	total := 0
 	for {
-		n, more, err := ex.Expire(ctx, time.Unix(1<<62, 0), flushBatch, nil)
+		n, more, err := c.store.Expire(ctx, time.Unix(1<<62, 0), flushBatch, nil)
 		total += n
 		c.deletes.Add(uint64(n))
 		if err != nil || !more {

@@ -62,39 +62,33 @@ type Store interface {
 	Put(ctx context.Context, id string, e Entry) error
 	// Delete reports whether an entry was removed.
 	Delete(ctx context.Context, id string) (bool, error)
+	// Expire removes at most max entries written before cutoff, calling
+	// visit (if not nil) with each removed entry's session bytes, which
+	// visit must not keep. It reports how many it removed and whether more
+	// expired entries may remain. A store keeps expired entries until
+	// Expire removes them (the cache's sweeper drives it); one whose
+	// entries expire by themselves too (Redis) still sweeps the copies it
+	// holds locally.
+	Expire(ctx context.Context, cutoff time.Time, max int, visit func(session []byte)) (removed int, more bool, err error)
+	// SetLimits bounds the store by lim (both positive) from now on (a
+	// reload of main.cf). A smaller bound evicts the entries closest to
+	// expiry at once, down to it, counted in StoreStats.Evictions; a
+	// larger one only lets the store grow. No other entry is lost.
+	SetLimits(ctx context.Context, lim Limits) error
+	// Each calls visit with every entry's id, write time and session
+	// size, until visit returns false or ctx is done (tlsmgrctl dump).
+	Each(ctx context.Context, visit func(id string, written time.Time, size int) bool) error
 	// Stats describes the current contents.
 	Stats(ctx context.Context) (StoreStats, error)
 	Close() error
 }
 
-// Expirer is implemented by stores that keep expired entries until they
-// are told to remove them (memory, files); the cache's sweeper drives it.
-// A store whose entries expire by themselves needs no sweep and does not
-// implement it.
-type Expirer interface {
-	// Expire removes at most max entries written before cutoff, calling
-	// visit (if not nil) with each removed entry's session bytes, which
-	// visit must not keep. It reports how many it removed and whether more
-	// expired entries may remain.
-	Expire(ctx context.Context, cutoff time.Time, max int, visit func(session []byte)) (removed int, more bool, err error)
-}
-
-// Resizer is implemented by stores whose bounds can change while they are
-// open (a reload of main.cf).
-type Resizer interface {
-	// SetLimits bounds the store by lim (both positive) from now on. A
-	// smaller bound evicts the entries closest to expiry at once, down to
-	// it, counted in StoreStats.Evictions; a larger one only lets the
-	// store grow. No other entry is lost.
-	SetLimits(ctx context.Context, lim Limits) error
-}
-
-// Flusher is implemented by stores that commit writes in the background
+// Committer is implemented by stores that commit writes in the background
 // (boltstore): a write is visible to Get at once, but the bounds are
-// applied when it is committed. Flush returns when every earlier write is,
-// or at once with ErrStoreFailing while commits fail.
-type Flusher interface {
-	Flush(ctx context.Context) error
+// applied when it is committed. Commit returns when every earlier write
+// is, or at once with ErrStoreFailing while commits fail.
+type Committer interface {
+	Commit(ctx context.Context) error
 }
 
 // StoreStats is a snapshot of a store's size and lifetime counters.
@@ -103,7 +97,7 @@ type StoreStats struct {
 	Bytes     int64
 	Evictions uint64 // entries removed to respect Limits
 
-	// Stores that commit in the background (Flusher) acknowledge a change
+	// Stores that commit in the background (Committer) acknowledge a change
 	// before it is written; these say what became of such changes.
 	Pending int    // acknowledged changes not yet committed
 	Failing bool   // commits fail: Put and Delete return ErrStoreFailing

@@ -72,8 +72,8 @@ func TestFlushRemovesMoreThanOneBatch(t *testing.T) {
 	}
 }
 
-// boundsSpy is a Resizer that records the bounds it is given and (unlike
-// the in-tree stores) trusts them.
+// boundsSpy is a store whose SetLimits records the bounds it is given and
+// (unlike the in-tree stores) trusts them.
 type boundsSpy struct {
 	scache.Store
 	got []scache.Limits
@@ -86,7 +86,8 @@ func (b *boundsSpy) SetLimits(_ context.Context, lim scache.Limits) error {
 
 // TestSetLimitsRejectsNonPositiveBounds: the cache refuses bounds that
 // are not both positive itself, so no store is ever asked to hold zero
-// entries or bytes (Resizer promises its implementations positive ones).
+// entries or bytes (Store.SetLimits promises its implementations positive
+// ones).
 func TestSetLimitsRejectsNonPositiveBounds(t *testing.T) {
 	spy := &boundsSpy{Store: memstore.New(scache.Limits{MaxEntries: 10, MaxBytes: 1 << 20})}
 	c := scache.New(scache.Config{Name: "smtpd", Database: "spy:", Timeout: time.Hour}, spy)

@@ -7,15 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/gotlsmgr/tlsmgr/internal/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/scache"
 	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 	"github.com/gotlsmgr/tlsmgr/proto"
@@ -46,23 +44,24 @@ const (
 const announcement = proto.Announcement
 
 type conn struct {
-	srv       *Server
-	nc        net.Conn
-	bc        *blockingConn // nc, when served with blocking system calls
-	halfClose bool          // nc can stop reading and keep what was sent
-	peer      string
-	rd        reqReader
-	r         *attr.Reader
-	w         *attr.Writer
-	now       time.Time // of the request being served
-	vals      [3][]byte // request attribute values, reused
+	srv  *Server
+	t    transport
+	peer string
+	rd   reqReader
+	r    *attr.Reader
+	w    *attr.Writer
+	now  time.Time // of the request being served
+	vals [3][]byte // request attribute values, reused
 	// idle is, while the connection waits for a request, the time of its
 	// last one (or of its start) in nanoseconds since the server started,
 	// plus one; 0 while a request is read or answered. Eviction picks the
 	// smallest.
 	idle    atomic.Uint64
 	stopped atomic.Bool // see stop
-	evicted bool        // out of the client table; srv.mu
+	// lossy: stopped, and the transport loses what the client has sent
+	// and the connection not yet read.
+	lossy   atomic.Bool
+	evicted bool // out of the client table; srv.mu
 	// busy times the request being answered for the watchdog; busyAt is
 	// its value without the cache. See watchdog.go.
 	busy   atomic.Uint64
@@ -94,7 +93,7 @@ func (r *reqReader) Read(p []byte) (int, error) {
 		if c.awaitFirst {
 			n, err = c.readFirst(p)
 		} else {
-			n, err = c.nc.Read(p)
+			n, err = c.t.readNext(p)
 		}
 		if n > 0 {
 			r.begun = true
@@ -104,86 +103,58 @@ func (r *reqReader) Read(p []byte) (int, error) {
 	}
 	if r.deadline.IsZero() {
 		r.deadline = time.Now().Add(c.srv.cfg.RequestTimeout)
-		if c.bc == nil {
-			c.nc.SetReadDeadline(r.deadline)
-			if !c.halfClose && c.stopped.Load() {
-				return 0, os.ErrDeadlineExceeded // see stop
-			}
-		}
 	}
-	if c.bc != nil {
-		return c.bc.readBy(p, r.deadline)
-	}
-	return c.nc.Read(p)
+	return c.t.readBy(p, r.deadline)
 }
 
 // await prepares for the next request. With bytes of it buffered already
 // (a client that does not wait for replies) it has begun; otherwise the
 // connection is idle, and may be evicted, until its first bytes come.
-// False means the connection is stopped.
-func (c *conn) await(buffered bool) bool {
+func (c *conn) await(buffered bool) {
 	c.rd.begun, c.rd.deadline = buffered, time.Time{}
-	if buffered {
-		return true
+	if !buffered {
+		c.idle.Store(uint64(c.now.Sub(c.srv.start)) + 1)
 	}
-	if c.bc == nil {
-		c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.IPCTimeout))
-		if !c.halfClose && c.stopped.Load() {
-			return false // see stop
-		}
-	}
-	c.idle.Store(uint64(c.now.Sub(c.srv.start)) + 1)
-	return true
 }
 
 // stop makes the connection end once it has answered what its client has
 // sent so far: Shutdown and eviction use it. Reads go on until what is
 // queued has been consumed and then see end of file, so a request already
 // sent is answered and closing does not reset the client's connection;
-// the client's later writes fail. A connection that cannot shut down its
-// reading side (-S on a pipe) gets a deadline in the past instead, which
-// loses a request sent but not yet read; await and reqReader look at
-// stopped after setting their deadlines, so they never undo that one.
-// srv.mu is held, so the descriptor is still open.
+// the client's later writes fail. A transport that cannot shut down its
+// reading side (-S on a pipe) loses a request sent but not yet read
+// instead (lossy). srv.mu is held, so the transport is still open.
 func (c *conn) stop() {
 	if c.stopped.Swap(true) {
 		return
 	}
-	if cr, ok := c.nc.(interface{ CloseRead() error }); ok {
-		cr.CloseRead()
-		return
+	if !c.t.stop() {
+		c.lossy.Store(true)
 	}
-	c.nc.SetReadDeadline(time.Unix(1, 0))
 }
 
 // abort wakes the connection's reads and writes at once, when Shutdown
-// runs out of time. srv.mu is held, so the descriptor is still open.
+// runs out of time. srv.mu is held, so the transport is still open.
 func (c *conn) abort() {
 	c.stopped.Store(true)
-	if c.bc != nil {
-		c.bc.abort()
-		return
-	}
-	c.nc.Close()
+	c.t.abort()
 }
 
 func (c *conn) serve() {
 	log := c.srv.cfg.Log
-	log.Debug(1, "connect from %s", c.peer)
-	defer log.Debug(1, "disconnect from %s", c.peer)
+	maillog.Debugf(log, 1, "connect from %s", c.peer)
+	defer maillog.Debugf(log, 1, "disconnect from %s", c.peer)
 	if !c.greet() {
 		return
 	}
 	c.rd.c = c
 	br := bufio.NewReaderSize(&c.rd, 16<<10)
 	c.r = attr.NewBufferedReader(br, c.srv.cfg.Limits)
-	c.w = attr.NewWriter(c.nc)
+	c.w = attr.NewWriter(c.t)
 	for first := true; ; first = false {
-		if !c.await(br.Buffered() > 0) {
-			return
-		}
+		c.await(br.Buffered() > 0)
 		if first && c.masterTrigger(br) {
-			log.Debug(1, "received master trigger from %s", c.peer)
+			maillog.Debugf(log, 1, "received master trigger from %s", c.peer)
 			return
 		}
 		req, err := c.r.ReadList()
@@ -194,7 +165,7 @@ func (c *conn) serve() {
 			}
 		case err == attr.ErrTooLarge:
 			c.srv.counters.malformed.Add(1)
-			log.Warn("request from %s exceeds the size limits (%d bytes per attribute, %d per request)",
+			maillog.Warnf(log, "request from %s exceeds the size limits (%d bytes per attribute, %d per request)",
 				c.peer, c.srv.cfg.Limits.MaxValue, c.srv.cfg.Limits.MaxList)
 			if !c.reply(func() { c.w.Int(attrStatus, StatusFail) }) {
 				return
@@ -203,7 +174,7 @@ func (c *conn) serve() {
 		case c.stopped.Load():
 			// Evicted or shutting down, and everything the client sent
 			// before has been answered.
-			log.Debug(1, "closing connection from %s: %v", c.peer, err)
+			maillog.Debugf(log, 1, "closing connection from %s: %v", c.peer, err)
 			return
 		case err == io.EOF:
 			return
@@ -217,24 +188,24 @@ func (c *conn) serve() {
 			return
 		case err == io.ErrUnexpectedEOF && first && c.r.Partial() <= 2:
 			// master(8) wakes us by writing one byte and closing.
-			log.Debug(1, "received master trigger from %s", c.peer)
+			maillog.Debugf(log, 1, "received master trigger from %s", c.peer)
 			return
 		case err == attr.ErrOutOfSync:
 			c.srv.counters.malformed.Add(1)
-			log.Warn("request from %s does not end within the size limits: closing the connection", c.peer)
+			maillog.Warnf(log, "request from %s does not end within the size limits: closing the connection", c.peer)
 			return
 		case errors.Is(err, os.ErrDeadlineExceeded) && c.rd.begun:
 			c.srv.counters.timedOut.Add(1)
-			log.Warn("request from %s not complete within %v: closing the connection", c.peer, c.srv.cfg.RequestTimeout)
+			maillog.Warnf(log, "request from %s not complete within %v: closing the connection", c.peer, c.srv.cfg.RequestTimeout)
 			return
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			log.Warn("timeout while waiting for data from %s", c.peer)
+			maillog.Warnf(log, "timeout while waiting for data from %s", c.peer)
 			return
 		case err == io.ErrUnexpectedEOF:
-			log.Warn("end-of-input while reading request from %s", c.peer)
+			maillog.Warnf(log, "end-of-input while reading request from %s", c.peer)
 			return
 		default:
-			log.Warn("read request from %s: %v", c.peer, err)
+			maillog.Warnf(log, "read request from %s: %v", c.peer, err)
 			return
 		}
 		c.now = time.Now()
@@ -247,7 +218,7 @@ func (c *conn) serve() {
 		if !c.dispatch(req) {
 			return
 		}
-		if !c.halfClose && c.srv.closing.Load() {
+		if c.lossy.Load() && c.srv.closing.Load() {
 			return // a request sent since could not be told from none
 		}
 	}
@@ -277,10 +248,7 @@ const masterWakeup = "W\x00"
 // is broken.
 func (c *conn) reply(body func()) bool {
 	c.replying()
-	if c.bc == nil {
-		// Blocking connections have the kernel's send timeout instead.
-		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.RequestTimeout))
-	}
+	c.t.beginReply()
 	body()
 	c.w.End()
 	if err := c.w.Flush(); err != nil {
@@ -288,7 +256,7 @@ func (c *conn) reply(body func()) bool {
 			c.mismatch(oldClient, "hung up before the reply to its first request")
 			return false
 		}
-		c.srv.cfg.Log.Warn("write reply to %s: %v", c.peer, err)
+		maillog.Warnf(c.srv.cfg.Log, "write reply to %s: %v", c.peer, err)
 		return false
 	}
 	return true
@@ -302,7 +270,7 @@ func (c *conn) greet() bool {
 		c.awaitFirst = true
 		return true
 	}
-	if c.pending() {
+	if c.t.pending() {
 		// A client that speaks first (Postfix 3.5 or earlier) would take
 		// the announcement for its reply; master(8)'s wake-up byte too
 		// comes unasked. A client that waits for the announcement never
@@ -314,32 +282,14 @@ func (c *conn) greet() bool {
 }
 
 func (c *conn) announce() bool {
-	if _, err := io.WriteString(c.nc, announcement); err != nil {
+	c.t.beginReply()
+	if _, err := io.WriteString(c.t, announcement); err != nil {
 		// The master's wakeup trigger often closes before we speak.
-		c.srv.cfg.Log.Debug(1, "write protocol announcement to %s: %v", c.peer, err)
+		maillog.Debugf(c.srv.cfg.Log, 1, "write protocol announcement to %s: %v", c.peer, err)
 		return false
 	}
 	c.announced = true
 	return true
-}
-
-// pending reports whether the client has sent something already.
-func (c *conn) pending() bool {
-	n := 0
-	if c.bc != nil {
-		n, _ = unix.IoctlGetInt(c.bc.fd, unix.SIOCINQ)
-		return n > 0
-	}
-	sc, ok := c.nc.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-	return n > 0
 }
 
 // readFirst is the first read of a ClientFirst connection. A client
@@ -347,35 +297,16 @@ func (c *conn) pending() bool {
 // 3.6 or later): it gets it then, and the read goes on as usual.
 func (c *conn) readFirst(p []byte) (int, error) {
 	cfg := &c.srv.cfg
-	deadline := time.Now().Add(cfg.LateAnnouncement)
-	var n int
-	var err error
-	if c.bc != nil {
-		n, err = c.bc.readBy(p, deadline)
-	} else {
-		c.nc.SetReadDeadline(deadline)
-		if !c.halfClose && c.stopped.Load() {
-			return 0, os.ErrDeadlineExceeded // see stop
-		}
-		n, err = c.nc.Read(p)
-	}
+	n, err := c.t.readBy(p, time.Now().Add(cfg.LateAnnouncement))
+	c.awaitFirst = false
 	if !errors.Is(err, os.ErrDeadlineExceeded) || n > 0 || c.stopped.Load() {
-		c.awaitFirst = false
 		return n, err
 	}
-	c.awaitFirst = false
 	c.mismatch(newClient, fmt.Sprintf("sent nothing for %v: announced the protocol late", cfg.LateAnnouncement))
 	if !c.announce() {
 		return 0, io.EOF
 	}
-	if c.bc != nil {
-		return c.bc.Read(p)
-	}
-	c.nc.SetReadDeadline(time.Now().Add(cfg.IPCTimeout))
-	if !c.halfClose && c.stopped.Load() {
-		return 0, os.ErrDeadlineExceeded // see stop
-	}
-	return c.nc.Read(p)
+	return c.t.readNext(p)
 }
 
 // readAsReply reports whether the client may have read the announcement
@@ -397,7 +328,7 @@ const (
 // first is not the server's.
 func (c *conn) mismatch(hint, what string) {
 	c.srv.counters.mismatched.Add(1)
-	c.srv.cfg.Log.Warn("protocol mismatch: client %s %s: %s (now: %v)", c.peer, what, hint, c.srv.cfg.Greeting)
+	maillog.Warnf(c.srv.cfg.Log, "protocol mismatch: client %s %s: %s (now: %v)", c.peer, what, hint, c.srv.cfg.Greeting)
 }
 
 // dispatch answers one request. Requests and replies carry exactly the
@@ -406,7 +337,7 @@ func (c *conn) dispatch(req attr.List) bool {
 	if len(req) == 0 || string(req[0].Name) != attrRequest {
 		// Postfix leaves such a client waiting; an answer is kinder.
 		c.srv.counters.malformed.Add(1)
-		c.srv.cfg.Log.Warn("request from %s does not start with a %q attribute", c.peer, attrRequest)
+		maillog.Warnf(c.srv.cfg.Log, "request from %s does not start with a %q attribute", c.peer, attrRequest)
 		return c.reply(func() { c.w.Int(attrStatus, StatusFail) })
 	}
 	name, args := string(req[0].Value), req[1:]
@@ -436,7 +367,7 @@ func (c *conn) dispatch(req attr.List) bool {
 		return c.flush(args)
 	}
 	c.srv.counters.malformed.Add(1)
-	c.srv.cfg.Log.Warn("unknown request %q from %s", printable(req[0].Value), c.peer)
+	maillog.Warnf(c.srv.cfg.Log, "unknown request %q from %s", printable(req[0].Value), c.peer)
 	return c.reply(func() { c.w.Int(attrStatus, StatusFail) })
 }
 
@@ -478,7 +409,7 @@ func indexOf(names []string, name []byte) int {
 
 func (c *conn) badRequest(request, format string, args ...any) {
 	c.srv.counters.malformed.Add(1)
-	c.srv.cfg.Log.Warn("bad %q request from %s: "+format, append([]any{request, c.peer}, args...)...)
+	maillog.Warnf(c.srv.cfg.Log, "bad %q request from %s: "+format, append([]any{request, c.peer}, args...)...)
 }
 
 func (c *conn) seed(args attr.List) bool {
@@ -493,7 +424,7 @@ func (c *conn) seed(args attr.List) bool {
 			c.badRequest(proto.RequestSeed, "bogus seed length \"%d\"", n)
 		default:
 			if _, err := io.ReadFull(c.srv.cfg.Pool, buf[:n]); err != nil {
-				c.srv.cfg.Log.Warn("PRNG: %v (seed request from %s)", err, c.peer)
+				maillog.Warnf(c.srv.cfg.Log, "PRNG: %v (seed request from %s)", err, c.peer)
 				status = StatusErr
 			} else {
 				status, out = StatusOK, buf[:n]
@@ -525,7 +456,7 @@ func (c *conn) policy(args attr.List) bool {
 	status, cachable, timeout := StatusFail, int32(0), int32(0)
 	if v, ok := c.args(proto.RequestPolicy, args, attrCacheType); ok {
 		if ct, ok := c.cacheType(proto.RequestPolicy, v[0]); ok {
-			status, timeout = StatusOK, int32(ct.policyTimeout()/time.Second)
+			status, timeout = StatusOK, int32(ct.Timeout()/time.Second)
 			if ct.Cache != nil {
 				cachable = 1
 			}
@@ -546,7 +477,7 @@ func (c *conn) enabledCache(request string, name []byte) *scache.Cache {
 		return nil
 	}
 	if ct.Cache == nil {
-		c.srv.cfg.Log.Debug(1, "%s request for disabled %s cache from %s", request, ct.Name, c.peer)
+		maillog.Debugf(c.srv.cfg.Log, 1, "%s request for disabled %s cache from %s", request, ct.Name, c.peer)
 	}
 	return ct.Cache
 }
@@ -583,7 +514,7 @@ func (c *conn) lookup(args attr.List) bool {
 			case errors.Is(err, scache.ErrNotFound):
 				status = StatusErr
 			default:
-				c.srv.cfg.Log.Warn("%v; answered as a miss to %s", err, c.peer)
+				maillog.Warnf(c.srv.cfg.Log, "%v; answered as a miss to %s", err, c.peer)
 				status = StatusErr
 			}
 		}
@@ -610,14 +541,14 @@ func (c *conn) update(args attr.List) bool {
 			case err == nil:
 				status = StatusOK
 			case errors.Is(err, scache.ErrTooLarge):
-				c.srv.cfg.Log.Warn("%s TLS cache: entry of %d bytes from %s is over the cache size limit",
+				maillog.Warnf(c.srv.cfg.Log, "%s TLS cache: entry of %d bytes from %s is over the cache size limit",
 					cache.Name(), len(session), c.peer)
 				status = StatusErr
 			case errors.Is(err, scache.ErrStoreFailing):
 				// The store reports its outage with counts itself.
 				status = StatusErr
 			default:
-				c.srv.cfg.Log.Warn("%v; update from %s refused", err, c.peer)
+				maillog.Warnf(c.srv.cfg.Log, "%v; update from %s refused", err, c.peer)
 				status = StatusErr
 			}
 		}
@@ -637,7 +568,7 @@ func (c *conn) delete(args attr.List) bool {
 			case errors.Is(err, scache.ErrStoreFailing):
 				status = StatusErr
 			case err != nil:
-				c.srv.cfg.Log.Warn("%v; delete from %s refused", err, c.peer)
+				maillog.Warnf(c.srv.cfg.Log, "%v; delete from %s refused", err, c.peer)
 				status = StatusErr
 			case found:
 				status = StatusOK
@@ -651,26 +582,26 @@ func (c *conn) delete(args attr.List) bool {
 
 func (c *conn) tktkey(args attr.List) bool {
 	status := StatusFail
-	var rec [tktkey.RecordLen]byte
+	var rec [proto.TicketKeyRecordLen]byte
 	var out []byte
 	if v, ok := c.args(proto.RequestTktKey, args, attrKeyName); ok {
 		name, err := attr.ParseData(attrKeyName, v[0])
 		switch {
 		case err != nil:
 			c.badRequest(proto.RequestTktKey, "%v", errShort(err))
-		case len(name) != 0 && len(name) != tktkey.NameLen:
+		case len(name) != 0 && len(name) != proto.TicketNameLen:
 			c.badRequest(proto.RequestTktKey, "invalid session ticket key name length: %d", len(name))
 		case c.srv.cfg.Keys == nil:
 			status = StatusErr
 		default:
-			var key tktkey.Key
+			var key proto.TicketKey
 			if len(name) == 0 {
 				ctx, cancel := c.storeContext()
 				key, err = c.srv.cfg.Keys.Encrypting(ctx)
 				cancel()
 			} else {
 				ctx, cancel := c.storeContext()
-				key, err = c.srv.cfg.Keys.Decrypting(ctx, [tktkey.NameLen]byte(name))
+				key, err = c.srv.cfg.Keys.Decrypting(ctx, [proto.TicketNameLen]byte(name))
 				cancel()
 			}
 			switch {
@@ -682,7 +613,7 @@ func (c *conn) tktkey(args attr.List) bool {
 			case errors.Is(err, tktkey.ErrDisabled), errors.Is(err, tktkey.ErrUnknownKey):
 				status = StatusErr
 			default:
-				c.srv.cfg.Log.Warn("session ticket key for %s: %v", c.peer, err)
+				maillog.Warnf(c.srv.cfg.Log, "session ticket key for %s: %v", c.peer, err)
 				status = StatusErr
 			}
 		}

@@ -7,10 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
@@ -38,7 +38,7 @@ func (c *conn) dump(args attr.List) bool {
 	entries, total, err := cache.Dump(ctx, min(int(max), maxDumpMax))
 	cancel()
 	if err != nil {
-		c.srv.cfg.Log.Warn("dump of the %s cache for %s: %v", cache.Name(), c.peer, err)
+		maillog.Warnf(c.srv.cfg.Log, "dump of the %s cache for %s: %v", cache.Name(), c.peer, err)
 		return c.refuse(err.Error())
 	}
 	return c.reply(func() {
@@ -59,7 +59,7 @@ func (c *conn) flush(args attr.List) bool {
 		return c.reply(func() { c.w.Int(attrStatus, StatusFail) })
 	}
 	if err := c.mayControl(); err != nil {
-		c.srv.cfg.Log.Warn("flush of the %s cache refused to %s: %v", printable(v[0]), c.peer, err)
+		maillog.Warnf(c.srv.cfg.Log, "flush of the %s cache refused to %s: %v", printable(v[0]), c.peer, err)
 		return c.refuse(err.Error())
 	}
 	cache := c.enabledCache(proto.RequestFlush, v[0])
@@ -70,10 +70,10 @@ func (c *conn) flush(args attr.List) bool {
 	start := time.Now()
 	n, err := cache.Flush(ctx)
 	cancel()
-	c.srv.cfg.Log.Info("%s cache flushed for %s: %d entries removed in %v", cache.Name(), c.peer, n,
+	maillog.Infof(c.srv.cfg.Log, "%s cache flushed for %s: %d entries removed in %v", cache.Name(), c.peer, n,
 		time.Since(start).Round(time.Millisecond))
 	if err != nil {
-		c.srv.cfg.Log.Warn("flush of the %s cache for %s: %v", cache.Name(), c.peer, err)
+		maillog.Warnf(c.srv.cfg.Log, "flush of the %s cache for %s: %v", cache.Name(), c.peer, err)
 		return c.refuse(fmt.Sprintf("flushed %d entries, then: %v", n, err))
 	}
 	return c.reply(func() {
@@ -87,18 +87,9 @@ var errNotOperator = errors.New("only root and the mail owner may flush a cache"
 // mayControl asks the kernel who connected (SO_PEERCRED) and whether
 // Config.MayControl lets that uid run operators' commands.
 func (c *conn) mayControl() error {
-	var uid uint32
-	ok := false
-	switch nc := c.nc.(type) {
-	case *net.UnixConn:
-		_, uid, ok = peerCred(nc)
-	case *blockingConn:
-		uid, ok = nc.peerUID()
-	default:
-		return errors.New("flush needs a UNIX-domain connection, whose peer the kernel names")
-	}
-	if !ok {
-		return errors.New("the peer's credentials are not available")
+	uid, err := c.t.peerUID()
+	if err != nil {
+		return err
 	}
 	if c.srv.cfg.MayControl == nil || !c.srv.cfg.MayControl(uid) {
 		return fmt.Errorf("%w (uid %d is neither)", errNotOperator, uid)

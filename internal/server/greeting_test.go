@@ -13,7 +13,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/attr"
 	"github.com/gotlsmgr/tlsmgr/internal/pfversion"
 	"github.com/gotlsmgr/tlsmgr/internal/scache"
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // postfixClient does on the wire what a given Postfix version's
@@ -155,7 +155,7 @@ func (pc *postfixClient) session(keyLen int) error {
 	if err != nil || len(rec) != keyLen {
 		return fmt.Errorf("tktkey: a record of %d bytes, the client takes only %d", len(rec), keyLen)
 	}
-	name := rec[:tktkey.NameLen]
+	name := rec[:proto.TicketNameLen]
 	v, ok = pc.request([]string{"request", "tktkey", "keyname", b64(string(name))}, "status", "keybuf")
 	if again, _ := attr.ParseData("keybuf", v[1]); !ok || !bytes.Equal(again, rec) {
 		return fmt.Errorf("tktkey by name: %q %v", v, ok)
@@ -222,7 +222,7 @@ func TestWrongGreeting(t *testing.T) {
 			c.Greeting, c.LateAnnouncement = ClientFirst, 300*time.Millisecond
 		})
 		start := time.Now()
-		if err := newPostfixClient(t, "3.7.11", f.path).session(tktkey.RecordLen); err != nil {
+		if err := newPostfixClient(t, "3.7.11", f.path).session(proto.TicketKeyRecordLen); err != nil {
 			t.Fatalf("a Postfix 3.7 client did not get a late announcement: %v", err)
 		}
 		if took := time.Since(start); took < 300*time.Millisecond {
@@ -234,8 +234,8 @@ func TestWrongGreeting(t *testing.T) {
 		}
 	})
 	t.Run("3.6 client, 2.11 record", func(t *testing.T) {
-		f := newFixture(t, func(c *Config, _ map[string]scache.Store) { c.KeyRecordLen = tktkey.RecordLen211 })
-		err := newPostfixClient(t, "3.6.0", f.path).session(tktkey.RecordLen)
+		f := newFixture(t, func(c *Config, _ map[string]scache.Store) { c.KeyRecordLen = proto.TicketKeyRecordLen211 })
+		err := newPostfixClient(t, "3.6.0", f.path).session(proto.TicketKeyRecordLen)
 		if err == nil || !strings.Contains(err.Error(), "a record of 56 bytes") {
 			t.Errorf("a 3.6 client took a 2.11 record: %v", err)
 		}

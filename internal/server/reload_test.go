@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/scache"
+	"github.com/gotlsmgr/tlsmgr/internal/scache/memstore"
 )
 
 // What a reload of main.cf changes in a running server: the timeouts
@@ -33,6 +34,40 @@ func TestSetCacheTimeout(t *testing.T) {
 	c.send("request", "lookup", "cache_type", "smtpd", "cache_id", "a").expect(err1 + " session=")
 	if got := f.stat("smtpd_cache_timeout"); got != "600" {
 		t.Errorf("smtpd_cache_timeout = %s", got)
+	}
+}
+
+// TestCacheTimeoutHeldOnce: a cache type's timeout lives in one place,
+// which SetCacheTimeout changes: a copy of the CacheType made before the
+// server (as the daemon keeps one) sees the new timeout, policy reports
+// it, and an enabled type's is its cache's own.
+func TestCacheTimeoutHeldOnce(t *testing.T) {
+	cache := scache.New(scache.Config{Name: "smtpd", Database: "memory:", Timeout: time.Hour}, memstore.New(scache.Limits{MaxEntries: 10, MaxBytes: 1 << 20}))
+	defer cache.Close()
+	mine := []CacheType{EnabledCache(cache), DisabledCache("smtp", 2*time.Hour), {Name: "lmtp"}}
+	s := New(Config{Caches: mine})
+	if mine[0].Name != "smtpd" || mine[0].Timeout() != time.Hour || mine[1].Timeout() != 2*time.Hour || mine[2].Timeout() != 0 {
+		t.Fatalf("timeouts at the start: %v %v %v", mine[0].Timeout(), mine[1].Timeout(), mine[2].Timeout())
+	}
+	for name, d := range map[string]time.Duration{"smtpd": 600 * time.Second, "smtp": 900 * time.Second, "lmtp": 300 * time.Second} {
+		if !s.SetCacheTimeout(name, d) {
+			t.Fatalf("SetCacheTimeout(%s) refused", name)
+		}
+	}
+	if got := mine[0].Timeout(); got != 600*time.Second || cache.Timeout() != got {
+		t.Errorf("smtpd: the copy says %v, the cache %v; want 10m0s", got, cache.Timeout())
+	}
+	if got := mine[1].Timeout(); got != 900*time.Second {
+		t.Errorf("smtp (disabled): the copy says %v, want 15m0s", got)
+	}
+	for i, want := range []time.Duration{600 * time.Second, 900 * time.Second, 300 * time.Second} {
+		if got := s.cfg.Caches[i].Timeout(); got != want {
+			t.Errorf("%s: the server says %v, want %v", s.cfg.Caches[i].Name, got, want)
+		}
+	}
+	// 0 turns a cache off, which a running server cannot do.
+	if s.SetCacheTimeout("smtpd", 0) || mine[0].Timeout() != 600*time.Second {
+		t.Errorf("SetCacheTimeout(smtpd, 0) taken: %v", mine[0].Timeout())
 	}
 }
 

@@ -17,6 +17,7 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -24,39 +25,58 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/attr"
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/metrics"
 	"github.com/gotlsmgr/tlsmgr/internal/prng"
 	"github.com/gotlsmgr/tlsmgr/internal/scache"
 	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
 	"github.com/gotlsmgr/tlsmgr/internal/watchdog"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
-// Logger is what the server logs through.
-type Logger interface {
-	Info(format string, args ...any)
-	Warn(format string, args ...any)
-	Debug(level int, format string, args ...any)
-}
-
-// CacheType is one of the three cache names a client may ask for.
+// CacheType is one of the three cache names a client may ask for: made
+// by EnabledCache or DisabledCache. Its timeout is held in one place,
+// which every copy of the CacheType shares, so that Server.SetCacheTimeout
+// (a reload) changes it for all of them.
 type CacheType struct {
-	Name    string
-	Timeout time.Duration // sanitised configured timeout, reported by policy
-	Cache   *scache.Cache // nil when the cache is disabled
+	Name  string
+	Cache *scache.Cache // nil when the cache is disabled
 
-	// timeout is what policy reports: Timeout, until SetCacheTimeout.
+	// timeout is a disabled cache's timeout; an enabled cache's is its
+	// Cache's (scache.Cache.Timeout, the lifetime of its entries).
 	timeout *atomic.Int64
 }
 
-// policyTimeout is the timeout policy requests report.
-func (ct *CacheType) policyTimeout() time.Duration { return time.Duration(ct.timeout.Load()) }
+// EnabledCache is the cache type of c, named as c is, with c's timeout.
+func EnabledCache(c *scache.Cache) CacheType { return CacheType{Name: c.Name(), Cache: c} }
+
+// DisabledCache is cache type name without a cache: policy reports it
+// not cachable, with timeout (the sanitised configured one, 0 if that
+// is what turns it off).
+func DisabledCache(name string, timeout time.Duration) CacheType {
+	ct := CacheType{Name: name, timeout: new(atomic.Int64)}
+	ct.timeout.Store(int64(timeout))
+	return ct
+}
+
+// Timeout is the type's timeout as in force now: the one policy reports
+// and, for an enabled cache, the lifetime of its entries.
+func (ct CacheType) Timeout() time.Duration {
+	switch {
+	case ct.Cache != nil:
+		return ct.Cache.Timeout()
+	case ct.timeout != nil:
+		return time.Duration(ct.timeout.Load())
+	}
+	return 0
+}
 
 // Config is everything the service needs.
 type Config struct {
 	Caches []CacheType // smtpd, smtp, lmtp
 	Keys   *tktkey.Manager
 	Pool   prng.Pool
-	Log    Logger
+	Log    *slog.Logger // nil discards
 	Limits attr.Limits
 	// IPCTimeout bounds each wait for a client's next request (ipc_timeout).
 	IPCTimeout time.Duration
@@ -101,7 +121,7 @@ type Config struct {
 	// BlockingIO serves UNIX-socket clients with blocking system calls:
 	// two per request instead of the netpoller's four, at the price of
 	// an OS thread per client waiting for its next request. See
-	// blockingConn.
+	// blockingTransport.
 	BlockingIO bool
 	// MaxBlocking caps the connections served with blocking system calls
 	// when BlockingIO is set, and so the OS threads they hold; the others
@@ -127,8 +147,8 @@ type Config struct {
 	// DefaultLateAnnouncement.
 	LateAnnouncement time.Duration
 	// KeyRecordLen is the length of the ticket key record in tktkey
-	// replies: tktkey.RecordLen (Postfix 3.0 and later; the default) or
-	// tktkey.RecordLen211 (2.11). Clients drop a record of another length.
+	// replies: proto.TicketKeyRecordLen (Postfix 3.0 and later; the default) or
+	// proto.TicketKeyRecordLen211 (2.11). Clients drop a record of another length.
 	KeyRecordLen int
 }
 
@@ -215,14 +235,17 @@ func New(cfg Config) *Server {
 	if cfg.LateAnnouncement <= 0 {
 		cfg.LateAnnouncement = DefaultLateAnnouncement
 	}
-	if cfg.KeyRecordLen != tktkey.RecordLen211 {
-		cfg.KeyRecordLen = tktkey.RecordLen
+	if cfg.KeyRecordLen != proto.TicketKeyRecordLen211 {
+		cfg.KeyRecordLen = proto.TicketKeyRecordLen
 	}
-	// The server's own copy: SetCacheTimeout changes what policy reports.
+	// The server's own slice; its CacheTypes share their timeouts with
+	// the caller's. A disabled one written as a literal gets a timeout
+	// of 0 that SetCacheTimeout can change.
 	caches := make([]CacheType, len(cfg.Caches))
 	for i, ct := range cfg.Caches {
-		ct.timeout = new(atomic.Int64)
-		ct.timeout.Store(int64(ct.Timeout))
+		if ct.Cache == nil && ct.timeout == nil {
+			ct = DisabledCache(ct.Name, 0)
+		}
 		caches[i] = ct
 	}
 	cfg.Caches = caches
@@ -268,7 +291,7 @@ func (s *Server) Serve(l net.Listener) error {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.cfg.Log.Warn("accept connection: %v", err)
+				maillog.Warnf(s.cfg.Log, "accept connection: %v", err)
 				time.Sleep(backoff)
 				continue
 			}
@@ -310,23 +333,13 @@ func (s *Server) ServeConnSync(nc net.Conn) {
 func (s *Server) take(nc net.Conn) *conn {
 	now := time.Now()
 	peer := s.describePeer(nc)
-	var bc *blockingConn
-	if uc, ok := nc.(*net.UnixConn); ok && s.cfg.BlockingIO {
-		if s.blocking.Add(1) <= int64(s.cfg.MaxBlocking) {
-			b, err := newBlockingConn(uc, s.cfg.IPCTimeout, s.cfg.RequestTimeout)
-			if err != nil {
-				s.blocking.Add(-1)
-				s.cfg.Log.Warn("client connection %s: %v", peer, err)
-				nc.Close()
-				return nil
-			}
-			nc, bc = b, b
-		} else {
-			s.blocking.Add(-1)
-		}
+	t, err := s.newTransport(nc)
+	if err != nil {
+		maillog.Warnf(s.cfg.Log, "client connection %s: %v", peer, err)
+		nc.Close()
+		return nil
 	}
-	c := &conn{srv: s, nc: nc, bc: bc, peer: peer, now: now}
-	_, c.halfClose = nc.(interface{ CloseRead() error })
+	c := &conn{srv: s, t: t, peer: peer, now: now}
 	s.mu.Lock()
 	if s.isDrained {
 		s.mu.Unlock()
@@ -340,7 +353,7 @@ func (s *Server) take(nc net.Conn) *conn {
 		if victim, idle = s.evictLocked(); victim == nil {
 			s.mu.Unlock()
 			s.counters.rejected.Add(1)
-			s.cfg.Log.Warn("too many clients (limit %d), none of them idle: closing connection from %s", limit, c.peer)
+			maillog.Warnf(s.cfg.Log, "too many clients (limit %d), none of them idle: closing connection from %s", limit, c.peer)
 			s.release(c)
 			s.refused()
 			return nil
@@ -357,7 +370,7 @@ func (s *Server) take(nc net.Conn) *conn {
 	s.counters.accepted.Add(1)
 	if victim != nil {
 		s.counters.evicted.Add(1)
-		s.cfg.Log.Warn("too many clients (limit %d): closing the connection from %s idle for %v to make room",
+		maillog.Warnf(s.cfg.Log, "too many clients (limit %d): closing the connection from %s idle for %v to make room",
 			limit, victim.peer, idle.Round(time.Millisecond))
 	}
 	return c
@@ -386,10 +399,7 @@ func (s *Server) run(c *conn) {
 
 // release closes a connection that is no longer in s.conns.
 func (s *Server) release(c *conn) {
-	c.nc.Close()
-	if c.bc != nil {
-		s.blocking.Add(-1)
-	}
+	c.t.Close()
 }
 
 // evictLocked takes out of the client table the connection that has
@@ -466,22 +476,27 @@ func (s *Server) SetMaxClients(n int) (closed int) {
 }
 
 // SetCacheTimeout changes the timeout of cache type name (a reload of
-// its *_tls_session_cache_timeout): what policy requests report and, for
-// an enabled cache, the lifetime of its entries (scache.Cache.SetTimeout).
-// d must not be negative (0 is for a disabled cache only); it reports
-// whether name is a cache type.
+// its *_tls_session_cache_timeout), where the CacheType holds it: what
+// policy requests report and, for an enabled cache, the lifetime of its
+// entries (scache.Cache.SetTimeout). d must not be negative, nor 0 for
+// an enabled cache; it reports whether name is a cache type.
 func (s *Server) SetCacheTimeout(name string, d time.Duration) bool {
 	if d < 0 {
 		return false
 	}
-	for i := range s.cfg.Caches {
-		if ct := &s.cfg.Caches[i]; ct.Name == name {
-			ct.timeout.Store(int64(d))
-			if ct.Cache != nil {
-				ct.Cache.SetTimeout(d)
-			}
-			return true
+	for _, ct := range s.cfg.Caches {
+		if ct.Name != name {
+			continue
 		}
+		if ct.Cache != nil {
+			if d == 0 {
+				return false
+			}
+			ct.Cache.SetTimeout(d)
+		} else {
+			ct.timeout.Store(int64(d))
+		}
+		return true
 	}
 	return false
 }

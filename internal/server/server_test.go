@@ -22,6 +22,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/scache/memstore"
 	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // cryptoPool is a stand-in for the PRNG pool.
@@ -95,7 +96,7 @@ func newFixture(t *testing.T, opts ...fixtureOpt) *fixture {
 	f := &fixture{log: &testlog.Recorder{}, clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}, pool: &cryptoPool{}}
 	lim := scache.Limits{MaxEntries: 1000, MaxBytes: 1 << 20}
 	stores := map[string]scache.Store{"smtpd": memstore.New(lim), "smtp": memstore.New(lim)}
-	cfg := Config{Pool: f.pool, Log: f.log, Limits: attr.DefaultLimits, IPCTimeout: 10 * time.Second, BlockingIO: !netpoll,
+	cfg := Config{Pool: f.pool, Log: f.log.Logger(), Limits: attr.DefaultLimits, IPCTimeout: 10 * time.Second, BlockingIO: !netpoll,
 		Watchdog: fixtureWatchdog}
 	timeout := 3600 * time.Second
 	keys, err := tktkey.NewManager(context.Background(), tktkey.Options{Timeout: timeout, Rand: f.pool, Now: f.clock.Now})
@@ -107,10 +108,10 @@ func newFixture(t *testing.T, opts ...fixtureOpt) *fixture {
 		o(&cfg, stores)
 	}
 	for _, name := range []string{"smtpd", "smtp", "lmtp"} {
-		ct := CacheType{Name: name, Timeout: timeout}
+		ct := DisabledCache(name, timeout)
 		if st := stores[name]; st != nil {
-			ct.Cache = scache.New(scache.Config{Name: name, Database: "memory:", Timeout: timeout, Log: f.log,
-				LogCache: logCaches, Now: f.clock.Now}, st)
+			ct = EnabledCache(scache.New(scache.Config{Name: name, Database: "memory:", Timeout: timeout, Log: f.log.Logger(),
+				LogCache: logCaches, Now: f.clock.Now}, st))
 		}
 		cfg.Caches = append(cfg.Caches, ct)
 	}
@@ -267,7 +268,7 @@ func TestSeed(t *testing.T) {
 func TestTicketKeys(t *testing.T) {
 	f := newFixture(t)
 	c := f.dial(t)
-	key := func(name string) tktkey.Key {
+	key := func(name string) proto.TicketKey {
 		t.Helper()
 		c.send("request", "tktkey", "keyname", name)
 		got := c.readList()
@@ -276,7 +277,7 @@ func TestTicketKeys(t *testing.T) {
 			t.Fatalf("tktkey %q: reply %q", name, got)
 		}
 		b, _ := base64.StdEncoding.DecodeString(enc)
-		k, err := tktkey.Unmarshal(b)
+		k, err := proto.ParseTicketKey(b)
 		if err != nil {
 			t.Fatal(err)
 		}

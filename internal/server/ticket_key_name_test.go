@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // TestTicketKeyNameOneByteLong: a key name must be exactly 16 bytes (or
@@ -21,7 +21,7 @@ func TestTicketKeyNameOneByteLong(t *testing.T) {
 		t.Fatal("no current key")
 	}
 	b, _ := base64.StdEncoding.DecodeString(enc)
-	k, err := tktkey.Unmarshal(b)
+	k, err := proto.ParseTicketKey(b)
 	if err != nil {
 		t.Fatal(err)
 	}

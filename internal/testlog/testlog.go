@@ -1,42 +1,95 @@
-// Package testlog is the recording logger of the tests: it keeps every
-// Info, Warn and Debug line, and checks them against a list.
+// Package testlog is the recording logger of the tests: a slog handler
+// that keeps every line logged through Recorder.Logger, and checks them
+// against a list.
 package testlog
 
 import (
-	"fmt"
+	"context"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 )
 
-// Line is one logged line.
+// Line is one logged line: its level ("debug", "info", "warn", "error",
+// "fatal" or "panic") and its text.
 type Line struct{ Level, Text string }
 
-// Recorder records lines; safe for concurrent use.
+// Recorder records lines; safe for concurrent use. Its zero value is
+// ready for use.
+//
+// It applies the rate limits of a maillog.Cause, as the daemon's log
+// does, with a clock of its own (Elapse), but not the default limit of
+// warnings: a test sees every warning logged.
 type Recorder struct {
 	mu    sync.Mutex
 	lines []Line
+	limit *maillog.Limiter // nil until used
+	skew  time.Duration    // added to the time, for the limits
 }
 
-func (l *Recorder) Info(f string, a ...any) { l.add("info", f, a...) }
-func (l *Recorder) Warn(f string, a ...any) { l.add("warn", f, a...) }
+// Logger returns a logger whose records l keeps, at every level down to
+// any -v level: a line's text is the record's message (and the note of a
+// Cause's rate limit); attributes are not kept.
+func (l *Recorder) Logger() *slog.Logger { return slog.New(handler{l}) }
 
-// Debug records a line of level "debug", whatever its verbosity level.
-func (l *Recorder) Debug(_ int, f string, a ...any) { l.add("debug", f, a...) }
+// handler is the slog.Handler of a Recorder.
+type handler struct{ l *Recorder }
 
-func (l *Recorder) add(level, f string, a ...any) {
+func (handler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h handler) Handle(_ context.Context, r slog.Record) error {
+	l := h.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.lines = append(l.lines, Line{level, fmt.Sprintf(f, a...)})
+	if l.limit == nil {
+		l.limit = &maillog.Limiter{CausesOnly: true}
+	}
+	note, ok := l.limit.Check(r, time.Now().Add(l.skew))
+	if ok {
+		l.lines = append(l.lines, Line{levelName(r.Level), r.Message + note})
+	}
+	return nil
 }
 
-// Reset forgets the lines logged so far.
+func (h handler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h handler) WithGroup(string) slog.Handler      { return h }
+
+func levelName(level slog.Level) string {
+	switch {
+	case level >= maillog.LevelPanic:
+		return "panic"
+	case level >= maillog.LevelFatal:
+		return "fatal"
+	case level >= maillog.LevelError:
+		return "error"
+	case level >= maillog.LevelWarn:
+		return "warn"
+	case level >= maillog.LevelInfo:
+		return "info"
+	}
+	return "debug"
+}
+
+// Reset forgets the lines logged so far, and the state of the rate
+// limits: a Cause's next warning is logged.
 func (l *Recorder) Reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lines = nil
+	l.limit = nil
+}
+
+// Elapse moves the rate limits' clock d on, as if that much time had
+// passed since.
+func (l *Recorder) Elapse(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.skew += d
 }
 
 // Lines returns the lines logged so far.
@@ -47,8 +100,8 @@ func (l *Recorder) Lines() []Line {
 }
 
 // String returns the lines logged so far, one a line, as Postfix logs
-// them: a warning after "warning: ", a debug line after "debug: ", an
-// info line as it is.
+// them: a warning after "warning: " (an error, fatal or panic line after
+// its own prefix), a debug line after "debug: ", an info line as it is.
 func (l *Recorder) String() string {
 	var b strings.Builder
 	for i, ln := range l.Lines() {
@@ -58,8 +111,9 @@ func (l *Recorder) String() string {
 		switch ln.Level {
 		case "warn":
 			b.WriteString("warning: ")
-		case "debug":
-			b.WriteString("debug: ")
+		case "info":
+		default:
+			b.WriteString(ln.Level + ": ")
 		}
 		b.WriteString(ln.Text)
 	}
@@ -112,3 +166,39 @@ func (l *Recorder) Want(t testing.TB, want ...[]string) {
 		}
 	}
 }
+
+// FailOnWarn returns a logger for a test that expects no warning: a line
+// at LevelWarn or above fails tb, one below is dropped.
+func FailOnWarn(tb testing.TB) *slog.Logger { return slog.New(tbHandler{tb, true}) }
+
+// TB returns a logger that writes each line to tb.Logf, with its prefix
+// as in String.
+func TB(tb testing.TB) *slog.Logger { return slog.New(tbHandler{tb, false}) }
+
+type tbHandler struct {
+	tb   testing.TB
+	fail bool
+}
+
+func (h tbHandler) Enabled(_ context.Context, level slog.Level) bool {
+	return !h.fail || level >= maillog.LevelWarn
+}
+
+func (h tbHandler) Handle(_ context.Context, r slog.Record) error {
+	h.tb.Helper()
+	line := r.Message
+	if level := levelName(r.Level); level == "warn" {
+		line = "warning: " + line
+	} else if level != "info" {
+		line = level + ": " + line
+	}
+	if h.fail {
+		h.tb.Errorf("unexpected %s", line)
+	} else {
+		h.tb.Logf("%s", line)
+	}
+	return nil
+}
+
+func (h tbHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h tbHandler) WithGroup(string) slog.Handler      { return h }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 )
 
 func TestRecorder(t *testing.T) {
@@ -12,8 +14,8 @@ func TestRecorder(t *testing.T) {
 	if s := l.String(); s != "" {
 		t.Fatalf("String of nothing logged = %q", s)
 	}
-	l.Warn("cannot %s", "open")
-	l.Info("open again after %d s", 3)
+	maillog.Warnf(l.Logger(), "cannot %s", "open")
+	maillog.Infof(l.Logger(), "open again after %d s", 3)
 	if s, want := l.String(), "warning: cannot open\nopen again after 3 s"; s != want {
 		t.Fatalf("String = %q, want %q", s, want)
 	}
@@ -25,9 +27,9 @@ func TestRecorder(t *testing.T) {
 
 func TestRecorderDebug(t *testing.T) {
 	var l Recorder
-	l.Info("connect from %s", "a")
-	l.Debug(1, "received master trigger from %s", "b")
-	l.Warn("bogus cache type %q", "c")
+	maillog.Infof(l.Logger(), "connect from %s", "a")
+	maillog.Debugf(l.Logger(), 1, "received master trigger from %s", "b")
+	maillog.Warnf(l.Logger(), "bogus cache type %q", "c")
 	want := "connect from a\ndebug: received master trigger from b\nwarning: bogus cache type \"c\""
 	if s := l.String(); s != want {
 		t.Fatalf("String = %q, want %q", s, want)
@@ -40,10 +42,10 @@ func TestRecorderHasCount(t *testing.T) {
 	if l.Has("refresh") {
 		t.Error("Has of nothing logged is true")
 	}
-	l.Warn("cannot refresh the fleet ring")
-	l.Info("fleet ring refreshed again")
-	l.Warn("cannot refresh the fleet ring")
-	l.Debug(2, "refresh")
+	maillog.Warnf(l.Logger(), "cannot refresh the fleet ring")
+	maillog.Infof(l.Logger(), "fleet ring refreshed again")
+	maillog.Warnf(l.Logger(), "cannot refresh the fleet ring")
+	maillog.Debugf(l.Logger(), 2, "refresh")
 	for _, c := range []struct {
 		s    string
 		want bool
@@ -81,7 +83,7 @@ func TestRecorderWaitFor(t *testing.T) {
 	var l Recorder
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		l.Warn("timeout while waiting for data")
+		maillog.Warnf(l.Logger(), "timeout while waiting for data")
 	}()
 	l.WaitFor(t, "warning: timeout while")
 }
@@ -98,7 +100,7 @@ func (f *fatalTB) Fatalf(s string, a ...any) { f.msg = fmt.Sprintf(s, a...) }
 func TestRecorderWaitForFails(t *testing.T) {
 	t.Parallel()
 	var l Recorder
-	l.Info("something else")
+	maillog.Infof(l.Logger(), "something else")
 	tb := &fatalTB{TB: t}
 	start := time.Now()
 	l.WaitFor(tb, "never")
@@ -107,5 +109,39 @@ func TestRecorderWaitForFails(t *testing.T) {
 	}
 	if !strings.Contains(tb.msg, `"never"`) || !strings.Contains(tb.msg, "something else") {
 		t.Errorf("WaitFor failed with %q", tb.msg)
+	}
+}
+
+// The limit of a Cause applies, with the recorder's clock; the default
+// limit of warnings does not.
+func TestRecorderLimits(t *testing.T) {
+	var l Recorder
+	log := l.Logger()
+	c := &maillog.Cause{Key: "test", Every: 10 * time.Second, Note: " (%d more)"}
+	for i := range 3 {
+		c.Warnf(log, "refused %d", i)
+	}
+	for i := range 20 {
+		maillog.Warnf(log, "same %d", i)
+	}
+	if n := l.Count("warn", "refused"); n != 1 {
+		t.Errorf("%d lines of the cause, want 1: %q", n, l.Lines())
+	}
+	if n := l.Count("warn", "same"); n != 20 {
+		t.Errorf("%d warnings of one format, want all 20", n)
+	}
+	l.Elapse(10 * time.Second)
+	c.Warnf(log, "refused %d", 3)
+	if !l.Has("warning: refused 3 (2 more)") {
+		t.Errorf("no line after the interval with the count: %q", l.Lines())
+	}
+	c.Warnf(log, "refused %d", 4)
+	l.Reset()
+	c.Warnf(log, "refused %d", 5)
+	l.Want(t, []string{"warn", "refused 5"})
+	maillog.Errorf(log, "e")
+	maillog.Fatalf(log, "f")
+	if s := l.String(); s != "warning: refused 5\nerror: e\nfatal: f" {
+		t.Errorf("String = %q", s)
 	}
 }

@@ -30,6 +30,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // Defaults and limits of fleet mode.
@@ -74,27 +76,25 @@ const (
 )
 
 type entry struct {
-	key   *Key
+	key   *proto.TicketKey
 	epoch int64
 	kind  kind
 }
 
-type infoLogger interface {
-	Info(format string, args ...any)
-}
-
-// fleetState is the part of Manager used in fleet mode only.
-type fleetState struct {
-	fleet         EpochStore
+// fleetRing is the ring of a fleet: the keys of the epochs around now,
+// shared through an EpochStore, and local or spare keys besides.
+type fleetRing struct {
+	ringParams
+	store         EpochStore
 	storeTimeout  time.Duration
 	lookupTimeout time.Duration
 	after         func(time.Duration) <-chan time.Time
 	slots         chan struct{}
-	done          chan struct{} // closed by Close
+	done          chan struct{} // closed by close
 
 	refreshMu sync.Mutex // one refresh at a time; never held with mu by requests
 
-	// Under Manager.mu.
+	mu          sync.Mutex // guards what follows, up to counters
 	entries     []*entry
 	closed      bool
 	down        bool // the last refresh failed (logged once per transition)
@@ -106,23 +106,27 @@ type fleetState struct {
 }
 
 type fleetCounters struct {
-	refreshes, refreshFailures            atomic.Uint64
-	storeCalls, storeErrors, storeTimeout atomic.Uint64
-	nameLookups, nameHits                 atomic.Uint64
-	negativeHits, lookupsShed             atomic.Uint64
-	localKeys, displaced                  atomic.Uint64
+	refreshes, refreshFailures             atomic.Uint64
+	storeCalls, storeErrors, storeTimeouts atomic.Uint64
+	nameLookups, nameHits                  atomic.Uint64
+	negativeHits, lookupsShed              atomic.Uint64
+	localKeys, displaced                   atomic.Uint64
 }
 
-func (m *Manager) initFleet(o Options) {
-	m.fleet = o.Fleet
-	m.storeTimeout = orDefault(o.StoreTimeout, DefaultStoreTimeout)
-	m.lookupTimeout = orDefault(o.LookupTimeout, DefaultLookupTimeout)
-	m.after = o.After
-	if m.after == nil {
-		m.after = time.After
+func newFleetRing(p ringParams, o Options) *fleetRing {
+	r := &fleetRing{
+		ringParams:    p,
+		store:         o.Fleet,
+		storeTimeout:  orDefault(o.StoreTimeout, DefaultStoreTimeout),
+		lookupTimeout: orDefault(o.LookupTimeout, DefaultLookupTimeout),
+		after:         o.After,
+		slots:         make(chan struct{}, maxInFlight),
+		done:          make(chan struct{}),
 	}
-	m.slots = make(chan struct{}, maxInFlight)
-	m.done = make(chan struct{})
+	if r.after == nil {
+		r.after = time.After
+	}
+	return r
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -142,129 +146,113 @@ func floorDiv(a, b int64) int64 {
 
 // epochAt is the epoch whose key encrypts at now: the first with
 // Expiry > now.
-func (m *Manager) epochAt(now int64) int64 { return floorDiv(now+1, m.half) }
+func (r *fleetRing) epochAt(now int64) int64 { return floorDiv(now+1, r.half) }
 
-func (m *Manager) expiryOf(epoch int64) int64 { return (epoch+1)*m.half - 1 }
+func (r *fleetRing) expiryOf(epoch int64) int64 { return (epoch+1)*r.half - 1 }
 
-func (m *Manager) info(format string, args ...any) {
-	switch l := m.log.(type) {
-	case nil:
-	case infoLogger:
-		l.Info(format, args...)
-	default:
-		l.Warn(format, args...)
-	}
-}
-
-func (m *Manager) warn(format string, args ...any) {
-	if m.log != nil {
-		m.log.Warn(format, args...)
-	}
-}
-
-func (m *Manager) fleetEncrypting() (Key, error) {
-	t := m.now()
+func (r *fleetRing) encrypting(context.Context) (proto.TicketKey, error) {
+	t := r.now()
 	now := t.Unix()
-	e := m.epochAt(now)
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return Key{}, ErrDisabled
+	e := r.epochAt(now)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return proto.TicketKey{}, ErrDisabled
 	}
-	m.prune(t)
-	if en := m.find(kindFleet, e); en != nil {
-		defer m.mu.Unlock()
+	r.prune(t)
+	if en := r.find(kindFleet, e); en != nil {
+		defer r.mu.Unlock()
 		return *en.key, nil
 	}
-	if en := m.find(kindLocal, e); en != nil {
-		defer m.mu.Unlock()
+	if en := r.find(kindLocal, e); en != nil {
+		defer r.mu.Unlock()
 		return *en.key, nil
 	}
-	k := new(Key)
-	if err := m.fill(k); err != nil {
-		m.mu.Unlock()
-		return Key{}, err
+	k := new(proto.TicketKey)
+	if err := r.fill(k); err != nil {
+		r.mu.Unlock()
+		return proto.TicketKey{}, err
 	}
-	k.Expiry = m.expiryOf(e)
-	m.entries = append(m.entries, &entry{key: k, epoch: e, kind: kindLocal})
+	k.Expiry = r.expiryOf(e)
+	r.entries = append(r.entries, &entry{key: k, epoch: e, kind: kindLocal})
 	out := *k
-	m.mu.Unlock()
-	m.counters.localKeys.Add(1)
-	m.warn("session ticket keys: no fleet key for epoch %d (store unavailable); using a local key", e)
+	r.mu.Unlock()
+	r.counters.localKeys.Add(1)
+	r.warn("session ticket keys: no fleet key for epoch %d (store unavailable); using a local key", e)
 	return out, nil
 }
 
-func (m *Manager) fleetDecrypting(ctx context.Context, name [NameLen]byte) (Key, error) {
-	t := m.now()
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return Key{}, ErrUnknownKey
+func (r *fleetRing) decrypting(ctx context.Context, name [proto.TicketNameLen]byte) (proto.TicketKey, error) {
+	t := r.now()
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return proto.TicketKey{}, ErrUnknownKey
 	}
-	m.prune(t)
-	if en := m.byName(name); en != nil {
-		defer m.mu.Unlock()
+	r.prune(t)
+	if en := r.byName(name); en != nil {
+		defer r.mu.Unlock()
 		return *en.key, nil // prune left only keys that decrypt
 	}
-	if m.misses.hit(name, t) {
-		m.mu.Unlock()
-		m.counters.negativeHits.Add(1)
-		return Key{}, ErrUnknownKey
+	if r.misses.hit(name, t) {
+		r.mu.Unlock()
+		r.counters.negativeHits.Add(1)
+		return proto.TicketKey{}, ErrUnknownKey
 	}
-	if !m.bucket.take(t) {
-		m.mu.Unlock()
-		m.counters.lookupsShed.Add(1)
-		return Key{}, ErrUnknownKey
+	if !r.bucket.take(t) {
+		r.mu.Unlock()
+		r.counters.lookupsShed.Add(1)
+		return proto.TicketKey{}, ErrUnknownKey
 	}
-	m.mu.Unlock()
+	r.mu.Unlock()
 
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, m.lookupTimeout)
+		ctx, cancel = context.WithTimeout(ctx, r.lookupTimeout)
 		defer cancel()
 	}
-	k, err := storeCall(m, ctx, func(ctx context.Context) (Key, error) {
-		m.counters.nameLookups.Add(1)
-		return m.fleet.ByName(ctx, name)
-	}, (*Key).Wipe)
+	k, err := storeCall(r, ctx, func(ctx context.Context) (proto.TicketKey, error) {
+		r.counters.nameLookups.Add(1)
+		return r.store.ByName(ctx, name)
+	}, (*proto.TicketKey).Wipe)
 	switch {
 	case errors.Is(err, errBusy):
-		m.counters.lookupsShed.Add(1)
-		return Key{}, ErrUnknownKey
+		r.counters.lookupsShed.Add(1)
+		return proto.TicketKey{}, ErrUnknownKey
 	case err != nil && !errors.Is(err, ErrUnknownKey):
 		// Counted by storeCall; the store or its breaker reports the
 		// outage, a ticket it cannot answer is just a full handshake.
-		return Key{}, ErrUnknownKey
+		return proto.TicketKey{}, ErrUnknownKey
 	}
-	t = m.now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err != nil || k.Name != name || k.Expiry+m.half <= t.Unix() || m.closed {
+	t = r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil || k.Name != name || k.Expiry+r.half <= t.Unix() || r.closed {
 		k.Wipe()
-		if !m.closed {
-			m.misses.add(name, t)
+		if !r.closed {
+			r.misses.add(name, t)
 		}
-		return Key{}, ErrUnknownKey
+		return proto.TicketKey{}, ErrUnknownKey
 	}
-	m.counters.nameHits.Add(1)
-	if m.byName(name) == nil {
+	r.counters.nameHits.Add(1)
+	if r.byName(name) == nil {
 		kc := k
-		m.entries = append(m.entries, &entry{key: &kc, epoch: floorDiv(k.Expiry+1, m.half) - 1, kind: kindSpare})
-		m.trimSpares()
+		r.entries = append(r.entries, &entry{key: &kc, epoch: floorDiv(k.Expiry+1, r.half) - 1, kind: kindSpare})
+		r.trimSpares()
 	}
 	return k, nil
 }
 
 // storeCall runs f with ctx and returns by ctx's deadline even if f does
 // not; discard wipes what f returns after nobody waits for it any more.
-func storeCall[T any](m *Manager, ctx context.Context, f func(context.Context) (T, error), discard func(*T)) (T, error) {
+func storeCall[T any](r *fleetRing, ctx context.Context, f func(context.Context) (T, error), discard func(*T)) (T, error) {
 	var zero T
 	select {
-	case m.slots <- struct{}{}:
+	case r.slots <- struct{}{}:
 	default:
 		return zero, errBusy
 	}
-	m.counters.storeCalls.Add(1)
+	r.counters.storeCalls.Add(1)
 	type result struct {
 		v   T
 		err error
@@ -272,7 +260,7 @@ func storeCall[T any](m *Manager, ctx context.Context, f func(context.Context) (
 	ch := make(chan result)
 	gone := make(chan struct{})
 	go func() {
-		defer func() { <-m.slots }()
+		defer func() { <-r.slots }()
 		v, err := f(ctx)
 		select {
 		case ch <- result{v, err}:
@@ -281,72 +269,69 @@ func storeCall[T any](m *Manager, ctx context.Context, f func(context.Context) (
 		}
 	}()
 	select {
-	case r := <-ch:
-		if r.err != nil && !errors.Is(r.err, ErrUnknownKey) {
-			m.counters.storeErrors.Add(1)
+	case res := <-ch:
+		if res.err != nil && !errors.Is(res.err, ErrUnknownKey) {
+			r.counters.storeErrors.Add(1)
 			if ctx.Err() != nil {
-				m.counters.storeTimeout.Add(1)
+				r.counters.storeTimeouts.Add(1)
 			}
 		}
-		return r.v, r.err
+		return res.v, res.err
 	case <-ctx.Done():
 		close(gone)
-		m.counters.storeErrors.Add(1)
-		m.counters.storeTimeout.Add(1)
+		r.counters.storeErrors.Add(1)
+		r.counters.storeTimeouts.Add(1)
 		return zero, ctx.Err()
 	}
 }
 
-func wipeKeys(keys *map[int64]Key) {
+func wipeKeys(keys *map[int64]proto.TicketKey) {
 	for e := range *keys {
-		(*keys)[e] = Key{}
+		(*keys)[e] = proto.TicketKey{}
 	}
 }
 
-// Refresh loads the previous, current and next epochs' keys from the
-// store and creates the current and next ones where missing (offering
-// back a key held here if the store lost it, or this member's local key).
-// It is bounded by StoreTimeout and holds no lock that requests take
-// while it waits for the store. Run calls it; it is exported for the
-// initial load and for tests.
-func (m *Manager) Refresh(ctx context.Context) error {
-	if m.fleet == nil || m.disabled {
-		return nil
-	}
-	m.refreshMu.Lock()
-	defer m.refreshMu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, m.storeTimeout)
+// refresh is Manager.Refresh with a Fleet: one refreshKeys at a time,
+// bounded by StoreTimeout, its outcome counted and logged.
+func (r *fleetRing) refresh(ctx context.Context) error {
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, r.storeTimeout)
 	defer cancel()
-	err := m.refresh(ctx)
-	m.noteRefresh(err)
+	err := r.refreshKeys(ctx)
+	r.noteRefresh(err)
 	return err
 }
 
-func (m *Manager) refresh(ctx context.Context) error {
-	cur := m.epochAt(m.now().Unix())
+// refreshKeys loads the previous, current and next epochs' keys from the
+// store and creates the current and next ones where missing (offering
+// back a key held here if the store lost it, or this member's local key),
+// calling the store without holding mu.
+func (r *fleetRing) refreshKeys(ctx context.Context) error {
+	cur := r.epochAt(r.now().Unix())
 	want := []int64{cur - 1, cur, cur + 1}
 
 	// Snapshot under the lock; the store is called without it.
-	held := make(map[int64]Key)
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+	held := make(map[int64]proto.TicketKey)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
 		return nil
 	}
 	for _, k := range []kind{kindFleet, kindLocal} {
 		for _, e := range want {
 			if _, ok := held[e]; !ok {
-				if en := m.find(k, e); en != nil {
+				if en := r.find(k, e); en != nil {
 					held[e] = *en.key
 				}
 			}
 		}
 	}
-	m.mu.Unlock()
+	r.mu.Unlock()
 	defer wipeKeys(&held)
 
-	got, err := storeCall(m, ctx, func(ctx context.Context) (map[int64]Key, error) {
-		return m.fleet.Epochs(ctx, want)
+	got, err := storeCall(r, ctx, func(ctx context.Context) (map[int64]proto.TicketKey, error) {
+		return r.store.Epochs(ctx, want)
 	}, wipeKeys)
 	if err != nil {
 		return fmt.Errorf("load the ring: %w", err)
@@ -354,8 +339,8 @@ func (m *Manager) refresh(ctx context.Context) error {
 	defer wipeKeys(&got)
 	var errs []error
 	for e, k := range got {
-		if err := m.check(e, k, want); err != nil {
-			got[e] = Key{}
+		if err := r.check(e, k, want); err != nil {
+			got[e] = proto.TicketKey{}
 			delete(got, e)
 			errs = append(errs, err)
 		}
@@ -369,14 +354,14 @@ func (m *Manager) refresh(ctx context.Context) error {
 			continue // nobody makes a past epoch's key
 		}
 		if !ok {
-			if err := m.fill(&offer); err != nil {
+			if err := r.fill(&offer); err != nil {
 				errs = append(errs, fmt.Errorf("make the key of epoch %d: %w", e, err))
 				continue
 			}
-			offer.Expiry = m.expiryOf(e)
+			offer.Expiry = r.expiryOf(e)
 		}
-		until := time.Unix(offer.Expiry+m.half, 0)
-		if !until.After(m.now()) {
+		until := time.Unix(offer.Expiry+r.half, 0)
+		if !until.After(r.now()) {
 			// A slow refresh: the epoch went by meanwhile.
 			offer.Wipe()
 			continue
@@ -384,12 +369,12 @@ func (m *Manager) refresh(ctx context.Context) error {
 		// The call owns its copy: it may outlive this refresh.
 		mine := offer
 		offer.Wipe()
-		k, err := storeCall(m, ctx, func(ctx context.Context) (Key, error) {
+		k, err := storeCall(r, ctx, func(ctx context.Context) (proto.TicketKey, error) {
 			defer mine.Wipe()
-			return m.fleet.Create(ctx, e, mine, until)
-		}, (*Key).Wipe)
+			return r.store.Create(ctx, e, mine, until)
+		}, (*proto.TicketKey).Wipe)
 		if err == nil {
-			err = m.check(e, k, want)
+			err = r.check(e, k, want)
 		}
 		if err != nil {
 			k.Wipe()
@@ -398,20 +383,20 @@ func (m *Manager) refresh(ctx context.Context) error {
 		}
 		got[e] = k
 	}
-	m.install(got)
+	r.install(got)
 	return errors.Join(errs...)
 }
 
 // check refuses a key that does not belong to the epoch it is stored
 // under: a member with another session timeout, or a broken store.
-func (m *Manager) check(e int64, k Key, want []int64) error {
+func (r *fleetRing) check(e int64, k proto.TicketKey, want []int64) error {
 	switch {
 	case !slices.Contains(want, e):
 		return fmt.Errorf("the store returned epoch %d, not asked for", e)
-	case k.Expiry != m.expiryOf(e):
+	case k.Expiry != r.expiryOf(e):
 		return fmt.Errorf("the stored key of epoch %d expires at %d, not %d: do all members use the same session timeout?",
-			e, k.Expiry, m.expiryOf(e))
-	case k.Name == [NameLen]byte{} || k.AES == [AESKeyLen]byte{} || k.HMAC == [HMACKeyLen]byte{}:
+			e, k.Expiry, r.expiryOf(e))
+	case k.Name == [proto.TicketNameLen]byte{} || k.AES == [proto.TicketKeyLen]byte{} || k.HMAC == [proto.TicketMACLen]byte{}:
 		return fmt.Errorf("the stored key of epoch %d is empty", e)
 	}
 	return nil
@@ -420,34 +405,34 @@ func (m *Manager) check(e int64, k Key, want []int64) error {
 // install makes the store's keys the ring's fleet keys. A fleet key the
 // store no longer has for its epoch stays as a spare: tickets issued with
 // it still decrypt here.
-func (m *Manager) install(got map[int64]Key) {
+func (r *fleetRing) install(got map[int64]proto.TicketKey) {
 	var notes []string
 	var warns []string
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
 		return
 	}
-	t := m.now()
-	cur := m.epochAt(t.Unix())
+	t := r.now()
+	cur := r.epochAt(t.Unix())
 	for _, e := range slices.Sorted(maps.Keys(got)) {
 		if e < cur-1 || e > cur+1 {
 			continue // the epoch passed while the store answered
 		}
 		k := got[e]
-		old := m.find(kindFleet, e)
+		old := r.find(kindFleet, e)
 		if old != nil && *old.key == k {
 			continue
 		}
 		if old != nil {
 			old.kind = kindSpare
-			m.counters.displaced.Add(1)
+			r.counters.displaced.Add(1)
 			warns = append(warns, fmt.Sprintf("session ticket keys: the store holds another key for epoch %d; adopting it (the one held here still decrypts here)", e))
 		}
-		if same := m.byName(k.Name); same != nil {
+		if same := r.byName(k.Name); same != nil {
 			if *same.key != k {
 				// The same name with other bytes: not a key to keep.
-				m.remove(same)
+				r.remove(same)
 			} else {
 				if same.kind == kindLocal {
 					notes = append(notes, fmt.Sprintf("session ticket keys: the local key of epoch %d is now the fleet's", e))
@@ -457,81 +442,91 @@ func (m *Manager) install(got map[int64]Key) {
 			}
 		}
 		kc := k
-		m.entries = append(m.entries, &entry{key: &kc, epoch: e, kind: kindFleet})
-		if m.find(kindLocal, e) != nil {
+		r.entries = append(r.entries, &entry{key: &kc, epoch: e, kind: kindFleet})
+		if r.find(kindLocal, e) != nil {
 			notes = append(notes, fmt.Sprintf("session ticket keys: fleet key of epoch %d adopted; the local key still decrypts here", e))
 		}
 	}
-	m.prune(t)
-	m.trimSpares()
-	m.mu.Unlock()
+	r.prune(t)
+	r.trimSpares()
+	r.mu.Unlock()
 	for _, w := range warns {
-		m.warn("%s", w)
+		r.warn("%s", w)
 	}
 	for _, n := range notes {
-		m.info("%s", n)
+		r.info("%s", n)
 	}
 }
 
-func (m *Manager) noteRefresh(err error) {
-	m.counters.refreshes.Add(1)
-	m.mu.Lock()
-	was := m.down
-	m.down = err != nil
+func (r *fleetRing) noteRefresh(err error) {
+	r.counters.refreshes.Add(1)
+	r.mu.Lock()
+	was := r.down
+	r.down = err != nil
 	if err == nil {
-		m.lastRefresh = m.now()
+		r.lastRefresh = r.now()
 	}
-	m.mu.Unlock()
+	r.mu.Unlock()
 	switch {
 	case err != nil:
-		m.counters.refreshFailures.Add(1)
+		r.counters.refreshFailures.Add(1)
 		if !was {
-			m.warn("session ticket keys: cannot refresh the fleet ring: %v; serving from the keys loaded", err)
+			r.warn("session ticket keys: cannot refresh the fleet ring: %v; serving from the keys loaded", err)
 		}
 	case was:
-		m.info("session ticket keys: fleet ring refreshed again")
+		r.info("session ticket keys: fleet ring refreshed again")
 	}
 }
 
-// Run keeps the fleet ring loaded until ctx is done or the manager is
-// closed: a refresh a quarter and three quarters into every epoch (plus a
-// jitter of up to min(H/16, 30s) drawn from the pool, so that members do
-// not all call at once), and after a failure again in 1s, 2s, 4s ... up
-// to 30s. It returns at once without a Fleet.
-func (m *Manager) Run(ctx context.Context) {
-	if m.fleet == nil || m.disabled {
-		return
-	}
+// run is Manager.Run with a Fleet.
+func (r *fleetRing) run(ctx context.Context) {
 	var backoff time.Duration
 	for {
-		m.mu.Lock()
-		down := m.down
-		m.mu.Unlock()
-		wait := m.untilNextPoint()
+		r.mu.Lock()
+		down := r.down
+		r.mu.Unlock()
+		wait := r.untilNextPoint()
 		if down {
 			backoff = min(max(2*backoff, retryMin), retryMax)
 			wait = min(wait, backoff)
 		} else {
 			backoff = 0
-			wait += m.jitter()
+			wait += r.jitter()
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-m.done:
+		case <-r.done:
 			return
-		case <-m.after(wait):
+		case <-r.after(wait):
 		}
-		_ = m.Refresh(ctx) // logged per transition by Refresh
+		_ = r.refresh(ctx) // logged per transition by refresh
 	}
+}
+
+// close wipes the keys and stops run; the ring answers as disabled from
+// then on.
+func (r *fleetRing) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.closed = true
+	for _, en := range r.entries {
+		en.key.Wipe()
+	}
+	r.entries = nil
+	r.misses = missTable{}
+	close(r.done)
 }
 
 // untilNextPoint is the time to the next scheduled refresh: H/4 or 3H/4
 // into an epoch (counted from when its key starts encrypting).
-func (m *Manager) untilNextPoint() time.Duration {
-	now := time.Duration(m.now().UnixNano())
-	h := time.Duration(m.half) * time.Second
-	start := time.Duration(m.epochAt(int64(now/time.Second))*m.half-1) * time.Second
+func (r *fleetRing) untilNextPoint() time.Duration {
+	now := time.Duration(r.now().UnixNano())
+	h := time.Duration(r.half) * time.Second
+	start := time.Duration(r.epochAt(int64(now/time.Second))*r.half-1) * time.Second
 	for _, p := range []time.Duration{start + h/4, start + 3*h/4, start + h + h/4} {
 		if p > now {
 			return p - now
@@ -540,19 +535,19 @@ func (m *Manager) untilNextPoint() time.Duration {
 	return h / 4 // not reached: start + 5H/4 is past the epoch's end
 }
 
-func (m *Manager) jitter() time.Duration {
+func (r *fleetRing) jitter() time.Duration {
 	var b [2]byte
-	if _, err := m.rand.Read(b[:]); err != nil {
+	if _, err := r.rand.Read(b[:]); err != nil {
 		return 0
 	}
-	span := min(time.Duration(m.half)*time.Second/16, jitterMax)
+	span := min(time.Duration(r.half)*time.Second/16, jitterMax)
 	return span * time.Duration(uint16(b[0])<<8|uint16(b[1])) / 65536
 }
 
-// The helpers below run under m.mu.
+// The helpers below run under r.mu.
 
-func (m *Manager) find(k kind, epoch int64) *entry {
-	for _, en := range m.entries {
+func (r *fleetRing) find(k kind, epoch int64) *entry {
+	for _, en := range r.entries {
 		if en.kind == k && en.epoch == epoch {
 			return en
 		}
@@ -560,8 +555,8 @@ func (m *Manager) find(k kind, epoch int64) *entry {
 	return nil
 }
 
-func (m *Manager) byName(name [NameLen]byte) *entry {
-	for _, en := range m.entries {
+func (r *fleetRing) byName(name [proto.TicketNameLen]byte) *entry {
+	for _, en := range r.entries {
 		if en.key.Name == name {
 			return en
 		}
@@ -569,31 +564,31 @@ func (m *Manager) byName(name [NameLen]byte) *entry {
 	return nil
 }
 
-func (m *Manager) remove(gone *entry) {
+func (r *fleetRing) remove(gone *entry) {
 	gone.key.Wipe()
-	m.entries = slices.DeleteFunc(m.entries, func(en *entry) bool { return en == gone })
+	r.entries = slices.DeleteFunc(r.entries, func(en *entry) bool { return en == gone })
 }
 
 // prune wipes the keys that no longer decrypt; their names are remembered
 // as misses, since tickets issued with them keep coming back for a while.
-func (m *Manager) prune(t time.Time) {
+func (r *fleetRing) prune(t time.Time) {
 	now := t.Unix()
-	m.entries = slices.DeleteFunc(m.entries, func(en *entry) bool {
-		if en.key.Expiry+m.half > now {
+	r.entries = slices.DeleteFunc(r.entries, func(en *entry) bool {
+		if en.key.Expiry+r.half > now {
 			return false
 		}
-		m.misses.add(en.key.Name, t)
+		r.misses.add(en.key.Name, t)
 		en.key.Wipe()
 		return true
 	})
 }
 
 // trimSpares drops the spares that expire first beyond maxSpares.
-func (m *Manager) trimSpares() {
+func (r *fleetRing) trimSpares() {
 	for {
 		var first *entry
 		n := 0
-		for _, en := range m.entries {
+		for _, en := range r.entries {
 			if en.kind == kindSpare {
 				n++
 				if first == nil || en.key.Expiry < first.key.Expiry {
@@ -604,33 +599,20 @@ func (m *Manager) trimSpares() {
 		if n <= maxSpares {
 			return
 		}
-		m.remove(first)
+		r.remove(first)
 	}
-}
-
-func (m *Manager) closeFleet() {
-	if m.closed {
-		return
-	}
-	m.closed = true
-	for _, en := range m.entries {
-		en.key.Wipe()
-	}
-	m.entries = nil
-	m.misses = missTable{}
-	close(m.done)
 }
 
 // missTable remembers names the store did not know, for missTTL each,
 // evicting the oldest when full.
 type missTable struct {
-	until map[[NameLen]byte]int64 // unix nanoseconds
-	names [][NameLen]byte         // insertion order, a ring once full
+	until map[[proto.TicketNameLen]byte]int64 // unix nanoseconds
+	names [][proto.TicketNameLen]byte         // insertion order, a ring once full
 	times []int64
 	next  int
 }
 
-func (t *missTable) hit(name [NameLen]byte, now time.Time) bool {
+func (t *missTable) hit(name [proto.TicketNameLen]byte, now time.Time) bool {
 	u, ok := t.until[name]
 	if ok && u <= now.UnixNano() {
 		delete(t.until, name)
@@ -639,9 +621,9 @@ func (t *missTable) hit(name [NameLen]byte, now time.Time) bool {
 	return ok
 }
 
-func (t *missTable) add(name [NameLen]byte, now time.Time) {
+func (t *missTable) add(name [proto.TicketNameLen]byte, now time.Time) {
 	if t.until == nil {
-		t.until = make(map[[NameLen]byte]int64)
+		t.until = make(map[[proto.TicketNameLen]byte]int64)
 	}
 	u := now.Add(missTTL).UnixNano()
 	if len(t.names) < missEntries {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // nameStore is an EpochStore that accepts every epoch key offered and
@@ -14,37 +16,37 @@ import (
 // down.
 type nameStore struct {
 	mu     sync.Mutex
-	byName map[[NameLen]byte]Key
+	byName map[[proto.TicketNameLen]byte]proto.TicketKey
 	down   bool
 	calls  int
 }
 
-func (s *nameStore) Epochs(context.Context, []int64) (map[int64]Key, error) {
-	return map[int64]Key{}, nil
+func (s *nameStore) Epochs(context.Context, []int64) (map[int64]proto.TicketKey, error) {
+	return map[int64]proto.TicketKey{}, nil
 }
 
-func (s *nameStore) Create(_ context.Context, _ int64, k Key, _ time.Time) (Key, error) {
+func (s *nameStore) Create(_ context.Context, _ int64, k proto.TicketKey, _ time.Time) (proto.TicketKey, error) {
 	return k, nil
 }
 
-func (s *nameStore) ByName(_ context.Context, name [NameLen]byte) (Key, error) {
+func (s *nameStore) ByName(_ context.Context, name [proto.TicketNameLen]byte) (proto.TicketKey, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
 	if s.down {
-		return Key{}, errStoreDown
+		return proto.TicketKey{}, errStoreDown
 	}
 	if k, ok := s.byName[name]; ok {
 		return k, nil
 	}
-	return Key{}, ErrUnknownKey
+	return proto.TicketKey{}, ErrUnknownKey
 }
 
-func (s *nameStore) set(name [NameLen]byte, k Key) {
+func (s *nameStore) set(name [proto.TicketNameLen]byte, k proto.TicketKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byName == nil {
-		s.byName = make(map[[NameLen]byte]Key)
+		s.byName = make(map[[proto.TicketNameLen]byte]proto.TicketKey)
 	}
 	s.byName[name] = k
 }
@@ -62,8 +64,8 @@ func newNameFleet(t *testing.T, st *nameStore, now time.Time) *Manager {
 	return m
 }
 
-func testKey(name byte, expiry int64) Key {
-	return Key{Name: [NameLen]byte{0xa0, name}, AES: [AESKeyLen]byte{1, name}, HMAC: [HMACKeyLen]byte{2, name}, Expiry: expiry}
+func testKey(name byte, expiry int64) proto.TicketKey {
+	return proto.TicketKey{Name: [proto.TicketNameLen]byte{0xa0, name}, AES: [proto.TicketKeyLen]byte{1, name}, HMAC: [proto.TicketMACLen]byte{2, name}, Expiry: expiry}
 }
 
 // TestFleetByNameChecksNameAndWindow: a key the store returns for a
@@ -72,10 +74,10 @@ func testKey(name byte, expiry int64) Key {
 func TestFleetByNameChecksNameAndWindow(t *testing.T) {
 	now := time.Unix(t0, 0)
 	const half = 60
-	asked := [NameLen]byte{0xa0, 1}
+	asked := [proto.TicketNameLen]byte{0xa0, 1}
 	for _, c := range []struct {
 		what string
-		k    Key
+		k    proto.TicketKey
 		ok   bool
 	}{
 		{"live key", testKey(1, now.Unix()-half+1), true},
@@ -110,14 +112,14 @@ func TestFleetRefusesIncompleteKey(t *testing.T) {
 		t.Run(part, func(t *testing.T) {
 			f := newTestFleet(t, 120*time.Second)
 			e := f.baseEpoch()
-			bad := Key{Name: [NameLen]byte{0xbb}, AES: [AESKeyLen]byte{1}, HMAC: [HMACKeyLen]byte{2}, Expiry: f.expiryOf(e)}
+			bad := proto.TicketKey{Name: [proto.TicketNameLen]byte{0xbb}, AES: [proto.TicketKeyLen]byte{1}, HMAC: [proto.TicketMACLen]byte{2}, Expiry: f.expiryOf(e)}
 			switch part {
 			case "name":
-				bad.Name = [NameLen]byte{}
+				bad.Name = [proto.TicketNameLen]byte{}
 			case "AES":
-				bad.AES = [AESKeyLen]byte{}
+				bad.AES = [proto.TicketKeyLen]byte{}
 			case "HMAC":
-				bad.HMAC = [HMACKeyLen]byte{}
+				bad.HMAC = [proto.TicketMACLen]byte{}
 			}
 			f.store.put(e, bad, f.until(e+1))
 			a := f.join("a")
@@ -140,7 +142,7 @@ func TestFleetSparesKeepNewest(t *testing.T) {
 	now := time.Unix(t0, 0)
 	st := &nameStore{}
 	m := newNameFleet(t, st, now)
-	var names [][NameLen]byte
+	var names [][proto.TicketNameLen]byte
 	for i := range maxSpares + 1 {
 		k := testKey(byte(10+i), now.Unix()+int64(i)) // expiring later and later
 		st.set(k.Name, k)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/testlog"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // memStore is an EpochStore in memory shared by a test fleet. Entries
@@ -27,7 +28,7 @@ type memStore struct {
 }
 
 type storedKey struct {
-	k     Key
+	k     proto.TicketKey
 	until time.Time
 }
 
@@ -35,22 +36,22 @@ func newMemStore(now func() time.Time) *memStore {
 	return &memStore{now: now, epochs: make(map[int64]storedKey)}
 }
 
-func (s *memStore) live(e int64) (Key, bool) {
+func (s *memStore) live(e int64) (proto.TicketKey, bool) {
 	sk, ok := s.epochs[e]
 	if ok && !s.now().Before(sk.until) {
 		delete(s.epochs, e)
-		return Key{}, false
+		return proto.TicketKey{}, false
 	}
 	return sk.k, ok
 }
 
-func (s *memStore) Epochs(ctx context.Context, epochs []int64) (map[int64]Key, error) {
+func (s *memStore) Epochs(ctx context.Context, epochs []int64) (map[int64]proto.TicketKey, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[int64]Key)
+	out := make(map[int64]proto.TicketKey)
 	for _, e := range epochs {
 		if k, ok := s.live(e); ok {
 			out[e] = k
@@ -59,9 +60,9 @@ func (s *memStore) Epochs(ctx context.Context, epochs []int64) (map[int64]Key, e
 	return out, nil
 }
 
-func (s *memStore) Create(ctx context.Context, e int64, k Key, until time.Time) (Key, error) {
+func (s *memStore) Create(ctx context.Context, e int64, k proto.TicketKey, until time.Time) (proto.TicketKey, error) {
 	if err := ctx.Err(); err != nil {
-		return Key{}, err
+		return proto.TicketKey{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -72,9 +73,9 @@ func (s *memStore) Create(ctx context.Context, e int64, k Key, until time.Time) 
 	return k, nil
 }
 
-func (s *memStore) ByName(ctx context.Context, name [NameLen]byte) (Key, error) {
+func (s *memStore) ByName(ctx context.Context, name [proto.TicketNameLen]byte) (proto.TicketKey, error) {
 	if err := ctx.Err(); err != nil {
-		return Key{}, err
+		return proto.TicketKey{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -83,12 +84,12 @@ func (s *memStore) ByName(ctx context.Context, name [NameLen]byte) (Key, error) 
 			return k, nil
 		}
 	}
-	return Key{}, ErrUnknownKey
+	return proto.TicketKey{}, ErrUnknownKey
 }
 
 // put replaces an epoch's key behind the members' backs (a failover that
 // lost a write, then another member's create).
-func (s *memStore) put(e int64, k Key, until time.Time) {
+func (s *memStore) put(e int64, k proto.TicketKey, until time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.epochs[e] = storedKey{k, until}
@@ -100,7 +101,7 @@ func (s *memStore) forget(e int64) {
 	delete(s.epochs, e)
 }
 
-func (s *memStore) get(e int64) (Key, bool) {
+func (s *memStore) get(e int64) (proto.TicketKey, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.live(e)
@@ -189,23 +190,23 @@ func (f *faultStore) enter(ctx context.Context, method string) error {
 	return nil
 }
 
-func (f *faultStore) Epochs(ctx context.Context, epochs []int64) (map[int64]Key, error) {
+func (f *faultStore) Epochs(ctx context.Context, epochs []int64) (map[int64]proto.TicketKey, error) {
 	if err := f.enter(ctx, "Epochs"); err != nil {
 		return nil, err
 	}
 	return f.inner.Epochs(ctx, epochs)
 }
 
-func (f *faultStore) Create(ctx context.Context, e int64, k Key, until time.Time) (Key, error) {
+func (f *faultStore) Create(ctx context.Context, e int64, k proto.TicketKey, until time.Time) (proto.TicketKey, error) {
 	if err := f.enter(ctx, "Create"); err != nil {
-		return Key{}, err
+		return proto.TicketKey{}, err
 	}
 	return f.inner.Create(ctx, e, k, until)
 }
 
-func (f *faultStore) ByName(ctx context.Context, name [NameLen]byte) (Key, error) {
+func (f *faultStore) ByName(ctx context.Context, name [proto.TicketNameLen]byte) (proto.TicketKey, error) {
 	if err := f.enter(ctx, "ByName"); err != nil {
-		return Key{}, err
+		return proto.TicketKey{}, err
 	}
 	return f.inner.ByName(ctx, name)
 }
@@ -384,7 +385,7 @@ func (f *testFleet) joinWith(name string, st *faultStore, skew time.Duration, ru
 	f.seed++
 	mb := &member{name: name, st: st, log: &testlog.Recorder{}, now: f.clk.nowFunc(skew)}
 	o := Options{
-		Timeout: f.timeout, Rand: newSeededRand(f.seed), Log: mb.log, Now: mb.now,
+		Timeout: f.timeout, Rand: newSeededRand(f.seed), Log: mb.log.Logger(), Now: mb.now,
 		Fleet: st, After: f.clk.afterFunc(name), StoreTimeout: time.Minute, LookupTimeout: time.Minute,
 	}
 	if mod != nil {
@@ -418,9 +419,12 @@ func (f *testFleet) joinWith(name string, st *faultStore, skew time.Duration, ru
 	return mb
 }
 
-func (mb *member) epoch() int64 { return mb.m.epochAt(mb.now().Unix()) }
+func (mb *member) epoch() int64 { return mb.m.fleet().epochAt(mb.now().Unix()) }
 
-func (mb *member) enc(t *testing.T) Key {
+// fleet is the ring of a manager made with a Fleet.
+func (m *Manager) fleet() *fleetRing { return m.ring.(*fleetRing) }
+
+func (mb *member) enc(t *testing.T) proto.TicketKey {
 	t.Helper()
 	k, err := mb.m.Encrypting(bg)
 	if err != nil {
@@ -429,7 +433,7 @@ func (mb *member) enc(t *testing.T) Key {
 	return k
 }
 
-func (mb *member) dec(t *testing.T, name [NameLen]byte) (Key, bool) {
+func (mb *member) dec(t *testing.T, name [proto.TicketNameLen]byte) (proto.TicketKey, bool) {
 	t.Helper()
 	k, err := mb.m.Decrypting(bg, name)
 	switch {
@@ -439,10 +443,10 @@ func (mb *member) dec(t *testing.T, name [NameLen]byte) (Key, bool) {
 		}
 		return k, true
 	case errors.Is(err, ErrUnknownKey):
-		return Key{}, false
+		return proto.TicketKey{}, false
 	}
 	t.Fatalf("%s: Decrypting: %v", mb.name, err)
-	return Key{}, false
+	return proto.TicketKey{}, false
 }
 
 // fleetKeys is the member's view of the fleet's key per epoch.
@@ -456,10 +460,11 @@ func (mb *member) fleetKeys() map[int64]KeyInfo {
 	return out
 }
 
-func (mb *member) entryOf(name [NameLen]byte) *Key {
-	mb.m.mu.Lock()
-	defer mb.m.mu.Unlock()
-	if en := mb.m.byName(name); en != nil {
+func (mb *member) entryOf(name [proto.TicketNameLen]byte) *proto.TicketKey {
+	r := mb.m.fleet()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if en := r.byName(name); en != nil {
 		return en.key
 	}
 	return nil
@@ -566,7 +571,7 @@ func TestFleetSkewedClocksAcrossBoundaries(t *testing.T) {
 	f := newTestFleet(t, 120*time.Second) // H = 60, refreshes at 15s and 45s (+ up to 3.75s)
 	ms := []*member{f.skewed("slow", -5*time.Second), f.skewed("exact", 0), f.skewed("fast", 5*time.Second)}
 	first := f.baseEpoch()
-	issued := make(map[int64][NameLen]byte)
+	issued := make(map[int64][proto.TicketNameLen]byte)
 	end := f.clk.Now().Add(6*time.Minute + 30*time.Second)
 	for f.clk.Now().Before(end) {
 		f.clk.advance(t, time.Second)
@@ -632,7 +637,7 @@ func TestFleetSkewedClocksAcrossBoundaries(t *testing.T) {
 func TestFleetLateMemberAdopts(t *testing.T) {
 	f := newTestFleet(t, 120*time.Second)
 	a, b := f.join("a"), f.join("b")
-	var old []Key
+	var old []proto.TicketKey
 	for range 3 {
 		old = append(old, a.enc(t))
 		f.clk.advanceTo(t, f.encStart(f.baseEpoch()+1).Add(20*time.Second))
@@ -778,7 +783,7 @@ func TestFleetOutageOutlastingNextKey(t *testing.T) {
 	if _, ok := a.dec(t, local.Name); ok {
 		t.Fatal("the local key decrypts past Expiry + T/2")
 	}
-	if *ptr != (Key{}) {
+	if *ptr != (proto.TicketKey{}) {
 		t.Error("the expired local key was not wiped")
 	}
 	if a.st.count("ByName") != lookups {
@@ -831,7 +836,7 @@ func TestFleetBogusNamesBoundedStoreCalls(t *testing.T) {
 	f := newTestFleet(t, time.Hour)
 	a := f.join("a")
 	r := newSeededRand(1 << 40)
-	bogus := func() (n [NameLen]byte) { r.Read(n[:]); return n }
+	bogus := func() (n [proto.TicketNameLen]byte) { r.Read(n[:]); return n }
 
 	for range 10000 {
 		if _, ok := a.dec(t, bogus()); ok {
@@ -881,16 +886,17 @@ func TestFleetBogusNamesBoundedStoreCalls(t *testing.T) {
 	if a.st.count("ByName")-before != 2 {
 		t.Error("the miss was not forgotten after missTTL")
 	}
-	a.m.mu.Lock()
-	n := a.m.misses.len()
-	a.m.mu.Unlock()
+	ring := a.m.fleet()
+	ring.mu.Lock()
+	n := ring.misses.len()
+	ring.mu.Unlock()
 	if n > missEntries {
 		t.Errorf("miss table holds %d names", n)
 	}
 }
 
 func TestMissTableBounded(t *testing.T) {
-	nameOf := func(i int) (n [NameLen]byte) { binary.BigEndian.PutUint64(n[:], uint64(i)+1); return n }
+	nameOf := func(i int) (n [proto.TicketNameLen]byte) { binary.BigEndian.PutUint64(n[:], uint64(i)+1); return n }
 	now := time.Unix(t0, 0)
 	var tb missTable
 	x := nameOf(-1)
@@ -979,7 +985,7 @@ func TestFleetHangingStore(t *testing.T) {
 			ctx, cancel = context.WithTimeout(bg, c.timeout)
 		}
 		start := time.Now()
-		_, err := a.m.Decrypting(ctx, [NameLen]byte{0xb0, byte(c.timeout)})
+		_, err := a.m.Decrypting(ctx, [proto.TicketNameLen]byte{0xb0, byte(c.timeout)})
 		el := time.Since(start)
 		cancel()
 		waitEvent(t, a.st.events, "ByName") // it did ask, and gave up
@@ -1002,7 +1008,7 @@ func TestFleetHangingStore(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			a.m.Decrypting(ctx, [NameLen]byte{0xc0, byte(i)})
+			a.m.Decrypting(ctx, [proto.TicketNameLen]byte{0xc0, byte(i)})
 		}()
 		if i < maxInFlight-3 {
 			waitEvent(t, a.st.events, "ByName")
@@ -1017,9 +1023,9 @@ func TestFleetHangingStore(t *testing.T) {
 		t.Errorf("shed = %d, want 5", s.LookupsShed)
 	}
 	a.st.unstick()
-	waitFor(t, "stuck calls to return", func() bool { return len(a.m.slots) == 0 })
+	waitFor(t, "stuck calls to return", func() bool { return len(a.m.fleet().slots) == 0 })
 	before = a.st.count("ByName")
-	a.dec(t, [NameLen]byte{0xd0})
+	a.dec(t, [proto.TicketNameLen]byte{0xd0})
 	if a.st.count("ByName") != before+1 {
 		t.Error("lookups do not resume once the stuck calls returned")
 	}
@@ -1136,7 +1142,7 @@ func TestFleetExpirySemantics(t *testing.T) {
 	if _, ok := a.dec(t, cur.Name); ok {
 		t.Error("a key decrypts at Expiry + T/2")
 	}
-	if *ptr != (Key{}) {
+	if *ptr != (proto.TicketKey{}) {
 		t.Error("the retired key was not wiped")
 	}
 	if a.m.Stats().LocalKeys != 0 {
@@ -1195,13 +1201,14 @@ func TestFleetKeyFoundByName(t *testing.T) {
 	}
 }
 
-func (m *Manager) fleetKeyFor(e int64) (Key, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if en := m.find(kindFleet, e); en != nil {
+func (m *Manager) fleetKeyFor(e int64) (proto.TicketKey, bool) {
+	r := m.fleet()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if en := r.find(kindFleet, e); en != nil {
 		return *en.key, true
 	}
-	return Key{}, false
+	return proto.TicketKey{}, false
 }
 
 // The store loses keys (a restart without persistence, a failover that
@@ -1228,7 +1235,7 @@ func TestFleetStoreLosesOrReplacesKey(t *testing.T) {
 	}
 
 	old, _ := f.store.get(e + 1)
-	repl := Key{Name: [NameLen]byte{0xee}, AES: [AESKeyLen]byte{1}, HMAC: [HMACKeyLen]byte{2}, Expiry: f.expiryOf(e + 1)}
+	repl := proto.TicketKey{Name: [proto.TicketNameLen]byte{0xee}, AES: [proto.TicketKeyLen]byte{1}, HMAC: [proto.TicketMACLen]byte{2}, Expiry: f.expiryOf(e + 1)}
 	f.store.put(e+1, repl, f.until(e+1))
 	if err := a.m.Refresh(bg); err != nil {
 		t.Fatal(err)
@@ -1283,7 +1290,7 @@ func TestFleetSlowRefreshSkipsPassedEpoch(t *testing.T) {
 func TestFleetRefusesMisfitKey(t *testing.T) {
 	f := newTestFleet(t, 120*time.Second)
 	e := f.baseEpoch()
-	bad := Key{Name: [NameLen]byte{0xbb}, AES: [AESKeyLen]byte{1}, HMAC: [HMACKeyLen]byte{2}, Expiry: f.expiryOf(e) + 60}
+	bad := proto.TicketKey{Name: [proto.TicketNameLen]byte{0xbb}, AES: [proto.TicketKeyLen]byte{1}, HMAC: [proto.TicketMACLen]byte{2}, Expiry: f.expiryOf(e) + 60}
 	f.store.put(e, bad, f.until(e+1))
 	a := f.join("a")
 	if !strings.Contains(a.log.String(), "do all members use the same session timeout?") {
@@ -1304,17 +1311,19 @@ func TestFleetRefusesMisfitKey(t *testing.T) {
 // layout, and nothing secret, local or spare.
 func TestFleetDigest(t *testing.T) {
 	at := func() time.Time { return time.Unix(600, 0) }
+	ring := func() *fleetRing {
+		return &fleetRing{ringParams: ringParams{half: 60, now: at}, store: &memStore{}}
+	}
 	mk := func(aes byte, extra ...*entry) *Manager {
-		m := &Manager{half: 60, now: at}
-		m.fleet = &memStore{}
+		r := ring()
 		for e := int64(10); e <= 12; e++ {
-			m.entries = append(m.entries, &entry{
-				key:   &Key{Name: [NameLen]byte{byte(e)}, AES: [AESKeyLen]byte{aes}, Expiry: (e+1)*60 - 1},
+			r.entries = append(r.entries, &entry{
+				key:   &proto.TicketKey{Name: [proto.TicketNameLen]byte{byte(e)}, AES: [proto.TicketKeyLen]byte{aes}, Expiry: (e+1)*60 - 1},
 				epoch: e,
 			})
 		}
-		m.entries = append(m.entries, extra...)
-		return m
+		r.entries = append(r.entries, extra...)
+		return &Manager{half: 60, now: at, ring: r}
 	}
 	h := sha256.New()
 	for e := int64(10); e <= 12; e++ {
@@ -1326,25 +1335,26 @@ func TestFleetDigest(t *testing.T) {
 	}
 	want := hex.EncodeToString(h.Sum(nil)[:8])
 	m1 := mk(1)
-	m2 := mk(2, &entry{key: &Key{Name: [NameLen]byte{9}, Expiry: 779}, epoch: 12, kind: kindLocal},
-		&entry{key: &Key{Name: [NameLen]byte{8}, Expiry: 719}, epoch: 11, kind: kindSpare})
-	m2.entries[0], m2.entries[2] = m2.entries[2], m2.entries[0]
+	m2 := mk(2, &entry{key: &proto.TicketKey{Name: [proto.TicketNameLen]byte{9}, Expiry: 779}, epoch: 12, kind: kindLocal},
+		&entry{key: &proto.TicketKey{Name: [proto.TicketNameLen]byte{8}, Expiry: 719}, epoch: 11, kind: kindSpare})
+	r2 := m2.fleet()
+	r2.entries[0], r2.entries[2] = r2.entries[2], r2.entries[0]
 	if m1.Digest() != want || m2.Digest() != want {
 		t.Errorf("digests %s %s, want %s", m1.Digest(), m2.Digest(), want)
 	}
-	m2.entries[1].key.Name[15] = 1
+	r2.entries[1].key.Name[15] = 1
 	if m2.Digest() == want {
 		t.Error("digest ignores a name")
 	}
-	m2.entries[1].key.Name[15] = 0
-	m2.entries[1].key.Expiry++
+	r2.entries[1].key.Name[15] = 0
+	r2.entries[1].key.Expiry++
 	if m2.Digest() == want {
 		t.Error("digest ignores an expiry")
 	}
 	if len(m2.Keys()) != 5 {
 		t.Errorf("Keys = %+v", m2.Keys())
 	}
-	if (&Manager{half: 60, now: at, fleetState: fleetState{fleet: &memStore{}}}).Digest() != "" {
+	if (&Manager{half: 60, now: at, ring: ring()}).Digest() != "" {
 		t.Error("digest of an empty ring")
 	}
 }
@@ -1367,7 +1377,7 @@ func TestFleetOptions(t *testing.T) {
 	if _, err := m.Encrypting(bg); !errors.Is(err, ErrDisabled) {
 		t.Errorf("Encrypting = %v", err)
 	}
-	if _, err := m.Decrypting(bg, [NameLen]byte{1}); !errors.Is(err, ErrDisabled) {
+	if _, err := m.Decrypting(bg, [proto.TicketNameLen]byte{1}); !errors.Is(err, ErrDisabled) {
 		t.Errorf("Decrypting = %v", err)
 	}
 	within(t, "Run of a disabled manager", func() { m.Run(bg) })
@@ -1402,15 +1412,16 @@ func TestFleetCloseWipes(t *testing.T) {
 	f := newTestFleet(t, 120*time.Second)
 	a := f.join("a")
 	a.enc(t)
-	var ptrs []*Key
-	a.m.mu.Lock()
-	for _, en := range a.m.entries {
+	var ptrs []*proto.TicketKey
+	r := a.m.fleet()
+	r.mu.Lock()
+	for _, en := range r.entries {
 		ptrs = append(ptrs, en.key)
 	}
-	a.m.mu.Unlock()
+	r.mu.Unlock()
 	a.m.Close()
 	for _, p := range ptrs {
-		if *p != (Key{}) {
+		if *p != (proto.TicketKey{}) {
 			t.Error("Close left key material")
 		}
 	}
@@ -1437,7 +1448,7 @@ func TestFleetConcurrent(t *testing.T) {
 	for i := range ms {
 		wg.Go(func() {
 			mb := &member{name: fmt.Sprint("m", i), st: f.newStore(), log: &testlog.Recorder{}, now: f.clk.Now}
-			m, err := NewManager(bg, Options{Timeout: f.timeout, Rand: newSeededRand(uint64(100 + i)), Log: mb.log,
+			m, err := NewManager(bg, Options{Timeout: f.timeout, Rand: newSeededRand(uint64(100 + i)), Log: mb.log.Logger(),
 				Now: mb.now, Fleet: mb.st, StoreTimeout: time.Minute})
 			if err != nil {
 				t.Error(err)

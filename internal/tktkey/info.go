@@ -7,13 +7,15 @@ import (
 	"encoding/hex"
 	"slices"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // KeyInfo describes a key of the ring, without its secrets (the name is
 // in every ticket issued with it anyway).
 type KeyInfo struct {
 	Epoch  int64 // fleet mode; 0 otherwise
-	Name   [NameLen]byte
+	Name   [proto.TicketNameLen]byte
 	Expiry int64
 	Local  bool // made here, not shared: every key outside fleet mode
 	Spare  bool // a fleet key that only decrypts: found by name, or replaced in the store
@@ -21,20 +23,26 @@ type KeyInfo struct {
 
 // Keys lists the ring by epoch (by expiry outside fleet mode), the
 // fleet's key of an epoch first.
-func (m *Manager) Keys() []KeyInfo {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *Manager) Keys() []KeyInfo { return m.ring.keys() }
+
+func (r *localRing) keys() []KeyInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	var out []KeyInfo
-	if m.fleet == nil {
-		for _, k := range []*Key{m.ring.Previous, m.ring.Current} {
-			if k != nil {
-				out = append(out, KeyInfo{Name: k.Name, Expiry: k.Expiry, Local: true})
-			}
+	for _, k := range []*proto.TicketKey{r.held.Previous, r.held.Current} {
+		if k != nil {
+			out = append(out, KeyInfo{Name: k.Name, Expiry: k.Expiry, Local: true})
 		}
-		return out
 	}
-	m.prune(m.now())
-	for _, en := range m.entries {
+	return out
+}
+
+func (r *fleetRing) keys() []KeyInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []KeyInfo
+	r.prune(r.now())
+	for _, en := range r.entries {
 		out = append(out, KeyInfo{
 			Epoch: en.epoch, Name: en.key.Name, Expiry: en.key.Expiry,
 			Local: en.kind == kindLocal, Spare: en.kind == kindSpare,
@@ -69,12 +77,16 @@ func (m *Manager) Keys() []KeyInfo {
 // held (and always outside fleet mode). Right after a refresh point the
 // members that have loaded the next key differ for a few seconds from
 // those that have not.
-func (m *Manager) Digest() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (m *Manager) Digest() string { return m.ring.digest() }
+
+func (r *localRing) digest() string { return "" }
+
+func (r *fleetRing) digest() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	var fleet []*entry
-	m.prune(m.now())
-	for _, en := range m.entries {
+	r.prune(r.now())
+	for _, en := range r.entries {
 		if en.kind == kindFleet {
 			fleet = append(fleet, en)
 		}
@@ -84,11 +96,11 @@ func (m *Manager) Digest() string {
 	}
 	slices.SortFunc(fleet, func(a, b *entry) int { return cmp.Compare(a.epoch, b.epoch) })
 	h := sha256.New()
-	var b [8 + NameLen + 8]byte
+	var b [8 + proto.TicketNameLen + 8]byte
 	for _, en := range fleet {
 		binary.BigEndian.PutUint64(b[0:], uint64(en.epoch))
 		copy(b[8:], en.key.Name[:])
-		binary.BigEndian.PutUint64(b[8+NameLen:], uint64(en.key.Expiry))
+		binary.BigEndian.PutUint64(b[8+proto.TicketNameLen:], uint64(en.key.Expiry))
 		h.Write(b[:])
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
@@ -120,37 +132,37 @@ type Stats struct {
 // Stats returns a snapshot of the counters.
 func (m *Manager) Stats() Stats {
 	var s Stats
-	switch {
-	case m.fleet != nil:
-		s.Mode = "fleet"
-	case m.store != nil:
+	m.ring.stats(&s)
+	return s
+}
+
+func (r *localRing) stats(s *Stats) {
+	s.Mode = "memory"
+	if r.store != nil {
 		s.Mode = "store"
-	default:
-		s.Mode = "memory"
 	}
-	m.mu.Lock()
-	if m.fleet != nil {
-		m.prune(m.now())
-		s.Keys = len(m.entries)
-		s.FleetUp = !m.down && !m.lastRefresh.IsZero()
-		s.LastRefresh = m.lastRefresh
-	} else {
-		for _, k := range []*Key{m.ring.Current, m.ring.Previous} {
-			if k != nil {
-				s.Keys++
-			}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range []*proto.TicketKey{r.held.Current, r.held.Previous} {
+		if k != nil {
+			s.Keys++
 		}
 	}
-	m.mu.Unlock()
-	if m.fleet == nil {
-		return s
-	}
-	c := &m.counters
+}
+
+func (r *fleetRing) stats(s *Stats) {
+	s.Mode = "fleet"
+	r.mu.Lock()
+	r.prune(r.now())
+	s.Keys = len(r.entries)
+	s.FleetUp = !r.down && !r.lastRefresh.IsZero()
+	s.LastRefresh = r.lastRefresh
+	r.mu.Unlock()
+	c := &r.counters
 	s.Refreshes, s.RefreshFailures = c.refreshes.Load(), c.refreshFailures.Load()
-	s.StoreCalls, s.StoreErrors, s.StoreTimeouts = c.storeCalls.Load(), c.storeErrors.Load(), c.storeTimeout.Load()
+	s.StoreCalls, s.StoreErrors, s.StoreTimeouts = c.storeCalls.Load(), c.storeErrors.Load(), c.storeTimeouts.Load()
 	s.NameLookups, s.NameHits = c.nameLookups.Load(), c.nameHits.Load()
 	s.NegativeHits, s.LookupsShed = c.negativeHits.Load(), c.lookupsShed.Load()
 	s.LocalKeys, s.Displaced = c.localKeys.Load(), c.displaced.Load()
-	s.Digest = m.Digest()
-	return s
+	s.Digest = r.digest()
 }

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 var bg = context.Background()
@@ -98,32 +101,18 @@ func (s *fakeStore) saved() []Ring {
 	return append([]Ring(nil), s.saves...)
 }
 
-// logger lacks Info, unlike testlog.Recorder, to exercise Manager.info's fallback to Warn.
-type logger struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logger) Warn(f string, a ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, fmt.Sprintf(f, a...))
-}
-
-func (l *logger) text() string { l.mu.Lock(); defer l.mu.Unlock(); return strings.Join(l.lines, "\n") }
-
 type env struct {
 	m     *Manager
 	clk   *clock
 	rnd   *counterRand
 	store *fakeStore
-	log   *logger
+	log   *testlog.Recorder
 }
 
 func newEnv(t *testing.T, timeout time.Duration, store *fakeStore) *env {
 	t.Helper()
-	e := &env{clk: newClock(), rnd: newRand(), store: store, log: &logger{}}
-	o := Options{Timeout: timeout, Rand: e.rnd, Log: e.log, Now: e.clk.Now}
+	e := &env{clk: newClock(), rnd: newRand(), store: store, log: &testlog.Recorder{}}
+	o := Options{Timeout: timeout, Rand: e.rnd, Log: e.log.Logger(), Now: e.clk.Now}
 	if store != nil {
 		o.Store = store
 	}
@@ -135,7 +124,7 @@ func newEnv(t *testing.T, timeout time.Duration, store *fakeStore) *env {
 	return e
 }
 
-func (e *env) enc(t *testing.T) Key {
+func (e *env) enc(t *testing.T) proto.TicketKey {
 	t.Helper()
 	k, err := e.m.Encrypting(bg)
 	if err != nil {
@@ -144,7 +133,7 @@ func (e *env) enc(t *testing.T) Key {
 	return k
 }
 
-func (e *env) canDecrypt(t *testing.T, k Key) bool {
+func (e *env) canDecrypt(t *testing.T, k proto.TicketKey) bool {
 	t.Helper()
 	got, err := e.m.Decrypting(bg, k.Name)
 	switch {
@@ -160,7 +149,7 @@ func (e *env) canDecrypt(t *testing.T, k Key) bool {
 	return false
 }
 
-func isZero(k *Key) bool { return *k == Key{} }
+func isZero(k *proto.TicketKey) bool { return *k == proto.TicketKey{} }
 
 func TestFirstKeyExpiry(t *testing.T) {
 	for _, tc := range []struct {
@@ -180,10 +169,10 @@ func TestFirstKeyExpiry(t *testing.T) {
 		if got := k.Expiry - t0; got != tc.want {
 			t.Errorf("timeout %v: first key expires at now%+d, want now%+d", tc.timeout, got, tc.want)
 		}
-		if k.Name == [NameLen]byte{} || k.AES == [AESKeyLen]byte{} || k.HMAC == [HMACKeyLen]byte{} {
+		if k.Name == [proto.TicketNameLen]byte{} || k.AES == [proto.TicketKeyLen]byte{} || k.HMAC == [proto.TicketMACLen]byte{} {
 			t.Errorf("timeout %v: key material not filled: %+v", tc.timeout, k)
 		}
-		if k.Name == [NameLen]byte(k.AES[:NameLen]) {
+		if k.Name == [proto.TicketNameLen]byte(k.AES[:proto.TicketNameLen]) {
 			t.Errorf("name and AES key are the same bytes")
 		}
 	}
@@ -330,7 +319,7 @@ func TestDecryptingWindow(t *testing.T) {
 
 func TestDecryptingUnknownName(t *testing.T) {
 	e := newEnv(t, time.Hour, nil)
-	if _, err := e.m.Decrypting(bg, [NameLen]byte{1, 2, 3}); !errors.Is(err, ErrUnknownKey) {
+	if _, err := e.m.Decrypting(bg, [proto.TicketNameLen]byte{1, 2, 3}); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("empty ring: Decrypting = %v, want ErrUnknownKey", err)
 	}
 	a := e.enc(t)
@@ -339,7 +328,7 @@ func TestDecryptingUnknownName(t *testing.T) {
 	if _, err := e.m.Decrypting(bg, other); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("Decrypting(unknown) = %v, want ErrUnknownKey", err)
 	}
-	if _, err := e.m.Decrypting(bg, [NameLen]byte{}); !errors.Is(err, ErrUnknownKey) {
+	if _, err := e.m.Decrypting(bg, [proto.TicketNameLen]byte{}); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("Decrypting(zero name) = %v, want ErrUnknownKey", err)
 	}
 }
@@ -351,7 +340,7 @@ func TestDisabled(t *testing.T) {
 		if _, err := e.m.Encrypting(bg); !errors.Is(err, ErrDisabled) {
 			t.Errorf("timeout %v: Encrypting = %v, want ErrDisabled", timeout, err)
 		}
-		if _, err := e.m.Decrypting(bg, [NameLen]byte{1}); !errors.Is(err, ErrDisabled) {
+		if _, err := e.m.Decrypting(bg, [proto.TicketNameLen]byte{1}); !errors.Is(err, ErrDisabled) {
 			t.Errorf("timeout %v: Decrypting = %v, want ErrDisabled", timeout, err)
 		}
 		if len(st.saved()) != 0 || e.rnd.reads != 0 {
@@ -411,7 +400,7 @@ func TestRotateKeepsCurrentExpiringLast(t *testing.T) {
 	}
 
 	// Now a loaded ring whose current outlives any key made now.
-	st2 := &fakeStore{load: Ring{Current: &Key{Name: [NameLen]byte{9}, Expiry: t0 + 1000}}}
+	st2 := &fakeStore{load: Ring{Current: &proto.TicketKey{Name: [proto.TicketNameLen]byte{9}, Expiry: t0 + 1000}}}
 	e2 := newEnv(t, 2*time.Second, st2)
 	e2.clk.Set(t0 + 1000) // the loaded key just expired
 	n := e2.enc(t)
@@ -425,8 +414,8 @@ func TestRotateKeepsCurrentExpiringLast(t *testing.T) {
 }
 
 func TestStoreLoadedAtStart(t *testing.T) {
-	cur := &Key{Name: [NameLen]byte{'c'}, AES: [AESKeyLen]byte{1}, HMAC: [HMACKeyLen]byte{2}, Expiry: t0 + 500}
-	prev := &Key{Name: [NameLen]byte{'p'}, AES: [AESKeyLen]byte{3}, HMAC: [HMACKeyLen]byte{4}, Expiry: t0 - 500}
+	cur := &proto.TicketKey{Name: [proto.TicketNameLen]byte{'c'}, AES: [proto.TicketKeyLen]byte{1}, HMAC: [proto.TicketMACLen]byte{2}, Expiry: t0 + 500}
+	prev := &proto.TicketKey{Name: [proto.TicketNameLen]byte{'p'}, AES: [proto.TicketKeyLen]byte{3}, HMAC: [proto.TicketMACLen]byte{4}, Expiry: t0 - 500}
 	st := &fakeStore{load: Ring{Current: cur, Previous: prev}}
 	e := newEnv(t, time.Hour, st)
 	if st.loads != 1 {
@@ -458,8 +447,8 @@ func TestStoreSaveFailureStillServes(t *testing.T) {
 	st := &fakeStore{saveErr: errors.New("disk full")}
 	e := newEnv(t, time.Hour, st)
 	a := e.enc(t)
-	if !strings.Contains(e.log.text(), "disk full") {
-		t.Errorf("Save failure not logged; log: %q", e.log.text())
+	if !strings.Contains(e.log.String(), "disk full") {
+		t.Errorf("Save failure not logged; log: %q", e.log.String())
 	}
 	if k := e.enc(t); k != a {
 		t.Error("the key made when Save failed is not kept as current")
@@ -481,7 +470,7 @@ func TestStoreSaveFailureStillServes(t *testing.T) {
 }
 
 func TestRandFailureLeavesRing(t *testing.T) {
-	for _, failAt := range []int{0, NameLen, NameLen + AESKeyLen + 5} {
+	for _, failAt := range []int{0, proto.TicketNameLen, proto.TicketNameLen + proto.TicketKeyLen + 5} {
 		t.Run(fmt.Sprint("after", failAt), func(t *testing.T) {
 			st := &fakeStore{}
 			e := newEnv(t, time.Hour, st)
@@ -562,7 +551,7 @@ func TestConcurrentUse(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if k.Name == [NameLen]byte{} {
+				if k.Name == [proto.TicketNameLen]byte{} {
 					t.Error("Encrypting returned a wiped key")
 					return
 				}
@@ -581,7 +570,7 @@ func TestConcurrentUse(t *testing.T) {
 
 func TestLoadedPreviousKeySurvivesFirstRotation(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	prev := &Key{Expiry: now.Unix() - 10}
+	prev := &proto.TicketKey{Expiry: now.Unix() - 10}
 	prev.Name[0] = 7
 	st := &ringOnlyStore{ring: Ring{Previous: prev}}
 	m, err := NewManager(context.Background(), Options{Timeout: time.Hour, Rand: cryptorand.Reader, Store: st, Now: func() time.Time { return now }})

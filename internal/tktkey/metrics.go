@@ -17,12 +17,12 @@ type keyCounts struct {
 	found, unknown, issues, rotations atomic.Uint64
 
 	mu         sync.Mutex
-	lastName   [NameLen]byte
+	lastName   [proto.TicketNameLen]byte
 	lastExpiry int64
 	any        bool
 }
 
-func (c *keyCounts) issued(k Key) {
+func (c *keyCounts) issued(k proto.TicketKey) {
 	c.issues.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -3,11 +3,14 @@ package tktkey
 import (
 	"context"
 	"time"
+
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
-// Store persists the key ring so that keys can survive restarts or be
-// shared by several daemons. It is optional: a nil Store keeps keys in
-// memory only (the Postfix behaviour).
+// Store persists the key ring of a daemon on its own so that its keys
+// survive restarts (keyfile). It is optional: a nil Store keeps keys in
+// memory only (the Postfix behaviour). Daemons share keys through an
+// EpochStore instead (Options.Fleet).
 type Store interface {
 	// Load returns the saved ring, or an empty ring and no error when
 	// nothing is saved.
@@ -29,13 +32,13 @@ type Store interface {
 type EpochStore interface {
 	// Epochs returns the keys stored for the given epochs; epochs with
 	// no key are absent from the map.
-	Epochs(ctx context.Context, epochs []int64) (map[int64]Key, error)
+	Epochs(ctx context.Context, epochs []int64) (map[int64]proto.TicketKey, error)
 	// Create stores k as the key of epoch unless that epoch already has
 	// one, and returns the key that is stored: k, or the one another
 	// member stored first. The entry must stay readable until at least
 	// until (when k stops decrypting) and may then expire by itself.
-	Create(ctx context.Context, epoch int64, k Key, until time.Time) (Key, error)
+	Create(ctx context.Context, epoch int64, k proto.TicketKey, until time.Time) (proto.TicketKey, error)
 	// ByName returns a stored key by its name (a ticket issued by another
 	// member), or ErrUnknownKey if there is none.
-	ByName(ctx context.Context, name [NameLen]byte) (Key, error)
+	ByName(ctx context.Context, name [proto.TicketNameLen]byte) (proto.TicketKey, error)
 }

@@ -2,7 +2,8 @@
 # tlsmgr-go: Debian's postinst and RPM's %post (nfpm installs this one
 # file as both; the arguments say which). Installing never edits
 # master.cf: Postfix runs its own tlsmgr until the administrator points
-# master.cf's tlsmgr service at tlsmgr-go (README, "Use with Postfix").
+# master.cf's tlsmgr service at tlsmgr-go (README, "Use with Postfix";
+# tlsmgrctl(1), postfix enable).
 # On an upgrade, when master.cf does run tlsmgr-go, Postfix is reloaded so
 # that master(8) starts the new binary; the old one saves its caches as
 # it stops and the new one reads them.

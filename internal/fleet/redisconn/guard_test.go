@@ -32,9 +32,7 @@ func TestRefusalLogRateLimited(t *testing.T) {
 		c.replyRefused("127.0.0.1:1", e)
 	}
 	log.Want(t, []string{"warn", "Redis smtpd (127.0.0.1:1): reply from 127.0.0.1:1 refused: bulk string announces more than 524288 bytes, at byte 151 of the connection; connection closed, the call fails"})
-	c.rmu.Lock()
-	c.refusalLogged = c.refusalLogged.Add(-refusalLogEvery)
-	c.rmu.Unlock()
+	log.Elapse(refusalLogEvery)
 	c.replyRefused("127.0.0.1:1", e)
 	log.Want(t, []string{"warn", "refused"}, []string{"warn", "refused: bulk string", "fails (4 more refused since the last report)"})
 	if st := c.Stats(); st.RepliesRefused != 6 {

@@ -248,7 +248,7 @@ func runHostile(t *testing.T, hc hostileCase) {
 		return false
 	})
 	log := &recLog{}
-	c, err := newClient(hostileSettings(hc.topo, srv.Addr), log, "smtpd", nil)
+	c, err := newClient(hostileSettings(hc.topo, srv.Addr), log.Logger(), "smtpd", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

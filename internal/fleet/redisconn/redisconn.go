@@ -39,25 +39,20 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/fleet/settings"
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/respguard"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/logging"
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
-
-// Logger receives the breaker's transitions.
-type Logger interface {
-	Info(format string, args ...any)
-	Warn(format string, args ...any)
-}
 
 // States reported by Stats.
 const (
@@ -94,8 +89,9 @@ type Stats struct {
 }
 
 // refusalLogEvery spaces the warnings about refused replies: the first is
-// logged at once, then one per interval at most, saying how many were not.
-// A hostile server can refuse every reply; the counter has them all.
+// logged at once, then one per interval at most, saying how many were not
+// (Client.refusals). A hostile server can refuse every reply; the counter
+// has them all.
 const refusalLogEvery = 10 * time.Second
 
 // Client is a guarded Redis client.
@@ -104,7 +100,7 @@ type Client struct {
 	timeout time.Duration
 	name    string
 	desc    string // the servers, for messages
-	log     Logger
+	log     *slog.Logger
 	bcfg    breakerConfig
 
 	ops, errs, timeouts, refused atomic.Uint64
@@ -121,9 +117,7 @@ type Client struct {
 	dialErrs map[string]dialFailure
 	checking atomic.Bool // a checkIdle PING is on its way
 
-	rmu            sync.Mutex
-	refusalLogged  time.Time // when the last refusal was logged
-	refusalsUnsaid uint64    // refusals since, not logged
+	refusals maillog.Cause // the rate limit of the warnings about them
 }
 
 // dialFailure is the last failed dial of an address. The caller of a call
@@ -135,26 +129,19 @@ type dialFailure struct {
 	at  time.Time
 }
 
-type discard struct{}
-
-func (discard) Info(string, ...any) {}
-func (discard) Warn(string, ...any) {}
-
 var quietOnce sync.Once
 
 // New builds the client the settings describe; name says what it is for
 // ("smtpd", "tktkey"...) in messages. It does not connect: a Redis that is
 // down at start-up is an outage like any other, not a configuration error.
-func New(s *settings.Settings, log Logger, name string) (*Client, error) {
+// log may be nil.
+func New(s *settings.Settings, log *slog.Logger, name string) (*Client, error) {
 	return newClient(s, log, name, nil)
 }
 
-func newClient(s *settings.Settings, log Logger, name string, tune func(*breakerConfig)) (*Client, error) {
+func newClient(s *settings.Settings, log *slog.Logger, name string, tune func(*breakerConfig)) (*Client, error) {
 	if s == nil {
 		return nil, errors.New("redisconn: no settings")
-	}
-	if log == nil {
-		log = discard{}
 	}
 	if err := check(s); err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Path, err)
@@ -176,10 +163,15 @@ func newClient(s *settings.Settings, log Logger, name string, tune func(*breaker
 		timeout:  timeout,
 		name:     name,
 		desc:     describe(s),
-		log:      log,
+		log:      maillog.OrDiscard(log),
 		bcfg:     defaultBreaker(timeout, dialTimeout),
 		breakers: map[string]*breaker{},
 		dialErrs: map[string]dialFailure{},
+	}
+	c.refusals = maillog.Cause{
+		Key:   "Redis " + name + " (" + c.desc + ") replies refused",
+		Every: refusalLogEvery,
+		Note:  " (%d more refused since the last report)",
 	}
 	if tune != nil {
 		tune(&c.bcfg)
@@ -316,7 +308,7 @@ func tlsConfig(s *settings.Settings) (*tls.Config, error) {
 		conf.RootCAs = pool
 		return conf, nil
 	}
-	pem, err := os.ReadFile(s.TLSCAFile)
+	pem, err := settings.ReadCAFile(s.TLSCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("tls_ca_file: %w", err)
 	}
@@ -359,25 +351,11 @@ func (c *Client) guard(dial func(context.Context, string, string) (net.Conn, err
 	}
 }
 
-// replyRefused counts a refusal and logs it, rate-limited.
+// replyRefused counts a refusal and logs it, rate-limited (c.refusals).
 func (c *Client) replyRefused(addr string, e *respguard.Error) {
 	c.repliesRefused.Add(1)
-	now := time.Now()
-	c.rmu.Lock()
-	if !c.refusalLogged.IsZero() && now.Sub(c.refusalLogged) < refusalLogEvery {
-		c.refusalsUnsaid++
-		c.rmu.Unlock()
-		return
-	}
-	unsaid := c.refusalsUnsaid
-	c.refusalLogged, c.refusalsUnsaid = now, 0
-	c.rmu.Unlock()
-	more := ""
-	if unsaid > 0 {
-		more = fmt.Sprintf(" (%d more refused since the last report)", unsaid)
-	}
-	c.log.Warn("Redis %s (%s): reply from %s refused: %s, at byte %d of the connection; connection closed, the call fails%s",
-		c.name, c.desc, addr, e.Reason, e.Offset, more)
+	c.refusals.Warnf(c.log, "Redis %s (%s): reply from %s refused: %s, at byte %d of the connection; connection closed, the call fails",
+		c.name, c.desc, addr, e.Reason, e.Offset)
 }
 
 func (c *Client) noteDials(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
@@ -429,10 +407,10 @@ func (c *Client) breaker(node string) *breaker {
 			if d := c.lastDialErr(node); d != nil && !strings.Contains(why, d.Error()) {
 				why += " (connecting: " + d.Error() + ")"
 			}
-			c.log.Warn("Redis %s (%s): %sunavailable: %s; serving from the local cache", c.name, c.desc, what, why)
+			maillog.Warnf(c.log, "Redis %s (%s): %sunavailable: %s; serving from the local cache", c.name, c.desc, what, why)
 		},
 		func(outage time.Duration) {
-			c.log.Info("Redis %s (%s): %savailable again after %v", c.name, c.desc, what, outage.Round(time.Millisecond))
+			maillog.Infof(c.log, "Redis %s (%s): %savailable again after %v", c.name, c.desc, what, outage.Round(time.Millisecond))
 		})
 	c.breakers[node] = b
 	if node == "" {

@@ -43,7 +43,7 @@ func single(addrs ...string) *settings.Settings {
 func dial(t *testing.T, s *settings.Settings, tune func(*breakerConfig)) (*Client, *recLog) {
 	t.Helper()
 	log := &recLog{}
-	c, err := newClient(s, log, "smtpd", tune)
+	c, err := newClient(s, log.Logger(), "smtpd", tune)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -182,12 +182,12 @@ func TestNewRejects(t *testing.T) {
 	} {
 		s := single("127.0.0.1:1")
 		c.mod(s)
-		_, err := New(s, &recLog{}, "smtpd")
+		_, err := New(s, (&recLog{}).Logger(), "smtpd")
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), s.Path+": ") {
 			t.Errorf("%+v: error %v, want one naming %s and saying %q", s, err, s.Path, c.want)
 		}
 	}
-	if _, err := New(nil, &recLog{}, "x"); err == nil {
+	if _, err := New(nil, (&recLog{}).Logger(), "x"); err == nil {
 		t.Error("New(nil) succeeded")
 	}
 }

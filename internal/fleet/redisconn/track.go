@@ -48,6 +48,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -56,6 +57,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 )
 
 // invalidateChannel is where Redis sends invalidations in RESP2.
@@ -91,7 +94,7 @@ type Tracker struct {
 	rdb        *redis.Client
 	prefix     string
 	invalidate func(keys []string)
-	log        Logger
+	log        *slog.Logger
 	name       string
 	down       func() bool // the breaker has reported an outage not over yet
 	// check has the client ask Redis through the request path (always,
@@ -365,7 +368,7 @@ func (t *Tracker) run(ctx context.Context) {
 		if wasOn && !t.down() {
 			// One line per loss, unless the breaker has reported the
 			// outage already; none for each failed attempt.
-			t.log.Warn("Redis %s: invalidation tracking lost (%v); every lookup asks Redis until it is back", t.name, err)
+			maillog.Warnf(t.log, "Redis %s: invalidation tracking lost (%v); every lookup asks Redis until it is back", t.name, err)
 			t.lostLogged = true
 		}
 		if time.Since(start) > 10*trackHeartbeat {
@@ -533,7 +536,7 @@ func (t *Tracker) session(ctx context.Context) (wasOn bool, err error) {
 					t.setOn(true)
 					if t.lostLogged {
 						t.lostLogged = false
-						t.log.Info("Redis %s: invalidation tracking on again", t.name)
+						maillog.Infof(t.log, "Redis %s: invalidation tracking on again", t.name)
 					}
 				}
 			}

@@ -24,6 +24,7 @@ package settings
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,9 +35,8 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/gotlsmgr/tlsmgr/internal/config"
+	"github.com/gotlsmgr/tlsmgr/internal/safefile"
 )
 
 // Settings is one parsed settings file.
@@ -67,7 +67,7 @@ type Settings struct {
 const (
 	// DefaultTimeout: at 10ms a busy 2-core host missed the deadline
 	// with Redis healthy twice as often, and opened the breaker 15 times
-	// in 35 s against 2 (README, "Choosing timeout").
+	// in 35 s against 2 (docs/fleet.md, "Choosing timeout").
 	DefaultTimeout   = 20 * time.Millisecond
 	DefaultKeyPrefix = "tlsmgr:"
 )
@@ -82,6 +82,7 @@ const MaxTimeout = 10 * time.Second
 const (
 	maxSettingsSize = 1 << 20
 	maxSecretSize   = 64 << 10
+	maxCASize       = 16 << 20 // a system's whole bundle is a few hundred kB
 )
 
 // Error is a settings file that cannot be used. Its text never contains
@@ -121,8 +122,11 @@ type entry struct {
 // files it names. The settings file must be root's (or the caller's
 // effective uid's, when not root) and writable by nobody else; the two
 // files it names must be owned by root or by mailOwnerUID and be
-// inaccessible to group and others. Every error is an *Error, except
-// that reading path itself may fail with an *os.PathError.
+// inaccessible to group and others; tls_ca_file is held to the settings
+// file's rule. Each is opened by safefile's rule: a regular file of one
+// link, reached through no symbolic link but root's. Every error is an
+// *Error, except that reading path itself may fail with an
+// *os.PathError.
 func Load(path string, mailOwnerUID int) (*Settings, error) {
 	data, err := readSettingsFile(path)
 	if err != nil {
@@ -137,51 +141,59 @@ func Load(path string, mailOwnerUID int) (*Settings, error) {
 // password: whoever can change it could have a root-only file sent to a
 // server of theirs. So it must be owned by root (or, when the daemon does
 // not run as root, by its own account) and writable by nobody else, and
-// it is opened without following a link in its last component and
-// without blocking (a FIFO is refused, not waited on).
+// it is opened by safefile's rule (no symbolic link but root's, no FIFO
+// waited on, one link).
 func readSettingsFile(path string) ([]byte, error) {
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err == unix.ELOOP {
-		return nil, &Error{File: path, Msg: "is a symbolic link; name the file itself", Err: err}
+	f, err := rootFileRule("it names files read as root").Open(path, os.O_RDONLY, 0)
+	var unsafe *safefile.UnsafeError
+	if errors.As(err, &unsafe) {
+		return nil, &Error{File: path, Msg: unsafe.Why, Err: err}
 	}
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, &Error{File: path, Msg: "is not a regular file"}
-	}
-	euid := os.Geteuid()
-	if mode := st.Mode & 0o7777; (st.Uid != 0 && int(st.Uid) != euid) || mode&0o022 != 0 {
-		who := "root"
-		if euid != 0 {
-			who = fmt.Sprintf("root or uid %d", euid)
-		}
-		return nil, &Error{File: path, Msg: fmt.Sprintf(
-			"is owned by uid %d with mode %04o; it names files read as root, so it must be owned by %s and writable by nobody else",
-			st.Uid, mode, who)}
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
-	}
 	data, err := io.ReadAll(io.LimitReader(f, maxSettingsSize+1))
 	if err != nil {
 		return nil, err
 	}
 	if len(data) > maxSettingsSize {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("larger than %d bytes; is this the right file?", maxSettingsSize)}
+	}
+	return data, nil
+}
+
+// rootFileRule is safefile's rule for the files that say where the
+// password goes (this file, tls_ca_file): owned by root, or by the
+// daemon's own account when it does not run as root, and writable by
+// nobody else. why says what the file does.
+func rootFileRule(why string) safefile.Rule {
+	euid := os.Geteuid()
+	who := "root"
+	if euid != 0 {
+		who = fmt.Sprintf("root or uid %d", euid)
+	}
+	return safefile.Rule{
+		Owners: []int{0, euid},
+		Forbid: 0o022,
+		Need:   fmt.Sprintf("%s, so it must be owned by %s and writable by nobody else", why, who),
+	}
+}
+
+// ReadCAFile reads tls_ca_file, by rootFileRule: it says which server is
+// trusted with the password.
+func ReadCAFile(path string) ([]byte, error) {
+	f, err := rootFileRule("it says which server is trusted with the password").Open(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxCASize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxCASize {
+		return nil, fmt.Errorf("%s is larger than %d bytes; is this the right file?", path, maxCASize)
 	}
 	return data, nil
 }
@@ -292,7 +304,7 @@ func (p *parser) apply(s *Settings, e *entry) error {
 	v := e.value
 	switch e.name {
 	case "servers":
-		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r < 128 && isSpace(byte(r)) }) {
+		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r < 128 && config.IsSpace(byte(r)) }) {
 			addr, why := parseServer(f)
 			if why != "" {
 				return p.errf(e, "%q %s", f, why)
@@ -313,7 +325,7 @@ func (p *parser) apply(s *Settings, e *entry) error {
 		}
 		s.SentinelMaster = v
 	case "cluster", "tls":
-		b, ok := parseBool(v)
+		b, ok := config.ParseBool(v)
 		if !ok {
 			return p.errf(e, "%q is not yes or no", v)
 		}
@@ -345,14 +357,10 @@ func (p *parser) apply(s *Settings, e *entry) error {
 		s.Files = append(s.Files, v)
 		// Checked now so that a wrong path fails at start-up with its
 		// line, not at the first connection.
-		st, err := os.Stat(v)
-		if err != nil {
+		if _, err := ReadCAFile(v); err != nil {
 			perr := p.errf(e, "%v", err)
 			perr.Err = err
 			return perr
-		}
-		if !st.Mode().IsRegular() {
-			return p.errf(e, "%s is not a regular file", v)
 		}
 		s.TLSCAFile = v
 	case "timeout":
@@ -420,15 +428,6 @@ func (p *parser) crossCheck(s *Settings) error {
 	return nil
 }
 
-// isSpace is C's isspace() in the C locale, as Postfix's parser uses.
-func isSpace(c byte) bool {
-	switch c {
-	case ' ', '\t', '\n', '\v', '\f', '\r':
-		return true
-	}
-	return false
-}
-
 // isToken accepts printable ASCII without white space or commas: what a
 // name or key prefix can be without surprising a later list parser.
 func isToken(s string) bool {
@@ -440,26 +439,8 @@ func isToken(s string) bool {
 	return s != ""
 }
 
-// parseBool accepts yes and no in any ASCII case, as Postfix's
-// strcasecmp() does (strings.EqualFold would also take Unicode folds).
-func parseBool(s string) (value, ok bool) {
-	lower := []byte(s)
-	for i, c := range lower {
-		if c >= 'A' && c <= 'Z' {
-			lower[i] = c + 'a' - 'A'
-		}
-	}
-	switch string(lower) {
-	case "yes":
-		return true, true
-	case "no":
-		return false, true
-	}
-	return false, false
-}
-
 func parseDatabase(s string) (int, bool) {
-	if !allDigits(s) {
+	if !config.AllDigits(s) {
 		return 0, false
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
@@ -467,15 +448,6 @@ func parseDatabase(s string) (int, bool) {
 		return 0, false
 	}
 	return int(n), true
-}
-
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // timeUnits are Postfix's time units plus ms, which Postfix lacks but a
@@ -552,7 +524,7 @@ func parseServer(s string) (string, string) {
 		}
 		host, port = h, p
 	}
-	if !allDigits(port) {
+	if !config.AllDigits(port) {
 		return "", "has no port number"
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
@@ -593,56 +565,24 @@ type secretError struct {
 	err error
 }
 
-// readSecretFile opens path without following a symbolic link in its last
-// component and refuses it unless it is a regular file with one link,
-// owned by root or the mail owner, with no access for group or others.
-// The permission rule is Postfix's for its own secrets, and the link rules
-// keep someone who can write the directory from substituting a file of
-// their choice (or a name for another file of root's, whose contents would
-// then be sent to Redis as a password).
+// readSecretFile reads a secret by safefile's rule (no symbolic link but
+// root's, no FIFO waited on, one link), owned by root or the mail owner,
+// with no access for group or others. The permission rule is Postfix's
+// for its own secrets, and the link rules keep someone who can write the
+// directory from substituting a file of their choice (or a name for
+// another file of root's, whose contents would then be sent to Redis as
+// a password).
 func readSecretFile(path string, mailOwnerUID int) ([]byte, *secretError) {
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-		if err != unix.EINTR {
-			break
-		}
+	rule := safefile.Rule{
+		Owners: []int{0, mailOwnerUID},
+		Forbid: 0o077,
+		Need:   fmt.Sprintf("it must be owned by root or the mail owner (uid %d) and give no access to group or others (e.g. mode 0600)", mailOwnerUID),
 	}
-	if err == unix.ELOOP {
-		var st unix.Stat_t
-		if unix.Lstat(path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
-			return nil, &secretError{fmt.Sprintf("%s is a symbolic link; name the file itself", path), err}
-		}
-	}
+	f, err := rule.Open(path, os.O_RDONLY, 0)
 	if err != nil {
-		perr := &os.PathError{Op: "open", Path: path, Err: err}
-		return nil, &secretError{perr.Error(), perr}
+		return nil, &secretError{err.Error(), err}
 	}
-	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		perr := &os.PathError{Op: "fstat", Path: path, Err: err}
-		return nil, &secretError{perr.Error(), perr}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, &secretError{fmt.Sprintf("%s is not a regular file", path), nil}
-	}
-	if st.Nlink != 1 {
-		return nil, &secretError{fmt.Sprintf("%s has %d hard links; it must have one", path, st.Nlink), nil}
-	}
-	mode := st.Mode & 0o7777
-	if (st.Uid != 0 && int(st.Uid) != mailOwnerUID) || mode&0o077 != 0 {
-		return nil, &secretError{fmt.Sprintf(
-			"%s is owned by uid %d with mode %04o; it must be owned by root or the mail owner (uid %d) and give no access to group or others (e.g. mode 0600)",
-			path, st.Uid, mode, mailOwnerUID), nil}
-	}
-	// Non-blocking mode was only for the open: a FIFO is refused above.
-	if err := unix.SetNonblock(fd, false); err != nil {
-		perr := &os.PathError{Op: "fcntl", Path: path, Err: err}
-		return nil, &secretError{perr.Error(), perr}
-	}
 	data, err := io.ReadAll(io.LimitReader(f, maxSecretSize+1))
 	if err != nil {
 		clear(data)
@@ -697,7 +637,7 @@ func readSealKeys(path string, mailOwnerUID int) ([][32]byte, *secretError) {
 		} else {
 			line, rest = rest, nil
 		}
-		line = bytes.TrimFunc(line, func(r rune) bool { return r < 128 && isSpace(byte(r)) })
+		line = bytes.TrimFunc(line, func(r rune) bool { return r < 128 && config.IsSpace(byte(r)) })
 		if len(line) == 0 || line[0] == '#' {
 			continue
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotlsmgr/tlsmgr/internal/safefile/safefiletest"
 	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -361,9 +362,9 @@ func TestErrors(t *testing.T) {
 		{"relative ca file", "servers = r:1\ntls = yes\ntls_ca_file = ca.pem\nseal_key_file = @KEY@\n",
 			file + `, line 3: tls_ca_file: "ca.pem" is not an absolute path`},
 		{"missing ca file", "servers = r:1\ntls = yes\ntls_ca_file = @DIR@/none.pem\nseal_key_file = @KEY@\n",
-			file + `, line 3: tls_ca_file: stat @DIR@/none.pem: no such file or directory`},
+			file + `, line 3: tls_ca_file: open @DIR@/none.pem: no such file or directory`},
 		{"ca directory", "servers = r:1\ntls = yes\ntls_ca_file = @DIR@/adir\nseal_key_file = @KEY@\n",
-			file + `, line 3: tls_ca_file: @DIR@/adir is not a regular file`},
+			file + `, line 3: tls_ca_file: refusing to use @DIR@/adir: it is not a regular file (it is a directory)`},
 		{"cluster and sentinel", "servers = r:1\ncluster = yes\nsentinel_master = m\nseal_key_file = @KEY@\n",
 			file + ", line 3: sentinel_master: not allowed with cluster (line 2); Sentinel and Cluster are two different set-ups"},
 		{"sentinel and cluster", "servers = r:1\nsentinel_master = m\ncluster = yes\nseal_key_file = @KEY@\n",
@@ -389,7 +390,7 @@ func TestErrors(t *testing.T) {
 		{"missing password file", "servers = r:1\npassword_file = @DIR@/none\nseal_key_file = @KEY@\n",
 			file + ", line 2: password_file: open @DIR@/none: no such file or directory"},
 		{"key file is a directory", "servers = r:1\nseal_key_file = @DIR@/adir\n",
-			file + ", line 2: seal_key_file: @DIR@/adir is not a regular file"},
+			file + ", line 2: seal_key_file: refusing to use @DIR@/adir: it is not a regular file (it is a directory)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -484,7 +485,7 @@ func TestSecretFileMode(t *testing.T) {
 				if err := os.Chmod(path, mode); err != nil {
 					t.Fatal(err)
 				}
-				want := fmt.Sprintf("@DIR@/tlsmgr-redis.cf, line %d: %s: %s is owned by uid %d with mode %04o; it must be owned by root or the mail owner (uid %d) and give no access to group or others (e.g. mode 0600)",
+				want := fmt.Sprintf("@DIR@/tlsmgr-redis.cf, line %d: %s: refusing to use %s: it is owned by uid %d with mode %04o; it must be owned by root or the mail owner (uid %d) and give no access to group or others (e.g. mode 0600)",
 					line, which, strings.ReplaceAll(path, f.dir, "@DIR@"), os.Geteuid(), mode, f.owner)
 				if got := f.loadErr(t, text); got != want {
 					t.Errorf("mode %04o:\n got %s\nwant %s", mode, got, want)
@@ -516,7 +517,7 @@ func TestSecretFileOwner(t *testing.T) {
 	}
 	// Another account's files.
 	_, err := load(1000)
-	want := fmt.Sprintf("@DIR@/tlsmgr-redis.cf, line 2: password_file: %s is owned by uid 65534 with mode 0600; it must be owned by root or the mail owner (uid 1000) and give no access to group or others (e.g. mode 0600)", path(f.pwFile))
+	want := fmt.Sprintf("@DIR@/tlsmgr-redis.cf, line 2: password_file: refusing to use %s: it is owned by uid 65534 with mode 0600; it must be owned by root or the mail owner (uid 1000) and give no access to group or others (e.g. mode 0600)", path(f.pwFile))
 	if err == nil || path(err.Error()) != want {
 		t.Errorf("\n got %v\nwant %s", err, want)
 	}
@@ -525,32 +526,30 @@ func TestSecretFileOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = load(1000)
-	want = fmt.Sprintf("@DIR@/tlsmgr-redis.cf, line 3: seal_key_file: %s is owned by uid 65534 with mode 0600; it must be owned by root or the mail owner (uid 1000) and give no access to group or others (e.g. mode 0600)", path(f.keyFile))
+	want = fmt.Sprintf("@DIR@/tlsmgr-redis.cf, line 3: seal_key_file: refusing to use %s: it is owned by uid 65534 with mode 0600; it must be owned by root or the mail owner (uid 1000) and give no access to group or others (e.g. mode 0600)", path(f.keyFile))
 	if err == nil || path(err.Error()) != want {
 		t.Errorf("\n got %v\nwant %s", err, want)
 	}
 	checkNoSecrets(t, fmt.Sprint(err))
 }
 
-// A name that is not the file itself is refused even when what it leads
-// to would pass: whoever can write the directory could have made it.
+// A symbolic link of another account's is refused even when what it
+// leads to would pass: whoever can write the directory could have made
+// it. Root's own links are followed (see safefile).
 func TestSecretFileLinks(t *testing.T) {
 	f := newFixture(t)
-	const prefix = "@DIR@/tlsmgr-redis.cf, line 2: seal_key_file: "
+	const prefix = "@DIR@/tlsmgr-redis.cf, line 2: seal_key_file: refusing to use @DIR@/k: "
 	text := "servers = r:1\nseal_key_file = @DIR@/k\n"
 	k := filepath.Join(f.dir, "k")
+	foreign := fmt.Sprintf("it is a symbolic link owned by uid %d (only links that root made are followed)", safefiletest.LinkOwner())
 
-	if err := os.Symlink(f.keyFile, k); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := f.loadErr(t, text), prefix+"@DIR@/k is a symbolic link; name the file itself"; got != want {
+	safefiletest.PlantLink(t, f.keyFile, k)
+	if got, want := f.loadErr(t, text), prefix+foreign; got != want {
 		t.Errorf("symlink:\n got %s\nwant %s", got, want)
 	}
 	os.Remove(k)
-	if err := os.Symlink(filepath.Join(f.dir, "nowhere"), k); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := f.loadErr(t, text), prefix+"@DIR@/k is a symbolic link; name the file itself"; got != want {
+	safefiletest.PlantLink(t, filepath.Join(f.dir, "nowhere"), k)
+	if got, want := f.loadErr(t, text), prefix+foreign; got != want {
 		t.Errorf("dangling symlink:\n got %s\nwant %s", got, want)
 	}
 	os.Remove(k)
@@ -558,7 +557,7 @@ func TestSecretFileLinks(t *testing.T) {
 	if err := os.Link(f.keyFile, k); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f.loadErr(t, text), prefix+"@DIR@/k has 2 hard links; it must have one"; got != want {
+	if got, want := f.loadErr(t, text), prefix+"it has 2 hard links; it must have one"; got != want {
 		t.Errorf("hard link:\n got %s\nwant %s", got, want)
 	}
 	os.Remove(k)
@@ -567,17 +566,15 @@ func TestSecretFileLinks(t *testing.T) {
 	if err := unix.Mkfifo(k, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f.loadErr(t, text), prefix+"@DIR@/k is not a regular file"; got != want {
+	if got, want := f.loadErr(t, text), prefix+"it is not a regular file (it is a FIFO)"; got != want {
 		t.Errorf("fifo:\n got %s\nwant %s", got, want)
 	}
 	os.Remove(k)
 
 	// The password file follows the same rules.
-	if err := os.Symlink(f.pwFile, k); err != nil {
-		t.Fatal(err)
-	}
+	safefiletest.PlantLink(t, f.pwFile, k)
 	got := f.loadErr(t, "servers = r:1\npassword_file = @DIR@/k\nseal_key_file = @KEY@\n")
-	if want := "@DIR@/tlsmgr-redis.cf, line 2: password_file: @DIR@/k is a symbolic link; name the file itself"; got != want {
+	if want := "@DIR@/tlsmgr-redis.cf, line 2: password_file: refusing to use @DIR@/k: " + foreign; got != want {
 		t.Errorf("password symlink:\n got %s\nwant %s", got, want)
 	}
 }
@@ -609,8 +606,9 @@ func TestPrintingHidesSecrets(t *testing.T) {
 }
 
 // The settings file names files read as root and where to send their
-// contents: one that someone else could change, or that is not the file
-// itself, is refused; a FIFO is refused at once, not waited on.
+// contents: one that someone else could change, or reached through a
+// link someone else made, is refused; a FIFO is refused at once, not
+// waited on.
 func TestSettingsFileSafety(t *testing.T) {
 	f := newFixture(t)
 	path := f.settings(t, "servers = r:1\nseal_key_file = @KEY@\n")
@@ -644,10 +642,8 @@ func TestSettingsFileSafety(t *testing.T) {
 		os.Chown(path, 0, -1)
 	}
 	link := filepath.Join(f.dir, "link.cf")
-	if err := os.Symlink(path, link); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Load(link, f.owner); err == nil || !strings.Contains(err.Error(), "is a symbolic link") {
+	safefiletest.PlantLink(t, path, link)
+	if _, err := Load(link, f.owner); err == nil || !strings.Contains(err.Error(), "link.cf: it is a symbolic link owned by uid") {
 		t.Errorf("symbolic link: %v", err)
 	}
 	fifo := filepath.Join(f.dir, "fifo.cf")

@@ -28,7 +28,7 @@ func benchSession(i, n int) []byte {
 
 func openBench(b testing.TB, path string, lim scache.Limits) *Store {
 	b.Helper()
-	s, err := Open(path, lim, Options{Logger: failOnWarn{b}})
+	s, err := Open(path, lim, Options{Logger: failOnWarn(b)})
 	if err != nil {
 		b.Fatal(err)
 	}

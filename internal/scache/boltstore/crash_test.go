@@ -3,10 +3,12 @@ package boltstore
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -87,7 +89,7 @@ func TestCrashKill(t *testing.T) {
 
 func checkAfterCrash(t *testing.T, round int, path string) {
 	t.Helper()
-	s, err := Open(path, crashLimits, Options{Logger: failOnWarn{t}})
+	s, err := Open(path, crashLimits, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatalf("round %d: reopen: %v", round, err)
 	}
@@ -127,16 +129,22 @@ func checkAfterCrash(t *testing.T, round int, path string) {
 // a killed child leaves must always be trusted.
 type exitOnWarn struct{}
 
-func (exitOnWarn) Warn(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "child: warning: "+format+"\n", args...)
+func (exitOnWarn) Enabled(_ context.Context, level slog.Level) bool { return level >= slog.LevelWarn }
+
+func (exitOnWarn) Handle(_ context.Context, r slog.Record) error {
+	fmt.Fprintf(os.Stderr, "child: warning: %s\n", r.Message)
 	os.Exit(4)
+	return nil
 }
+
+func (h exitOnWarn) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h exitOnWarn) WithGroup(string) slog.Handler      { return h }
 
 // crashChild writes until it is killed. It never closes the store.
 func crashChild(path string) {
 	seed, _ := strconv.Atoi(os.Getenv("CRASH_SEED"))
 	rng := rand.New(rand.NewPCG(uint64(seed), 2))
-	s, err := Open(path, crashLimits, Options{Logger: exitOnWarn{}})
+	s, err := Open(path, crashLimits, Options{Logger: slog.New(exitOnWarn{})})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		os.Exit(2)

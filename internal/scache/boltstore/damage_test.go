@@ -114,7 +114,7 @@ func fileMetric(s *Store, name string) float64 {
 func wantMovedAside(t *testing.T, path, reason string) {
 	t.Helper()
 	rec := &testlog.Recorder{}
-	s, err := Open(path, smallLimits, Options{Logger: rec})
+	s, err := Open(path, smallLimits, Options{Logger: rec.Logger()})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -138,7 +138,7 @@ func wantMovedAside(t *testing.T, path, reason string) {
 		t.Fatal(err)
 	}
 	// The fresh file is itself fine after a restart.
-	s, err = Open(path, smallLimits, Options{Logger: failOnWarn{t}})
+	s, err = Open(path, smallLimits, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func TestOnlyNewestMovedAsideKept(t *testing.T) {
 	os.WriteFile(path+".other", []byte("keep"), 0o600)
 	os.WriteFile(path, []byte("garbage"), 0o600)
 	rec := &testlog.Recorder{}
-	s, err := Open(path, smallLimits, Options{Logger: rec})
+	s, err := Open(path, smallLimits, Options{Logger: rec.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestRestartKeepsEntries(t *testing.T) {
 func TestRestartWithSmallerLimits(t *testing.T) {
 	path := filledFile(t, 100)
 	lim := scache.Limits{MaxEntries: 40, MaxBytes: 1 << 20}
-	s, err := Open(path, lim, Options{Logger: failOnWarn{t}})
+	s, err := Open(path, lim, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,7 +378,7 @@ func TestFileMode(t *testing.T) {
 	}
 	os.Chmod(path, 0o644)
 	rec := &testlog.Recorder{}
-	s, err := Open(path, smallLimits, Options{Logger: rec})
+	s, err := Open(path, smallLimits, Options{Logger: rec.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +396,7 @@ func TestLockedByAnother(t *testing.T) {
 	s := openBench(t, path, smallLimits)
 	defer s.Close()
 	s.Put(ctx, "a", scache.Entry{Written: time.Now(), Session: []byte("x")})
-	_, err := Open(path, smallLimits, Options{Logger: failOnWarn{t}, LockTimeout: 100 * time.Millisecond})
+	_, err := Open(path, smallLimits, Options{Logger: failOnWarn(t), LockTimeout: 100 * time.Millisecond})
 	if err == nil {
 		t.Fatal("second Open of a file in use succeeded")
 	}
@@ -413,7 +413,7 @@ func TestLockedByAnother(t *testing.T) {
 func TestChecksumMismatchWhileOpen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cache.db")
 	rec := &testlog.Recorder{}
-	s, err := Open(path, smallLimits, Options{Logger: rec})
+	s, err := Open(path, smallLimits, Options{Logger: rec.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +421,7 @@ func TestChecksumMismatchWhileOpen(t *testing.T) {
 	marker := []byte("0123456789-distinctive-session-bytes-9876543210")
 	s.Put(ctx, "victim", scache.Entry{Written: time.Now(), Session: marker})
 	s.Put(ctx, "bystander", scache.Entry{Written: time.Now(), Session: []byte("other")})
-	if err := s.Flush(ctx); err != nil { // into the file, to damage it there
+	if err := s.Commit(ctx); err != nil { // into the file, to damage it there
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(path)
@@ -466,7 +466,7 @@ func TestDamageWhileOpen(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "cache.db")
 			rec := &testlog.Recorder{}
-			s, err := Open(path, smallLimits, Options{Logger: rec})
+			s, err := Open(path, smallLimits, Options{Logger: rec.Logger()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -512,7 +512,7 @@ func TestDamageWhileOpen(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			s2, err := Open(path, smallLimits, Options{Logger: failOnWarn{t}})
+			s2, err := Open(path, smallLimits, Options{Logger: failOnWarn(t)})
 			if err != nil {
 				t.Fatal(err)
 			}

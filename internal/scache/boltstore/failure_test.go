@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -135,7 +136,7 @@ func waitRecovered(t *testing.T, s *Store) {
 	})
 }
 
-func openCache(t *testing.T, path string, log Logger) (*Store, *scache.Cache) {
+func openCache(t *testing.T, path string, log *slog.Logger) (*Store, *scache.Cache) {
 	t.Helper()
 	s, err := Open(path, roomyLimits, Options{Logger: log})
 	if err != nil {
@@ -167,14 +168,14 @@ func wantNoSession(t *testing.T, c *scache.Cache, id string) {
 func TestCommitFailureRefusesAndRecovers(t *testing.T) {
 	withFailureTiming(t, 5*time.Millisecond, 20*time.Millisecond, time.Hour)
 	log := &testlog.Recorder{}
-	s, c := openCache(t, filepath.Join(t.TempDir(), "cache.db"), log)
+	s, c := openCache(t, filepath.Join(t.TempDir(), "cache.db"), log.Logger())
 	defer c.Close()
 	for i := range 20 {
 		if err := c.Update(ctx, fmt.Sprint("base-", i), session(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Flush(ctx); err != nil {
+	if err := s.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -280,13 +281,13 @@ func TestCloseWhileCommitsFail(t *testing.T) {
 	withFailureTiming(t, time.Hour, time.Hour, time.Hour) // no retry before Close
 	log := &testlog.Recorder{}
 	path := filepath.Join(t.TempDir(), "cache.db")
-	s, c := openCache(t, path, log)
+	s, c := openCache(t, path, log.Logger())
 	for i := range 5 {
 		if err := c.Update(ctx, fmt.Sprint("base-", i), session(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Flush(ctx); err != nil {
+	if err := s.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	release := holdCommits(t, s)
@@ -315,7 +316,7 @@ func TestCloseWhileCommitsFail(t *testing.T) {
 		t.Fatalf("reports count %d refused, %d lost; want 0, 10:\n%s", r, l, log)
 	}
 
-	s, err := Open(path, roomyLimits, Options{Logger: failOnWarn{t}})
+	s, err := Open(path, roomyLimits, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +335,7 @@ func TestCloseWhileCommitsFail(t *testing.T) {
 // dropped (and counted), the rest is committed, and no outage begins.
 func TestRejectedChangeIsDropped(t *testing.T) {
 	log := &testlog.Recorder{}
-	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), roomyLimits, Options{Logger: log})
+	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), roomyLimits, Options{Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +356,7 @@ func TestRejectedChangeIsDropped(t *testing.T) {
 		}
 	}
 	release()
-	if err := s.Flush(ctx); err != nil {
+	if err := s.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"a", "b"} {
@@ -383,7 +384,7 @@ func TestFailureReportsRateLimited(t *testing.T) {
 	const every = 40 * time.Millisecond
 	withFailureTiming(t, 2*time.Millisecond, 5*time.Millisecond, every)
 	log := &testlog.Recorder{}
-	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), roomyLimits, Options{Logger: log})
+	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), roomyLimits, Options{Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +442,7 @@ func TestFailureReportsRateLimited(t *testing.T) {
 	if s.wb.refused != uint64(refused) || s.wb.lost != 0 {
 		t.Fatalf("counters: %d refused, %d lost; want %d, 0", s.wb.refused, s.wb.lost, refused)
 	}
-	s, err = Open(s.path, roomyLimits, Options{Logger: failOnWarn{t}})
+	s, err = Open(s.path, roomyLimits, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -510,13 +511,13 @@ func afterRecovery(t *testing.T, path string, s *Store, c *scache.Cache, acked m
 		}
 		acked[id] = sess
 	}
-	if err := s.Flush(ctx); err != nil {
+	if err := s.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	s2, err := Open(path, roomyLimits, Options{Logger: failOnWarn{t}})
+	s2, err := Open(path, roomyLimits, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -538,7 +539,7 @@ func TestFileCannotGrow(t *testing.T) {
 	withFailureTiming(t, 5*time.Millisecond, 20*time.Millisecond, time.Hour)
 	log := &testlog.Recorder{}
 	path := filepath.Join(t.TempDir(), "cache.db")
-	s, c := openCache(t, path, log)
+	s, c := openCache(t, path, log.Logger())
 	defer c.Close()
 	acked := map[string][]byte{}
 	for i := range 300 { // so that the file has free pages to reuse
@@ -548,7 +549,7 @@ func TestFileCannotGrow(t *testing.T) {
 		}
 		acked[id] = sess
 	}
-	if err := s.Flush(ctx); err != nil {
+	if err := s.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	limitGrowth(s, true)
@@ -583,7 +584,7 @@ func TestFullFileSystem(t *testing.T) {
 	})
 	log := &testlog.Recorder{}
 	path := filepath.Join(dir, "cache.db")
-	s, c := openCache(t, path, log)
+	s, c := openCache(t, path, log.Logger())
 	t.Cleanup(func() { c.Close() }) // before the unmount; a second Close is a no-op
 
 	acked := map[string][]byte{}

@@ -11,6 +11,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 )
 
 // guard runs fn, turning a panic or a memory fault (a damaged file read
@@ -77,7 +79,7 @@ func (s *Store) reset(broken *bolt.DB, fault any) {
 		return // another call got there first
 	}
 	s.db = nil
-	s.log.Warn("session cache %s is damaged (%v); discarding its contents", s.path, fault)
+	maillog.Warnf(s.log, "session cache %s is damaged (%v); discarding its contents", s.path, fault)
 	// A panic may have left bbolt's locks held, and Close would wait for
 	// them forever: give it a moment, then abandon it.
 	closed := make(chan struct{})
@@ -88,15 +90,15 @@ func (s *Store) reset(broken *bolt.DB, fault any) {
 	select {
 	case <-closed:
 	case <-time.After(time.Second):
-		s.log.Warn("session cache %s: abandoning the damaged database handle", s.path)
+		maillog.Warnf(s.log, "session cache %s: abandoning the damaged database handle", s.path)
 	}
 	fd := int(s.file.Fd())
 	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		s.log.Warn("session cache %s: cannot relock it (%v); cache disabled", s.path, err)
+		maillog.Warnf(s.log, "session cache %s: cannot relock it (%v); cache disabled", s.path, err)
 		return
 	}
 	if err := s.file.Truncate(0); err != nil {
-		s.log.Warn("session cache %s: cannot truncate it (%v); cache disabled", s.path, err)
+		maillog.Warnf(s.log, "session cache %s: cannot truncate it (%v); cache disabled", s.path, err)
 		return
 	}
 	err := guard(func() error {
@@ -108,7 +110,7 @@ func (s *Store) reset(broken *bolt.DB, fault any) {
 		return s.markOpen()
 	})
 	if err != nil {
-		s.log.Warn("session cache %s: cannot start over (%v); cache disabled", s.path, err)
+		maillog.Warnf(s.log, "session cache %s: cannot start over (%v); cache disabled", s.path, err)
 		if s.db != nil {
 			_ = guard(s.db.Close)
 			s.db = nil
@@ -138,7 +140,7 @@ func (s *Store) dropDamaged(ctx context.Context, id string) {
 	})
 	if dropped {
 		s.damaged.Add(1)
-		s.log.Warn("session cache %s: dropped an entry that failed its checksum", s.path)
+		maillog.Warnf(s.log, "session cache %s: dropped an entry that failed its checksum", s.path)
 	}
 }
 

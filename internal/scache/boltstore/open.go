@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/safefile"
 	"github.com/gotlsmgr/tlsmgr/internal/scache"
 )
@@ -28,11 +29,8 @@ func Open(path string, lim scache.Limits, opts Options) (*Store, error) {
 	if lim.MaxEntries <= 0 || lim.MaxBytes <= 0 {
 		return nil, fmt.Errorf("boltstore: invalid limits %+v", lim)
 	}
-	s := &Store{path: path, log: opts.Logger, boot: bootID()}
+	s := &Store{path: path, log: maillog.OrDiscard(opts.Logger), boot: bootID()}
 	s.lim.Store(&lim)
-	if s.log == nil {
-		s.log = discard{}
-	}
 	lockTimeout := opts.LockTimeout
 	if lockTimeout <= 0 {
 		lockTimeout = 5 * time.Second
@@ -42,7 +40,7 @@ func Open(path string, lim scache.Limits, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if fi, err := f.Stat(); err == nil && fi.Mode().Perm() != 0o600 {
-		s.log.Warn("session cache %s was mode %v; making it 0600", path, fi.Mode().Perm())
+		maillog.Warnf(s.log, "session cache %s was mode %v; making it 0600", path, fi.Mode().Perm())
 		if err := f.Chmod(0o600); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("boltstore: %w", err)
@@ -60,9 +58,9 @@ func Open(path string, lim scache.Limits, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("boltstore: %s cannot be used (%v) nor moved aside: %w", path, problem, err)
 		}
 		s.setAside.Add(1)
-		s.log.Warn("session cache %s cannot be trusted (%v); moved it to %s and starting empty", path, problem, aside)
+		maillog.Warnf(s.log, "session cache %s cannot be trusted (%v); moved it to %s and starting empty", path, problem, aside)
 		for _, old := range removed {
-			s.log.Warn("session cache %s: removed %s, an older file moved aside", path, old)
+			maillog.Warnf(s.log, "session cache %s: removed %s, an older file moved aside", path, old)
 		}
 		if f, err = openLocked(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, lockTimeout); err != nil {
 			return nil, err

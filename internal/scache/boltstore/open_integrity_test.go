@@ -106,7 +106,7 @@ func TestOpenTightensAnyGroupOrOtherAccess(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec := &testlog.Recorder{}
-			s, err := Open(path, smallLimits, Options{Logger: rec})
+			s, err := Open(path, smallLimits, Options{Logger: rec.Logger()})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -48,7 +48,7 @@ func bigFile(t *testing.T) (path, first, last string) {
 func TestOpenBigFileInHalves(t *testing.T) {
 	withBootID(t, "boot-1") // same boot: only the damage may be refused
 	path, first, last := bigFile(t)
-	s, err := Open(path, scache.Limits{MaxEntries: 10 * splitEntries, MaxBytes: 1 << 30}, Options{Logger: failOnWarn{t}})
+	s, err := Open(path, scache.Limits{MaxEntries: 10 * splitEntries, MaxBytes: 1 << 30}, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

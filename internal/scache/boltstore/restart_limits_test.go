@@ -14,7 +14,7 @@ func TestRestartWithSmallerByteBound(t *testing.T) {
 	path := filledFile(t, 100) // 300-byte sessions
 	size := scache.Size(benchID(0), benchSession(0, 300))
 	lim := scache.Limits{MaxEntries: 10_000, MaxBytes: 40 * size}
-	s, err := Open(path, lim, Options{Logger: failOnWarn{t}})
+	s, err := Open(path, lim, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,7 +79,7 @@ func TestScaleOpenChild(t *testing.T) {
 func scaleChild(t *testing.T, path string, crash bool) {
 	before := rssAnon(t)
 	began := time.Now()
-	s, err := Open(path, scaleLimits, Options{Logger: failOnWarn{t}})
+	s, err := Open(path, scaleLimits, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func scaleChild(t *testing.T, path string, crash bool) {
 		if _, err := s.Delete(ctx, benchID(0)); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Flush(ctx); err != nil {
+		if err := s.Commit(ctx); err != nil {
 			t.Fatal(err)
 		}
 		os.Exit(0) // no Close

@@ -16,7 +16,7 @@ import (
 func TestSetLimitsQueuedAndConcurrent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cache.db")
 	lim := scache.Limits{MaxEntries: 1000, MaxBytes: 1 << 24}
-	s, err := Open(path, lim, Options{Logger: failOnWarn{t}})
+	s, err := Open(path, lim, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestSetLimitsQueuedAndConcurrent(t *testing.T) {
 	if err := s.SetLimits(ctx, scache.Limits{MaxEntries: 10, MaxBytes: 1 << 24}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Flush(ctx); err != nil {
+	if err := s.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	st, err := s.Stats(ctx)
@@ -74,7 +74,7 @@ func TestSetLimitsQueuedAndConcurrent(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(path, lim, Options{Logger: failOnWarn{t}})
+	s, err = Open(path, lim, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,6 +50,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -61,14 +62,11 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/scache"
 )
 
-// Logger receives warnings about damaged or untrusted files.
-type Logger interface {
-	Warn(format string, args ...any)
-}
-
 // Options tune Open.
 type Options struct {
-	Logger Logger // nil discards the warnings
+	// Logger receives warnings about damaged or untrusted files and the
+	// reports of failing commits; nil discards them.
+	Logger *slog.Logger
 	// LockTimeout bounds the wait for another process holding the file
 	// (an older tlsmgr still shutting down). Zero means 5 seconds.
 	LockTimeout time.Duration
@@ -85,7 +83,7 @@ var ErrUnavailable = errors.New("boltstore: cache file unavailable")
 type Store struct {
 	path string                        // for messages only: the name may not resolve after chroot
 	lim  atomic.Pointer[scache.Limits] // changed by SetLimits
-	log  Logger
+	log  *slog.Logger
 	boot string // kernel boot id, read before chroot hides /proc
 
 	// mu is held shared by every call and exclusively by Close and by a
@@ -203,7 +201,7 @@ func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
 func (s *Store) Expire(ctx context.Context, cutoff time.Time, max int, visit func(session []byte)) (removed int, more bool, err error) {
 	// The sweep sees every earlier write, except while commits fail: then
 	// the file is swept as it is, which may free pages the retry needs.
-	if err := s.Flush(ctx); err != nil && !errors.Is(err, scache.ErrStoreFailing) {
+	if err := s.Commit(ctx); err != nil && !errors.Is(err, scache.ErrStoreFailing) {
 		return 0, false, err
 	}
 	var limit [writtenLen]byte
@@ -251,7 +249,7 @@ func (s *Store) Expire(ctx context.Context, cutoff time.Time, max int, visit fun
 // Each lists the entries in the file, after committing what is queued.
 // One read transaction: writers go on meanwhile (bbolt's MVCC).
 func (s *Store) Each(ctx context.Context, visit func(id string, written time.Time, size int) bool) error {
-	if err := s.Flush(ctx); err != nil && !errors.Is(err, scache.ErrStoreFailing) {
+	if err := s.Commit(ctx); err != nil && !errors.Is(err, scache.ErrStoreFailing) {
 		return err
 	}
 	return s.run(ctx, func(db *bolt.DB) error {
@@ -275,7 +273,7 @@ func (s *Store) Each(ctx context.Context, visit func(id string, written time.Tim
 // evictions since Open, and what became of acknowledged changes. While
 // commits fail, the counts are those of the file, without the backlog.
 func (s *Store) Stats(ctx context.Context) (scache.StoreStats, error) {
-	if err := s.Flush(ctx); err != nil && !errors.Is(err, scache.ErrStoreFailing) {
+	if err := s.Commit(ctx); err != nil && !errors.Is(err, scache.ErrStoreFailing) {
 		return scache.StoreStats{}, err
 	}
 	var c counts
@@ -290,7 +288,7 @@ func (s *Store) Stats(ctx context.Context) (scache.StoreStats, error) {
 	return st, err
 }
 
-// SetLimits bounds the store by lim from now on (scache.Resizer). A
+// SetLimits bounds the store by lim from now on. A
 // smaller bound evicts the oldest-written entries at once, down to it, a
 // bounded number per transaction; writes still queued are held to it when
 // they are committed.
@@ -321,14 +319,8 @@ func (s *Store) damageCounts() (entries, resets uint64) {
 	return s.damaged.Load(), s.resets.Load()
 }
 
-type discard struct{}
-
-func (discard) Warn(string, ...any) {}
-
 // What the cache and the daemon use beyond scache.Store.
 var (
-	_ scache.Expirer          = (*Store)(nil)
-	_ scache.Resizer          = (*Store)(nil)
-	_ scache.Lister           = (*Store)(nil)
+	_ scache.Committer        = (*Store)(nil)
 	_ scache.MetricsCollector = (*Store)(nil)
 )

@@ -2,19 +2,21 @@ package boltstore
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/scache"
 	"github.com/gotlsmgr/tlsmgr/internal/scache/storetest"
+	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 )
 
 var ctx = context.Background()
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, lim scache.Limits) scache.Store {
-		s, err := Open(filepath.Join(t.TempDir(), "cache.db"), lim, Options{Logger: failOnWarn{t}})
+		s, err := Open(filepath.Join(t.TempDir(), "cache.db"), lim, Options{Logger: failOnWarn(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -23,17 +25,12 @@ func TestConformance(t *testing.T) {
 }
 
 // failOnWarn fails a test that expects no warning.
-type failOnWarn struct{ t testing.TB }
-
-func (l failOnWarn) Warn(format string, args ...any) {
-	l.t.Helper()
-	l.t.Errorf("unexpected warning: "+format, args...)
-}
+func failOnWarn(t testing.TB) *slog.Logger { return testlog.FailOnWarn(t) }
 
 // A panic in the caller's visit function reaches the caller, is not taken
 // for damage, and leaves the store usable (the committer moves on).
 func TestVisitPanic(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), scache.Limits{MaxEntries: 10, MaxBytes: 1 << 20}, Options{Logger: failOnWarn{t}})
+	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), scache.Limits{MaxEntries: 10, MaxBytes: 1 << 20}, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

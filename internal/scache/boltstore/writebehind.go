@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/scache"
 )
 
@@ -20,7 +21,7 @@ import (
 // writes. The price: a process killed in the middle loses the changes of
 // its last commit or so (well under a millisecond) — never the file's
 // consistency, and never an entry that was not written. Bounds are
-// applied when the changes are committed; Flush waits for that.
+// applied when the changes are committed; Commit waits for that.
 //
 // Failed commits (a full disk). A change has been acknowledged by the time
 // it is committed, so a failed commit must not drop it: its batch goes
@@ -81,7 +82,6 @@ type writeBehind struct {
 	log                failureLog
 	retryMin, retryMax time.Duration
 	warnEvery          time.Duration
-	infoLog            func(format string, args ...any) // nil: use Warn
 }
 
 // outage is a run of failed commits, from the first until the backlog is
@@ -123,10 +123,10 @@ type report struct {
 func (s *Store) emit(r report) {
 	switch {
 	case r.format == "":
-	case !r.warn && s.wb.infoLog != nil:
-		s.wb.infoLog(r.format, r.args...)
+	case !r.warn:
+		maillog.Infof(s.log, r.format, r.args...)
 	default:
-		s.log.Warn(r.format, r.args...)
+		maillog.Warnf(s.log, r.format, r.args...)
 	}
 }
 
@@ -138,9 +138,6 @@ func (s *Store) startWriteBehind() {
 	wb.stop = make(chan struct{})
 	wb.done = make(chan struct{})
 	wb.retryMin, wb.retryMax, wb.warnEvery = retryMin, retryMax, warnEvery
-	if l, ok := s.log.(interface{ Info(string, ...any) }); ok {
-		wb.infoLog = l.Info
-	}
 	go s.commitLoop()
 }
 
@@ -454,10 +451,11 @@ func (s *Store) reportLocked(now time.Time, force bool) report {
 	return report{format: format, args: args, warn: warn}
 }
 
-// Flush waits until every change queued before it is committed, and with
-// it the bounds applied. Stats and Close flush first. While commits fail
-// it returns at once with an error wrapping scache.ErrStoreFailing.
-func (s *Store) Flush(ctx context.Context) error {
+// Commit waits until every change queued before it is committed, and with
+// it the bounds applied (scache.Committer). Expire, Each and Stats call it
+// first. While commits fail it returns at once with an error wrapping
+// scache.ErrStoreFailing.
+func (s *Store) Commit(ctx context.Context) error {
 	wb := &s.wb
 	wb.mu.Lock()
 	defer wb.mu.Unlock()

@@ -17,7 +17,7 @@ func holdCommits(t *testing.T, s *Store) (release func()) {
 	if err := s.Put(ctx, "held", scache.Entry{Written: time.Now().Add(-time.Hour), Session: []byte("h")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Flush(ctx); err != nil {
+	if err := s.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	entered, unblock, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
@@ -31,7 +31,7 @@ func holdCommits(t *testing.T, s *Store) (release func()) {
 
 func TestQueuedWritesAreVisible(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cache.db")
-	s, err := Open(path, scache.Limits{MaxEntries: 100, MaxBytes: 1 << 20}, Options{Logger: failOnWarn{t}})
+	s, err := Open(path, scache.Limits{MaxEntries: 100, MaxBytes: 1 << 20}, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestQueuedWritesAreVisible(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(path, scache.Limits{MaxEntries: 100, MaxBytes: 1 << 20}, Options{Logger: failOnWarn{t}})
+	s, err = Open(path, scache.Limits{MaxEntries: 100, MaxBytes: 1 << 20}, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestQueuedWritesAreVisible(t *testing.T) {
 }
 
 func TestQueueIsBounded(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), scache.Limits{MaxEntries: 10 * maxQueued, MaxBytes: 1 << 30}, Options{Logger: failOnWarn{t}})
+	s, err := Open(filepath.Join(t.TempDir(), "cache.db"), scache.Limits{MaxEntries: 10 * maxQueued, MaxBytes: 1 << 30}, Options{Logger: failOnWarn(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

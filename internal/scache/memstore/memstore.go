@@ -84,7 +84,7 @@ func (s *Store) evictLocked() {
 }
 
 // SetLimits bounds the store by lim from now on; a smaller bound evicts
-// the oldest-written entries at once, down to it (scache.Resizer).
+// the oldest-written entries at once, down to it.
 func (s *Store) SetLimits(_ context.Context, lim scache.Limits) error {
 	if lim.MaxEntries <= 0 || lim.MaxBytes <= 0 {
 		return fmt.Errorf("memstore: invalid limits %+v", lim)
@@ -195,9 +195,4 @@ func (s *Store) Each(ctx context.Context, visit func(id string, written time.Tim
 	return ctx.Err()
 }
 
-// What the cache and the daemon use beyond scache.Store.
-var (
-	_ scache.Expirer = (*Store)(nil)
-	_ scache.Resizer = (*Store)(nil)
-	_ scache.Lister  = (*Store)(nil)
-)
+var _ scache.Store = (*Store)(nil)

@@ -457,10 +457,8 @@ func TestOutage(t *testing.T) {
 	base := a.FleetStats()
 	a.log.Reset()
 	a.clientLog.Reset()
-	// ... and the outage's first unshared update is reported at once.
-	a.umu.Lock()
-	a.unsharedSaid, a.unsharedUnsaid = time.Time{}, 0
-	a.umu.Unlock()
+	// ... and the outage's first unshared update is reported at once
+	// (Reset forgets the rate limits too).
 
 	srv.Pause()
 	t.Cleanup(srv.Resume) // resuming a running server does nothing

@@ -89,7 +89,7 @@ func newMember(t testing.TB, c conf) *member {
 		SealKeys:  c.keys,
 	}
 	m := &member{log: &recLog{}, clientLog: &recLog{}}
-	client, err := redisconn.New(s, m.clientLog, c.cache)
+	client, err := redisconn.New(s, m.clientLog.Logger(), c.cache)
 	if err != nil {
 		t.Fatalf("redisconn.New: %v", err)
 	}
@@ -97,7 +97,7 @@ func newMember(t testing.TB, c conf) *member {
 	if err != nil {
 		t.Fatalf("seal.New: %v", err)
 	}
-	st, err := New(client, sealer, c.prefix, c.cache, c.lim, m.log)
+	st, err := New(client, sealer, c.prefix, c.cache, c.lim, m.log.Logger())
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -94,8 +94,8 @@
 // not answer, the breaker open) is counted and logged, at most one line
 // per unsharedLogEvery with the count of the others, never silently lost.
 //
-// The local cache does not expire by itself, so Store implements
-// scache.Expirer for it: the cache's sweeper removes expired local entries
+// The local cache does not expire by itself, so Store's Expire is for
+// it: the cache's sweeper removes expired local entries
 // on the memory store's schedule and mixes them into the PRNG pool, as it
 // would for a memory cache. Redis entries are never swept.
 //
@@ -110,29 +110,19 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gotlsmgr/tlsmgr/internal/fleet/redisconn"
 	"github.com/gotlsmgr/tlsmgr/internal/fleet/seal"
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/metrics"
 	"github.com/gotlsmgr/tlsmgr/internal/scache"
 	"github.com/gotlsmgr/tlsmgr/internal/scache/memstore"
 	"github.com/redis/go-redis/v9"
 )
-
-// Logger receives the store's warnings. The daemon's logger rate-limits
-// them per message.
-type Logger interface {
-	Info(format string, args ...any)
-	Warn(format string, args ...any)
-}
-
-type discard struct{}
-
-func (discard) Info(string, ...any) {}
-func (discard) Warn(string, ...any) {}
 
 // writtenLen is the length of the Written field in front of the session.
 const writtenLen = 8
@@ -158,7 +148,7 @@ type Store struct {
 	cacheName string
 	lim       atomic.Pointer[scache.Limits] // of the local part; changed by SetLimits
 	local     *memstore.Store
-	log       Logger
+	log       *slog.Logger
 
 	tracker *redisconn.Tracker // nil for a cluster
 	tmu     sync.Mutex
@@ -190,9 +180,9 @@ type Store struct {
 	// count those as outages, so the store logs their transitions itself.
 	replyFailing [nOps]atomic.Bool
 
-	umu            sync.Mutex
-	unsharedSaid   time.Time // when an unshared change was last reported
-	unsharedUnsaid uint64    // unshared changes since, not reported
+	// unsharedLog limits the warnings about unshared updates and
+	// deletes (unsharedLogEvery).
+	unsharedLog maillog.Cause
 
 	// afterRead, if set (tests), runs between Redis's answer to a lookup
 	// and the decision to trust it.
@@ -336,17 +326,14 @@ var opFallbacks = [nOps]string{"serving from the local cache", "kept in the loca
 
 var (
 	_ scache.Store            = (*Store)(nil)
-	_ scache.Expirer          = (*Store)(nil)
 	_ scache.MetricsCollector = (*Store)(nil)
-	_ scache.Lister           = (*Store)(nil)
 	_ scache.Clearer          = (*Store)(nil)
-	_ scache.Resizer          = (*Store)(nil)
 )
 
 // New returns the store of cache cacheName ("smtpd", "smtp", "lmtp") on
 // client, sealing with sealer, its Redis keys under prefix (the settings'
 // key_prefix), its local part bounded by lim. log may be nil.
-func New(client *redisconn.Client, sealer *seal.Sealer, prefix, cacheName string, lim scache.Limits, log Logger) (*Store, error) {
+func New(client *redisconn.Client, sealer *seal.Sealer, prefix, cacheName string, lim scache.Limits, log *slog.Logger) (*Store, error) {
 	switch {
 	case client == nil:
 		return nil, errors.New("redisstore: no Redis client")
@@ -357,9 +344,6 @@ func New(client *redisconn.Client, sealer *seal.Sealer, prefix, cacheName string
 	case lim.MaxEntries <= 0 || lim.MaxBytes <= 0:
 		return nil, fmt.Errorf("redisstore: limits %+v must both be positive", lim)
 	}
-	if log == nil {
-		log = discard{}
-	}
 	s := &Store{
 		c:         client,
 		rdb:       client.Redis(),
@@ -367,11 +351,16 @@ func New(client *redisconn.Client, sealer *seal.Sealer, prefix, cacheName string
 		keyPrefix: prefix + "c:" + cacheName + ":",
 		cacheName: cacheName,
 		local:     memstore.New(lim),
-		log:       log,
+		log:       maillog.OrDiscard(log),
 		slots:     make(map[string]*slot),
 		unproved:  make(map[string]struct{}),
 		writes:    make(chan write, writeQueue),
 		written:   make(chan struct{}),
+	}
+	s.unsharedLog = maillog.Cause{
+		Key:   "unshared " + s.keyPrefix,
+		Every: unsharedLogEvery,
+		Note:  "; %d more not shared since the last report",
 	}
 	s.lim.Store(&lim)
 	s.tracker = client.Track(s.keyPrefix, s.invalidated)
@@ -388,7 +377,7 @@ func New(client *redisconn.Client, sealer *seal.Sealer, prefix, cacheName string
 // (least recently used) decide which copies go.
 func maxSlots(lim scache.Limits) int { return 2 * lim.MaxEntries }
 
-// SetLimits bounds the local part by lim from now on (scache.Resizer): a
+// SetLimits bounds the local part by lim from now on: a
 // smaller bound evicts its oldest-written entries at once, and forgets
 // slots beyond it. Redis's entries are not touched: Redis expires them
 // itself.
@@ -825,7 +814,7 @@ func (s *Store) open(key string, v []byte) (scache.Entry, bool) {
 	}
 	if err != nil {
 		s.unopenable.Add(1)
-		s.log.Warn("Redis %s session cache: a value failed to open (%v); treated as a miss", s.cacheName, err)
+		maillog.Warnf(s.log, "Redis %s session cache: a value failed to open (%v); treated as a miss", s.cacheName, err)
 		return scache.Entry{}, false
 	}
 	// The session stays in the opened buffer, handed to the caller: no
@@ -964,36 +953,17 @@ func (s *Store) Put(ctx context.Context, id string, e scache.Entry) error {
 	}
 	if why != "" {
 		s.updatesUnshared.Add(1)
-		s.unshared("an update", why, false)
+		s.unshared("an update", why)
 	}
 	return nil
 }
 
 // unshared logs an update or delete that the fleet does not get: the
-// first at once, then at most one per unsharedLogEvery with the count of
-// the others. said means that the cause was just logged in a line of its
-// own (Redis refusing updates, the queue full), which counts as the
-// report.
-func (s *Store) unshared(what, why string, said bool) {
-	now := time.Now()
-	s.umu.Lock()
-	if said || !s.unsharedSaid.IsZero() && now.Sub(s.unsharedSaid) < unsharedLogEvery {
-		if said {
-			s.unsharedSaid = now
-		} else {
-			s.unsharedUnsaid++
-		}
-		s.umu.Unlock()
-		return
-	}
-	n := s.unsharedUnsaid
-	s.unsharedSaid, s.unsharedUnsaid = now, 0
-	s.umu.Unlock()
-	more := ""
-	if n > 0 {
-		more = fmt.Sprintf("; %d more not shared since the last report", n)
-	}
-	s.log.Warn("Redis %s session cache: %s not shared with the fleet (%s); kept in the local cache only%s", s.cacheName, what, why, more)
+// first at once, then at most one per unsharedLogEvery, which ends with
+// the count of the others. A line of its own about the cause (Redis
+// refusing updates, the queue full) counts as the report (Cause.Coverf).
+func (s *Store) unshared(what, why string) {
+	s.unsharedLog.Warnf(s.log, "Redis %s session cache: %s not shared with the fleet (%s); kept in the local cache only", s.cacheName, what, why)
 }
 
 // enqueue hands w to the writer, waiting for room until ctx is done; it
@@ -1021,15 +991,14 @@ func (s *Store) enqueue(ctx context.Context, w write, wait bool) string {
 	select {
 	case s.writes <- w:
 		if s.queueFull.Load() && s.queueFull.CompareAndSwap(true, false) {
-			s.log.Info("Redis %s session cache: the write queue has room again", s.cacheName)
+			maillog.Infof(s.log, "Redis %s session cache: the write queue has room again", s.cacheName)
 		}
 		return ""
 	case <-ctx.Done():
 	case <-expire:
 	}
 	if !wait && s.queueFull.CompareAndSwap(false, true) {
-		s.log.Warn("Redis %s session cache: %d writes are waiting for Redis; updates that find no room are kept in the local cache only", s.cacheName, writeQueue)
-		s.unshared("", "", true)
+		s.unsharedLog.Coverf(s.log, "Redis %s session cache: %d writes are waiting for Redis; updates that find no room are kept in the local cache only", s.cacheName, writeQueue)
 	}
 	return "the write queue is full"
 }
@@ -1072,7 +1041,7 @@ func (s *Store) writer() {
 		// The queue has drained: say so even if no update waited for
 		// room, so that the next time it fills is reported again.
 		if len(s.writes) == 0 && s.queueFull.Load() && s.queueFull.CompareAndSwap(true, false) {
-			s.log.Info("Redis %s session cache: the write queue has room again", s.cacheName)
+			maillog.Infof(s.log, "Redis %s session cache: the write queue has room again", s.cacheName)
 		}
 	}
 }
@@ -1172,10 +1141,14 @@ func (s *Store) record(batch []write, out []outcome) {
 		said := s.noteReply(o, err)
 		if o == opDelete {
 			s.deletesUnshared.Add(1)
-			s.unshared("a delete", err.Error(), said)
+			if !said {
+				s.unshared("a delete", err.Error())
+			}
 		} else {
 			s.updatesUnshared.Add(1)
-			s.unshared("an update", err.Error(), said)
+			if !said {
+				s.unshared("an update", err.Error())
+			}
 		}
 	}
 }
@@ -1511,7 +1484,7 @@ func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
 	}
 	if why != "" {
 		s.deletesUnshared.Add(1)
-		s.unshared("a delete", why, false)
+		s.unshared("a delete", why)
 		return local, nil
 	}
 	select {
@@ -1529,14 +1502,20 @@ func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
 // noteReply logs the first of a run of error replies (OOM, WRONGTYPE):
 // Redis is up, so the breaker says nothing, yet the fleet does not get
 // the updates. Transport failures are the breaker's to log. It reports
-// whether it logged.
+// whether it logged; the line about updates or deletes reports their
+// being unshared as well.
 func (s *Store) noteReply(o op, err error) bool {
 	var rerr redis.Error
 	if !errors.As(err, &rerr) || errors.Is(err, redis.Nil) {
 		return false
 	}
 	if s.replyFailing[o].CompareAndSwap(false, true) {
-		s.log.Warn("Redis %s session cache: Redis refuses %s: %v; %s", s.cacheName, opNames[o], err, opFallbacks[o])
+		const format = "Redis %s session cache: Redis refuses %s: %v; %s"
+		if o == opLookup {
+			maillog.Warnf(s.log, format, s.cacheName, opNames[o], err, opFallbacks[o])
+		} else {
+			s.unsharedLog.Coverf(s.log, format, s.cacheName, opNames[o], err, opFallbacks[o])
+		}
 		return true
 	}
 	return false
@@ -1544,7 +1523,7 @@ func (s *Store) noteReply(o op, err error) bool {
 
 func (s *Store) replyOK(o op) {
 	if s.replyFailing[o].Load() && s.replyFailing[o].CompareAndSwap(true, false) {
-		s.log.Info("Redis %s session cache: Redis accepts %s again", s.cacheName, opNames[o])
+		maillog.Infof(s.log, "Redis %s session cache: Redis accepts %s again", s.cacheName, opNames[o])
 	}
 }
 
@@ -1633,7 +1612,7 @@ func (s *Store) Clear(ctx context.Context) (int, error) {
 	err := s.scan(ctx, func(rctx context.Context, c redis.Cmdable, keys []string) error {
 		if time.Since(progress) >= clearProgress {
 			progress = time.Now()
-			s.log.Info("Redis %s session cache: flush going on, %d entries removed so far", s.cacheName, n)
+			maillog.Infof(s.log, "Redis %s session cache: flush going on, %d entries removed so far", s.cacheName, n)
 		}
 		s.tmu.Lock()
 		s.changed(keys)

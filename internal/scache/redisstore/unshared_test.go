@@ -39,11 +39,10 @@ func breakerOpen(t *testing.T, m *member) {
 	}
 }
 
-// forgetReports makes m's next unshared change the first of a period.
+// forgetReports makes m's next unshared change the first of a period:
+// the rate limits are the log's.
 func (m *member) forgetReports() {
-	m.umu.Lock()
-	m.unsharedSaid, m.unsharedUnsaid = time.Time{}, 0
-	m.umu.Unlock()
+	m.log.Reset()
 }
 
 // An update or delete the breaker keeps from Redis is logged with its
@@ -100,9 +99,7 @@ func TestUnsharedReportCountsTheOthers(t *testing.T) {
 		t.Fatalf("unshared updates within the period logged: %q", m.log.Lines())
 	}
 	// The period is over.
-	m.umu.Lock()
-	m.unsharedSaid = time.Now().Add(-unsharedLogEvery - time.Second)
-	m.umu.Unlock()
+	m.log.Elapse(unsharedLogEvery + time.Second)
 	m.Delete(ctx, "first")
 	settle(t, m)
 	want := fmt.Sprintf("; %d more not shared since the last report", quiet)

@@ -13,7 +13,7 @@
 //     result is exact: true if and only if expired entries remain.
 //   - An entry whose scache.Size alone exceeds MaxBytes is refused with
 //     scache.ErrTooLarge and the store is left as it was.
-//   - A store whose commits do not fail reports, after a Flush, no
+//   - A store whose commits do not fail reports, after a Commit, no
 //     Pending, Refused or Lost changes and is not Failing (every Stats
 //     comparison of the suite includes these fields).
 package storetest
@@ -77,7 +77,9 @@ var base = time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.UTC)
 
 func at(sec int) time.Time { return base.Add(time.Duration(sec) * time.Second) }
 
-func openClosed(t *testing.T, open OpenFunc, lim scache.Limits) scache.Store {
+// openStore opens a store bounded by lim and closes it, checking the
+// error, when the test ends.
+func openStore(t *testing.T, open OpenFunc, lim scache.Limits) scache.Store {
 	t.Helper()
 	s := open(t, lim)
 	t.Cleanup(func() {
@@ -95,9 +97,9 @@ func put(t *testing.T, s scache.Store, id string, written time.Time, session []b
 	if err := s.Put(ctx, id, scache.Entry{Written: written, Session: session}); err != nil {
 		t.Fatalf("Put(%q): %v", id, err)
 	}
-	if f, ok := s.(scache.Flusher); ok {
-		if err := f.Flush(ctx); err != nil {
-			t.Fatalf("Flush after Put(%q): %v", id, err)
+	if c, ok := s.(scache.Committer); ok {
+		if err := c.Commit(ctx); err != nil {
+			t.Fatalf("Commit after Put(%q): %v", id, err)
 		}
 	}
 }
@@ -149,7 +151,7 @@ func wantStats(t *testing.T, s scache.Store, entries int, bytes int64, evictions
 }
 
 func testGetMiss(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, roomy)
+	s := openStore(t, open, roomy)
 	wantMiss(t, s, "nothing-here")
 	put(t, s, "a", at(0), []byte("x"))
 	wantMiss(t, s, "b")
@@ -158,7 +160,7 @@ func testGetMiss(t *testing.T, open OpenFunc) {
 }
 
 func testPutGet(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, roomy)
+	s := openStore(t, open, roomy)
 	binary := make([]byte, 256)
 	for i := range binary {
 		binary[i] = byte(i)
@@ -180,7 +182,7 @@ func testPutGet(t *testing.T, open OpenFunc) {
 }
 
 func testWrittenPrecision(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, roomy)
+	s := openStore(t, open, roomy)
 	now := time.Now() // carries a monotonic reading, which may be dropped
 	times := []time.Time{
 		now,
@@ -201,7 +203,7 @@ func testWrittenPrecision(t *testing.T, open OpenFunc) {
 }
 
 func testEmptySession(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, roomy)
+	s := openStore(t, open, roomy)
 	put(t, s, "empty", at(0), nil)
 	e := mustGet(t, s, "empty")
 	if len(e.Session) != 0 {
@@ -211,7 +213,7 @@ func testEmptySession(t *testing.T, open OpenFunc) {
 }
 
 func testPutReplaces(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, roomy)
+	s := openStore(t, open, roomy)
 	put(t, s, "a", at(5), []byte("first session"))
 	put(t, s, "b", at(6), []byte("other"))
 	put(t, s, "a", at(1), []byte("second"))
@@ -222,19 +224,19 @@ func testPutReplaces(t *testing.T, open OpenFunc) {
 	// The replaced entry's old write time must not linger in the order
 	// used by Expire: a cutoff between the two write times of "a" now
 	// catches it.
-	n, more, err := expirer(t, s).Expire(ctx, at(2), 10, nil)
+	n, more, err := s.Expire(ctx, at(2), 10, nil)
 	if err != nil || n != 1 || more {
 		t.Fatalf("Expire = %d, %v, %v; want 1, false, nil", n, more, err)
 	}
 	wantMiss(t, s, "a")
-	n, _, err = expirer(t, s).Expire(ctx, at(6), 10, nil)
+	n, _, err = s.Expire(ctx, at(6), 10, nil)
 	if err != nil || n != 0 {
 		t.Fatalf("Expire after removal = %d, %v; want 0", n, err)
 	}
 }
 
 func testNotAliased(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, roomy)
+	s := openStore(t, open, roomy)
 	in := []byte("session bytes")
 	put(t, s, "a", at(0), in)
 	copy(in, "XXXXXXX")
@@ -254,7 +256,7 @@ func testNotAliased(t *testing.T, open OpenFunc) {
 }
 
 func testDelete(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, roomy)
+	s := openStore(t, open, roomy)
 	put(t, s, "a", at(0), []byte("1"))
 	put(t, s, "b", at(1), []byte("2"))
 	if ok, err := s.Delete(ctx, "a"); err != nil || !ok {
@@ -270,7 +272,7 @@ func testDelete(t *testing.T, open OpenFunc) {
 	wantEntry(t, s, "b", at(1), []byte("2"))
 	wantStats(t, s, 1, scache.Size("b", []byte("2")), 0)
 	// A deleted entry must not come back through Expire's order either.
-	n, more, err := expirer(t, s).Expire(ctx, at(100), 10, nil)
+	n, more, err := s.Expire(ctx, at(100), 10, nil)
 	if err != nil || n != 1 || more {
 		t.Fatalf("Expire = %d, %v, %v; want 1, false, nil", n, more, err)
 	}
@@ -278,7 +280,7 @@ func testDelete(t *testing.T, open OpenFunc) {
 }
 
 func testExpire(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, roomy)
+	s := openStore(t, open, roomy)
 	// Insert out of order: the store must order by Written, not by insertion.
 	order := rand.New(rand.NewPCG(1, 2)).Perm(20)
 	for _, i := range order {
@@ -291,7 +293,7 @@ func testExpire(t *testing.T, open OpenFunc) {
 		n    int
 		more bool
 	}{{3, true}, {3, true}, {3, true}, {1, false}, {0, false}} {
-		n, more, err := expirer(t, s).Expire(ctx, cutoff, 3, visit)
+		n, more, err := s.Expire(ctx, cutoff, 3, visit)
 		if err != nil || n != want.n || more != want.more {
 			t.Fatalf("round %d: Expire = %d, %v, %v; want %d, %v, nil", round, n, more, err, want.n, want.more)
 		}
@@ -316,32 +318,32 @@ func testExpire(t *testing.T, open OpenFunc) {
 		t.Errorf("Stats = %+v, want 10 entries and no evictions (expiry is not eviction)", st)
 	}
 	// A nil visit is allowed.
-	if n, more, err := expirer(t, s).Expire(ctx, at(12), 100, nil); err != nil || n != 2 || more {
+	if n, more, err := s.Expire(ctx, at(12), 100, nil); err != nil || n != 2 || more {
 		t.Errorf("Expire with nil visit = %d, %v, %v; want 2, false, nil", n, more, err)
 	}
 }
 
 func testExpireMoreExact(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, roomy)
+	s := openStore(t, open, roomy)
 	for i := range 6 {
 		put(t, s, fmt.Sprint("id", i), at(i), []byte("s"))
 	}
 	// Exactly max expired entries: all go, and nothing expired remains.
-	if n, more, err := expirer(t, s).Expire(ctx, at(3), 3, nil); err != nil || n != 3 || more {
+	if n, more, err := s.Expire(ctx, at(3), 3, nil); err != nil || n != 3 || more {
 		t.Fatalf("Expire = %d, %v, %v; want 3, false, nil", n, more, err)
 	}
 	// max 0 removes nothing but still reports what is left.
-	if n, more, err := expirer(t, s).Expire(ctx, at(5), 0, nil); err != nil || n != 0 || !more {
+	if n, more, err := s.Expire(ctx, at(5), 0, nil); err != nil || n != 0 || !more {
 		t.Fatalf("Expire(max 0) = %d, %v, %v; want 0, true, nil", n, more, err)
 	}
-	if n, more, err := expirer(t, s).Expire(ctx, at(0), 10, nil); err != nil || n != 0 || more {
+	if n, more, err := s.Expire(ctx, at(0), 10, nil); err != nil || n != 0 || more {
 		t.Fatalf("Expire(nothing expired) = %d, %v, %v; want 0, false, nil", n, more, err)
 	}
 	wantStats(t, s, 3, 3*scache.Size("id0", []byte("s")), 0)
 }
 
 func testMaxEntries(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, scache.Limits{MaxEntries: 10, MaxBytes: 1 << 30})
+	s := openStore(t, open, scache.Limits{MaxEntries: 10, MaxBytes: 1 << 30})
 	// Written times 0..9 in a shuffled insertion order.
 	for _, i := range rand.New(rand.NewPCG(3, 4)).Perm(10) {
 		put(t, s, fmt.Sprintf("id%02d", i), at(i), []byte("s"))
@@ -365,7 +367,7 @@ func testMaxEntries(t *testing.T, open OpenFunc) {
 }
 
 func testMaxEntriesNewestStays(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, scache.Limits{MaxEntries: 3, MaxBytes: 1 << 30})
+	s := openStore(t, open, scache.Limits{MaxEntries: 3, MaxBytes: 1 << 30})
 	for i := range 3 {
 		put(t, s, fmt.Sprint("id", i+10), at(i+10), []byte("s"))
 	}
@@ -382,7 +384,7 @@ func testMaxEntriesNewestStays(t *testing.T, open OpenFunc) {
 func testMaxBytes(t *testing.T, open OpenFunc) {
 	session := bytes.Repeat([]byte{0xAB}, 100)
 	size := scache.Size("id0", session)
-	s := openClosed(t, open, scache.Limits{MaxEntries: 1000, MaxBytes: 5 * size})
+	s := openStore(t, open, scache.Limits{MaxEntries: 1000, MaxBytes: 5 * size})
 	for i := range 8 {
 		put(t, s, fmt.Sprint("id", i), at(i), session)
 	}
@@ -409,16 +411,12 @@ func testMaxBytes(t *testing.T, open OpenFunc) {
 	wantStats(t, s, 3, 5*size, 6)
 }
 
-// testSetLimits changes the bounds of an open store (scache.Resizer, for
-// a reload of main.cf): a smaller bound evicts the oldest at once, down to
-// it, counted as evictions, and holds from then on; a larger one lets the
+// testSetLimits changes the bounds of an open store (for a reload of
+// main.cf): a smaller bound evicts the oldest at once, down to it,
+// counted as evictions, and holds from then on; a larger one lets the
 // store grow; invalid bounds change nothing.
 func testSetLimits(t *testing.T, open OpenFunc) {
-	s := openClosed(t, open, scache.Limits{MaxEntries: 10, MaxBytes: 1 << 30})
-	r, ok := s.(scache.Resizer)
-	if !ok {
-		t.Skip("the store's bounds are fixed (no scache.Resizer)")
-	}
+	s := openStore(t, open, scache.Limits{MaxEntries: 10, MaxBytes: 1 << 30})
 	id := func(i int) string { return fmt.Sprintf("id%02d", i) }
 	for _, i := range rand.New(rand.NewPCG(5, 6)).Perm(10) {
 		put(t, s, id(i), at(i), []byte("s"))
@@ -426,7 +424,7 @@ func testSetLimits(t *testing.T, open OpenFunc) {
 	size := scache.Size(id(0), []byte("s"))
 	setLimits := func(lim scache.Limits) {
 		t.Helper()
-		if err := r.SetLimits(ctx, lim); err != nil {
+		if err := s.SetLimits(ctx, lim); err != nil {
 			t.Fatalf("SetLimits(%+v): %v", lim, err)
 		}
 	}
@@ -466,7 +464,7 @@ func testSetLimits(t *testing.T, open OpenFunc) {
 
 	// Invalid bounds are refused and change nothing.
 	for _, lim := range []scache.Limits{{MaxEntries: 0, MaxBytes: 1}, {MaxEntries: 1, MaxBytes: 0}, {MaxEntries: -1, MaxBytes: -1}} {
-		if err := r.SetLimits(ctx, lim); err == nil {
+		if err := s.SetLimits(ctx, lim); err == nil {
 			t.Errorf("SetLimits(%+v) succeeded", lim)
 		}
 	}
@@ -477,7 +475,7 @@ func testSetLimits(t *testing.T, open OpenFunc) {
 
 func testTooLarge(t *testing.T, open OpenFunc) {
 	const maxBytes = 1000
-	s := openClosed(t, open, scache.Limits{MaxEntries: 10, MaxBytes: maxBytes})
+	s := openStore(t, open, scache.Limits{MaxEntries: 10, MaxBytes: maxBytes})
 	put(t, s, "a", at(0), []byte("small"))
 	put(t, s, "b", at(1), []byte("small too"))
 	before := stats(t, s)
@@ -569,7 +567,7 @@ func (m *model) expire(cutoff time.Time, max int) (visited []string, more bool) 
 
 func testModel(t *testing.T, open OpenFunc) {
 	lim := scache.Limits{MaxEntries: 40, MaxBytes: 6000}
-	s := openClosed(t, open, lim)
+	s := openStore(t, open, lim)
 	m := &model{lim: lim, entries: map[string]scache.Entry{}}
 	rng := rand.New(rand.NewPCG(20240611, 5))
 	ops := 3000
@@ -639,7 +637,7 @@ func testModel(t *testing.T, open OpenFunc) {
 			cutoff := base.Add(time.Duration(rng.Int64N(span)))
 			max := rng.IntN(8)
 			var got []string
-			n, more, err := expirer(t, s).Expire(ctx, cutoff, max, func(b []byte) { got = append(got, string(b)) })
+			n, more, err := s.Expire(ctx, cutoff, max, func(b []byte) { got = append(got, string(b)) })
 			want, wantMore := m.expire(cutoff, max)
 			if err != nil || n != len(want) || more != wantMore || !slices.Equal(got, want) {
 				t.Fatalf("op %d: Expire(max %d) = %d, %v, %v visiting %d; model removes %d, more %v",
@@ -660,7 +658,7 @@ func testModel(t *testing.T, open OpenFunc) {
 
 func testConcurrent(t *testing.T, open OpenFunc) {
 	lim := scache.Limits{MaxEntries: 50, MaxBytes: 50 * 200}
-	s := openClosed(t, open, lim)
+	s := openStore(t, open, lim)
 	const workers = 6
 	perWorker := 300
 	if testing.Short() {
@@ -696,7 +694,7 @@ func testConcurrent(t *testing.T, open OpenFunc) {
 				case 7:
 					_, err = s.Delete(ctx, id)
 				case 8:
-					_, _, err = expirer(t, s).Expire(ctx, time.Now().Add(-time.Millisecond), 5, func(b []byte) {
+					_, _, err = s.Expire(ctx, time.Now().Add(-time.Millisecond), 5, func(b []byte) {
 						if !bytes.Contains(b, []byte("|")) {
 							t.Errorf("Expire visited a foreign session %q", b)
 						}
@@ -746,14 +744,4 @@ func testClose(t *testing.T, open OpenFunc) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-}
-
-// expirer is s as the sweeper sees it: the stores this suite runs on keep
-// expired entries until they are told to remove them.
-func expirer(t testing.TB, s scache.Store) scache.Expirer {
-	e, ok := s.(scache.Expirer)
-	if !ok {
-		t.Fatalf("%T does not implement scache.Expirer", s)
-	}
-	return e
 }

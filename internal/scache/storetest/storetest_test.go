@@ -3,6 +3,7 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -54,6 +55,44 @@ func (s *modelStore) Expire(_ context.Context, cutoff time.Time, max int, visit 
 		}
 	}
 	return len(removed), more, nil
+}
+
+func (s *modelStore) SetLimits(_ context.Context, lim scache.Limits) error {
+	if lim.MaxEntries <= 0 || lim.MaxBytes <= 0 {
+		return fmt.Errorf("modelStore: invalid limits %+v", lim)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m.lim = lim
+	for _, old := range s.m.byAge() {
+		if len(s.m.entries) <= lim.MaxEntries && s.m.bytes <= lim.MaxBytes {
+			break
+		}
+		s.m.remove(old)
+		s.m.evictions++
+	}
+	return nil
+}
+
+func (s *modelStore) Each(ctx context.Context, visit func(id string, written time.Time, size int) bool) error {
+	type item struct {
+		id      string
+		written time.Time
+		size    int
+	}
+	s.mu.Lock()
+	items := make([]item, 0, len(s.m.entries))
+	for _, id := range s.m.byAge() {
+		e := s.m.entries[id]
+		items = append(items, item{id, e.Written, len(e.Session)})
+	}
+	s.mu.Unlock()
+	for _, it := range items {
+		if !visit(it.id, it.written, it.size) || ctx.Err() != nil {
+			break
+		}
+	}
+	return ctx.Err()
 }
 
 func (s *modelStore) Stats(context.Context) (scache.StoreStats, error) {

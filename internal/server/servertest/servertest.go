@@ -7,7 +7,9 @@ package servertest
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -34,6 +36,7 @@ type Server struct {
 	Log  *Log
 	done chan struct{}
 	once sync.Once
+	dir  string // Serve's temporary directory
 }
 
 // Start serves tlsmgr on path, or on a new socket in a temporary
@@ -50,22 +53,59 @@ func StartWith(t testing.TB, path string, configure func(*server.Config)) *Serve
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "tlsmgr")
 	}
+	s, err := listen(path, configure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(t) })
+	return s
+}
+
+// Serve is Start for callers without a testing.TB (examples, TestMain):
+// the socket is in a new temporary directory, which Close removes.
+func Serve() (*Server, error) {
+	dir, err := os.MkdirTemp("", "servertest")
+	if err != nil {
+		return nil, err
+	}
+	s, err := listen(filepath.Join(dir, "tlsmgr"), nil)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s.dir = dir
+	return s, nil
+}
+
+// Close is Stop for a server that Serve started.
+func (s *Server) Close() error {
+	var err error
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err = s.Shutdown(ctx)
+		<-s.done
+	})
+	return errors.Join(err, os.RemoveAll(s.dir))
+}
+
+func listen(path string, configure func(*server.Config)) (*Server, error) {
 	s := &Server{Path: path, Log: &testlog.Recorder{}, done: make(chan struct{})}
 	lim := scache.Limits{MaxEntries: 100_000, MaxBytes: 256 << 20}
 	var caches []server.CacheType
 	for _, name := range []string{"smtpd", "smtp", "lmtp"} {
-		ct := server.CacheType{Name: name, Timeout: Timeout}
+		ct := server.DisabledCache(name, Timeout)
 		if name != "lmtp" {
-			ct.Cache = scache.New(scache.Config{Name: name, Database: "memory:" + name, Timeout: Timeout, Log: s.Log}, memstore.New(lim))
+			ct = server.EnabledCache(scache.New(scache.Config{Name: name, Database: "memory:" + name, Timeout: Timeout, Log: s.Log.Logger()}, memstore.New(lim)))
 		}
 		caches = append(caches, ct)
 	}
 	keys, err := tktkey.NewManager(context.Background(), tktkey.Options{Timeout: Timeout, Rand: rand.Reader})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cfg := server.Config{
-		Caches: caches, Keys: keys, Pool: systemPool{}, Log: s.Log,
+		Caches: caches, Keys: keys, Pool: systemPool{}, Log: s.Log.Logger(),
 		Limits: attr.DefaultLimits, IPCTimeout: 30 * time.Second, BlockingIO: true,
 	}
 	if configure != nil {
@@ -74,11 +114,10 @@ func StartWith(t testing.TB, path string, configure func(*server.Config)) *Serve
 	s.Server = server.New(cfg)
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() { s.Serve(l); close(s.done) }()
-	t.Cleanup(func() { s.Stop(t) })
-	return s
+	return s, nil
 }
 
 // Stop shuts the server down, closing its clients' connections and

@@ -26,13 +26,16 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"os"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotlsmgr/tlsmgr/internal/maillog"
 	"github.com/gotlsmgr/tlsmgr/internal/safefile"
 	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // RecordLen is the size of the file.
@@ -44,8 +47,8 @@ const (
 	hasCurrent  = 1
 	hasPrevious = 2
 	currentOff  = 8
-	previousOff = currentOff + tktkey.RecordLen
-	sumOff      = previousOff + tktkey.RecordLen
+	previousOff = currentOff + proto.TicketKeyRecordLen
+	sumOff      = previousOff + proto.TicketKeyRecordLen
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -53,15 +56,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("keyfile: closed")
 
-// Logger receives warnings about a damaged file.
-type Logger interface {
-	Warn(format string, args ...any)
-}
-
 // File is a tktkey.Store in one file. It is safe for concurrent use.
 type File struct {
-	path string // for messages only
-	log  Logger
+	path string       // for messages only
+	log  *slog.Logger // warnings about a damaged file
 
 	mu  sync.Mutex
 	f   *os.File
@@ -71,11 +69,10 @@ type File struct {
 var _ tktkey.Store = (*File)(nil)
 
 // Open opens or creates (mode 0600) the key file at path, refusing a link
-// or a file that is not the caller's (see safefile).
-func Open(path string, logger Logger) (*File, error) {
-	if logger == nil {
-		logger = discard{}
-	}
+// or a file that is not the caller's (see safefile). logger receives
+// warnings about a damaged file; nil discards them.
+func Open(path string, logger *slog.Logger) (*File, error) {
+	logger = maillog.OrDiscard(logger)
 	f, err := safefile.Open(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("keyfile: %w", err)
@@ -86,7 +83,7 @@ func Open(path string, logger Logger) (*File, error) {
 		return nil, fmt.Errorf("keyfile: %w", err)
 	}
 	if fi.Mode().Perm() != 0o600 {
-		logger.Warn("ticket key file %s was mode %v; making it 0600", path, fi.Mode().Perm())
+		maillog.Warnf(logger, "ticket key file %s was mode %v; making it 0600", path, fi.Mode().Perm())
 		if err := f.Chmod(0o600); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("keyfile: %w", err)
@@ -112,7 +109,7 @@ func (kf *File) Load(context.Context) (tktkey.Ring, error) {
 	case fi.Size() == 0:
 		return tktkey.Ring{}, nil
 	case fi.Size() != RecordLen:
-		kf.log.Warn("ticket key file %s has %d bytes, not %d; starting with new keys", kf.path, fi.Size(), RecordLen)
+		maillog.Warnf(kf.log, "ticket key file %s has %d bytes, not %d; starting with new keys", kf.path, fi.Size(), RecordLen)
 		return tktkey.Ring{}, nil
 	}
 	if _, err := kf.f.ReadAt(kf.buf[:], 0); err != nil {
@@ -120,7 +117,7 @@ func (kf *File) Load(context.Context) (tktkey.Ring, error) {
 	}
 	r, problem := decode(kf.buf[:])
 	if problem != "" {
-		kf.log.Warn("ticket key file %s is damaged (%s); starting with new keys", kf.path, problem)
+		maillog.Warnf(kf.log, "ticket key file %s is damaged (%s); starting with new keys", kf.path, problem)
 		return tktkey.Ring{}, nil
 	}
 	return r, nil
@@ -150,9 +147,9 @@ func decode(b []byte) (tktkey.Ring, string) {
 	return r, ""
 }
 
-func unmarshal(b []byte) *tktkey.Key {
-	k := new(tktkey.Key)
-	*k, _ = tktkey.Unmarshal(b) // the length is right by construction
+func unmarshal(b []byte) *proto.TicketKey {
+	k := new(proto.TicketKey)
+	*k, _ = proto.ParseTicketKey(b) // the length is right by construction
 	return k
 }
 
@@ -203,7 +200,3 @@ func (kf *File) Close() error {
 	kf.f = nil
 	return err
 }
-
-type discard struct{}
-
-func (discard) Warn(string, ...any) {}

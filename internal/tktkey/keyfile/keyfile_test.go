@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,12 +15,13 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/internal/testlog"
 	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 var ctx = context.Background()
 
-func testKey(seed byte, expiry int64) *tktkey.Key {
-	k := &tktkey.Key{Expiry: expiry}
+func testKey(seed byte, expiry int64) *proto.TicketKey {
+	k := &proto.TicketKey{Expiry: expiry}
 	for i := range k.Name {
 		k.Name[i] = seed + byte(i)
 	}
@@ -32,8 +34,13 @@ func testKey(seed byte, expiry int64) *tktkey.Key {
 	return k
 }
 
-func open(t *testing.T, path string, log Logger) *File {
+// open opens the file at path, logging to rec if it is not nil.
+func open(t *testing.T, path string, rec *testlog.Recorder) *File {
 	t.Helper()
+	var log *slog.Logger
+	if rec != nil {
+		log = rec.Logger()
+	}
 	f, err := Open(path, log)
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +49,7 @@ func open(t *testing.T, path string, log Logger) *File {
 	return f
 }
 
-func sameKey(a, b *tktkey.Key) bool {
+func sameKey(a, b *proto.TicketKey) bool {
 	if a == nil || b == nil {
 		return a == b
 	}

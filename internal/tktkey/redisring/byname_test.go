@@ -8,6 +8,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/fleet/seal"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
 	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // The record found under a name must hold the key of that name: a sealed
@@ -23,7 +24,7 @@ func TestByNameChecksTheName(t *testing.T) {
 		t.Fatal(err)
 	}
 	k, err := a.ByName(bg, want.Name)
-	if err == nil || errors.Is(err, tktkey.ErrUnknownKey) || k != (tktkey.Key{}) {
+	if err == nil || errors.Is(err, tktkey.ErrUnknownKey) || k != (proto.TicketKey{}) {
 		t.Fatalf("ByName found a record of another key: %v, returned it: %v; want an error", err, k == other)
 	}
 }
@@ -50,7 +51,7 @@ func TestByNameUnreadableRecord(t *testing.T) {
 	} {
 		admin.Set(bg, nk, v, time.Hour)
 		got, err := a.ByName(bg, k.Name)
-		if err == nil || errors.Is(err, tktkey.ErrUnknownKey) || !errors.Is(err, seal.ErrOpen) || got != (tktkey.Key{}) {
+		if err == nil || errors.Is(err, tktkey.ErrUnknownKey) || !errors.Is(err, seal.ErrOpen) || got != (proto.TicketKey{}) {
 			t.Errorf("%s record: %v; want an error wrapping seal.ErrOpen, not ErrUnknownKey", what, err)
 		}
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/fleet/redisconn"
 	"github.com/gotlsmgr/tlsmgr/internal/fleet/seal"
 	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // Store is a tktkey.EpochStore on Redis. It is safe for concurrent use.
@@ -49,32 +50,32 @@ func New(client *redisconn.Client, sealer *seal.Sealer, prefix string, half int6
 
 func (s *Store) epochKey(epoch int64) string { return s.base + "e:" + strconv.FormatInt(epoch, 10) }
 
-func (s *Store) nameKey(name [tktkey.NameLen]byte) string {
+func (s *Store) nameKey(name [proto.TicketNameLen]byte) string {
 	return s.base + "n:" + s.sealer.Name(hex.EncodeToString(name[:]))
 }
 
 // seal returns the sealed wire record of k for the Redis key rk.
-func (s *Store) seal(rk string, k *tktkey.Key) []byte {
+func (s *Store) seal(rk string, k *proto.TicketKey) []byte {
 	rec := k.Marshal()
 	defer clear(rec)
 	return s.sealer.Seal([]byte(rk), rec)
 }
 
 // open returns the key sealed under rk.
-func (s *Store) open(rk string, sealed []byte) (tktkey.Key, error) {
+func (s *Store) open(rk string, sealed []byte) (proto.TicketKey, error) {
 	rec, err := s.sealer.Open([]byte(rk), sealed)
 	if err != nil {
-		return tktkey.Key{}, fmt.Errorf("ticket key under %s: %w", rk, err)
+		return proto.TicketKey{}, fmt.Errorf("ticket key under %s: %w", rk, err)
 	}
 	defer clear(rec)
-	return tktkey.Unmarshal(rec)
+	return proto.ParseTicketKey(rec)
 }
 
 // Epochs returns the stored keys of the given epochs, in one round trip
 // (a pipeline: in a cluster the epochs live in different slots). A value
 // that does not open is left out, as if absent: the caller then creates
 // one, which SET NX keeps from replacing it, so it adopts nothing bad.
-func (s *Store) Epochs(ctx context.Context, epochs []int64) (map[int64]tktkey.Key, error) {
+func (s *Store) Epochs(ctx context.Context, epochs []int64) (map[int64]proto.TicketKey, error) {
 	ctx, cancel := s.client.WithTimeout(ctx)
 	defer cancel()
 	pipe := s.client.Redis().Pipeline()
@@ -85,7 +86,7 @@ func (s *Store) Epochs(ctx context.Context, epochs []int64) (map[int64]tktkey.Ke
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, err
 	}
-	got := make(map[int64]tktkey.Key, len(epochs))
+	got := make(map[int64]proto.TicketKey, len(epochs))
 	var bad error
 	for i, cmd := range cmds {
 		b, err := cmd.Bytes()
@@ -111,7 +112,7 @@ func (s *Store) Epochs(ctx context.Context, epochs []int64) (map[int64]tktkey.Ke
 // Create stores k as epoch's key unless there is one, and returns the key
 // that is stored. Either way the key is also made findable by name: its
 // creator may have died between the two writes.
-func (s *Store) Create(ctx context.Context, epoch int64, k tktkey.Key, until time.Time) (tktkey.Key, error) {
+func (s *Store) Create(ctx context.Context, epoch int64, k proto.TicketKey, until time.Time) (proto.TicketKey, error) {
 	ctx, cancel := s.client.WithTimeout(ctx)
 	defer cancel()
 	rdb := s.client.Redis()
@@ -126,17 +127,17 @@ func (s *Store) Create(ctx context.Context, epoch int64, k tktkey.Key, until tim
 		// Another member was first: adopt its key.
 		b, err := rdb.Get(ctx, ek).Bytes()
 		if err != nil {
-			return tktkey.Key{}, err
+			return proto.TicketKey{}, err
 		}
 		if k, err = s.open(ek, b); err != nil {
-			return tktkey.Key{}, err
+			return proto.TicketKey{}, err
 		}
 	default:
-		return tktkey.Key{}, err
+		return proto.TicketKey{}, err
 	}
 	nk := s.nameKey(k.Name)
 	if err := rdb.SetArgs(ctx, nk, s.seal(nk, &k), redis.SetArgs{Mode: "NX", TTL: ttl}).Err(); err != nil && !errors.Is(err, redis.Nil) {
-		return tktkey.Key{}, err
+		return proto.TicketKey{}, err
 	}
 	return k, nil
 }
@@ -144,7 +145,7 @@ func (s *Store) Create(ctx context.Context, epoch int64, k tktkey.Key, until tim
 // ByName returns the key named name, or tktkey.ErrUnknownKey. While a
 // seal-key rotation is under way, a name is looked for under the hash of
 // every seal key, in one round trip.
-func (s *Store) ByName(ctx context.Context, name [tktkey.NameLen]byte) (tktkey.Key, error) {
+func (s *Store) ByName(ctx context.Context, name [proto.TicketNameLen]byte) (proto.TicketKey, error) {
 	ctx, cancel := s.client.WithTimeout(ctx)
 	defer cancel()
 	var keys []string
@@ -157,7 +158,7 @@ func (s *Store) ByName(ctx context.Context, name [tktkey.NameLen]byte) (tktkey.K
 		cmds[i] = pipe.Get(ctx, nk)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return tktkey.Key{}, err
+		return proto.TicketKey{}, err
 	}
 	for i, cmd := range cmds {
 		b, err := cmd.Bytes()
@@ -166,13 +167,13 @@ func (s *Store) ByName(ctx context.Context, name [tktkey.NameLen]byte) (tktkey.K
 		}
 		k, err := s.open(keys[i], b)
 		if err != nil {
-			return tktkey.Key{}, err
+			return proto.TicketKey{}, err
 		}
 		if k.Name != name {
 			k.Wipe()
-			return tktkey.Key{}, fmt.Errorf("ticket key under %s has another name", keys[i])
+			return proto.TicketKey{}, fmt.Errorf("ticket key under %s has another name", keys[i])
 		}
 		return k, nil
 	}
-	return tktkey.Key{}, tktkey.ErrUnknownKey
+	return proto.TicketKey{}, tktkey.ErrUnknownKey
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/gotlsmgr/tlsmgr/internal/fleet/settings"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
 	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 const half = 1800 // T/2 of the default smtpd timeout
@@ -40,9 +41,9 @@ func member(t *testing.T, srv *redistest.Server, keys ...[32]byte) *Store {
 	return New(c, s, settings.DefaultKeyPrefix, half)
 }
 
-func newKey(t *testing.T, epoch int64) tktkey.Key {
+func newKey(t *testing.T, epoch int64) proto.TicketKey {
 	t.Helper()
-	var k tktkey.Key
+	var k proto.TicketKey
 	for _, b := range [][]byte{k.Name[:], k.AES[:], k.HMAC[:]} {
 		rand.Read(b)
 	}
@@ -50,7 +51,7 @@ func newKey(t *testing.T, epoch int64) tktkey.Key {
 	return k
 }
 
-func until(k tktkey.Key) time.Time { return time.Unix(k.Expiry+half, 0) }
+func until(k proto.TicketKey) time.Time { return time.Unix(k.Expiry+half, 0) }
 
 var bg = context.Background()
 
@@ -98,7 +99,7 @@ func TestSealedAtRest(t *testing.T) {
 	srv := redistest.Single(t)
 	a := member(t, srv)
 	epoch := time.Now().Unix() / half
-	var keys []tktkey.Key
+	var keys []proto.TicketKey
 	for e := epoch; e < epoch+3; e++ {
 		k := newKey(t, e)
 		keys = append(keys, k)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/internal/fleet/seal"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
-	"github.com/gotlsmgr/tlsmgr/internal/tktkey"
+	"github.com/gotlsmgr/tlsmgr/proto"
 )
 
 // When none of the stored keys asked for opens (another fleet's seal key,
@@ -20,7 +20,7 @@ func TestEpochsNothingOpensIsAnError(t *testing.T) {
 	admin := srv.Client(t)
 	epoch := time.Now().Unix() / half
 	k0, k1 := newKey(t, epoch), newKey(t, epoch+1)
-	for e, k := range map[int64]tktkey.Key{epoch: k0, epoch + 1: k1} {
+	for e, k := range map[int64]proto.TicketKey{epoch: k0, epoch + 1: k1} {
 		if _, err := a.Create(bg, e, k, until(k)); err != nil {
 			t.Fatal(err)
 		}

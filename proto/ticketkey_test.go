@@ -1,4 +1,4 @@
-package tktkey
+package proto
 
 import (
 	"bytes"
@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-func sampleKey() Key {
-	var k Key
+func sampleKey() TicketKey {
+	var k TicketKey
 	for i := range k.Name {
 		k.Name[i] = byte(0x01 + i)
 	}
@@ -23,8 +23,8 @@ func sampleKey() Key {
 }
 
 func TestRecordLen(t *testing.T) {
-	if RecordLen != 88 {
-		t.Fatalf("RecordLen = %d, want 88", RecordLen)
+	if TicketKeyRecordLen != 88 {
+		t.Fatalf("TicketKeyRecordLen = %d, want 88", TicketKeyRecordLen)
 	}
 }
 
@@ -79,13 +79,13 @@ func TestMarshalToShortBufferPanics(t *testing.T) {
 	k.MarshalTo(make([]byte, 87))
 }
 
-func TestUnmarshalRoundTrip(t *testing.T) {
+func TestParseTicketKeyRoundTrip(t *testing.T) {
 	for _, exp := range []int64{0, 1, 1_700_000_000, -1, 1<<63 - 1, -1 << 63} {
 		k := sampleKey()
 		k.Expiry = exp
-		got, err := Unmarshal(k.Marshal())
+		got, err := ParseTicketKey(k.Marshal())
 		if err != nil {
-			t.Fatalf("Unmarshal: %v", err)
+			t.Fatalf("ParseTicketKey: %v", err)
 		}
 		if got != k {
 			t.Errorf("round trip of expiry %d: got %+v, want %+v", exp, got, k)
@@ -95,7 +95,7 @@ func TestUnmarshalRoundTrip(t *testing.T) {
 	rec := make([]byte, 88)
 	rec[0], rec[15], rec[16], rec[47], rec[48], rec[79] = 1, 2, 3, 4, 5, 6
 	rec[80], rec[87] = 0x10, 0x80
-	k, err := Unmarshal(rec)
+	k, err := ParseTicketKey(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,18 +107,18 @@ func TestUnmarshalRoundTrip(t *testing.T) {
 	}
 }
 
-func TestUnmarshalRejectsWrongLength(t *testing.T) {
+func TestParseTicketKeyRejectsWrongLength(t *testing.T) {
 	k := sampleKey()
 	good := k.Marshal()
 	for _, n := range []int{0, 1, 16, 80, 87, 89, 96, 176} {
 		b := make([]byte, n)
 		copy(b, good)
-		if _, err := Unmarshal(b); err == nil {
-			t.Errorf("Unmarshal accepted %d bytes", n)
+		if _, err := ParseTicketKey(b); err == nil {
+			t.Errorf("ParseTicketKey accepted %d bytes", n)
 		}
 	}
-	if _, err := Unmarshal(nil); err == nil {
-		t.Error("Unmarshal accepted nil")
+	if _, err := ParseTicketKey(nil); err == nil {
+		t.Error("ParseTicketKey accepted nil")
 	}
 }
 
@@ -129,7 +129,7 @@ func TestExpiryTimeAndWipe(t *testing.T) {
 		t.Errorf("ExpiryTime = %v", got)
 	}
 	k.Wipe()
-	if k != (Key{}) {
+	if k != (TicketKey{}) {
 		t.Errorf("Wipe left %+v", k)
 	}
 }
@@ -138,7 +138,7 @@ func TestExpiryTimeAndWipe(t *testing.T) {
 // bytes of the AES and HMAC keys, expiry; and that it reads back.
 func TestRecord211(t *testing.T) {
 	k := sampleKey()
-	rec := make([]byte, RecordLen211)
+	rec := make([]byte, TicketKeyRecordLen211)
 	k.MarshalLayout(rec)
 	if len(rec) != 56 ||
 		!bytes.Equal(rec[:16], k.Name[:]) || !bytes.Equal(rec[16:32], k.AES[:16]) ||
@@ -146,7 +146,7 @@ func TestRecord211(t *testing.T) {
 		binary.LittleEndian.Uint64(rec[48:]) != uint64(k.Expiry) {
 		t.Fatalf("2.11 record % x", rec)
 	}
-	back, err := Unmarshal(rec)
+	back, err := ParseTicketKey(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestRecord211(t *testing.T) {
 		!bytes.Equal(back.HMAC[:16], k.HMAC[:16]) || [16]byte(back.HMAC[16:]) != [16]byte{} || back.Expiry != k.Expiry {
 		t.Errorf("2.11 record read back as %+v", back)
 	}
-	full := make([]byte, RecordLen)
+	full := make([]byte, TicketKeyRecordLen)
 	k.MarshalLayout(full)
 	if !bytes.Equal(full, k.Marshal()) {
 		t.Error("MarshalLayout of 88 bytes differs from Marshal")
