@@ -49,7 +49,8 @@ func LinkOwner() int {
 // Class is one class of files, as its code under test opens them.
 type Class struct {
 	// Make writes, at path, a file the code accepts (with the contents,
-	// owner and mode it needs).
+	// owner and mode it needs); nil for code that creates the file
+	// itself, which Use then does.
 	Make func(t *testing.T, path string)
 	// Use has the code open the file at path, as it does in the daemon,
 	// and returns the error it reports (nil if it used the file, which it
@@ -70,6 +71,14 @@ type Class struct {
 //   - a directory is refused as not a regular file (or by the kernel,
 //     when opened for writing).
 func Run(t *testing.T, c Class) {
+	if c.Make == nil {
+		c.Make = func(t *testing.T, path string) {
+			t.Helper()
+			if err := c.Use(path); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	t.Run("foreign symlink", func(t *testing.T) {
 		dir := t.TempDir()
 		target, path := filepath.Join(dir, "target"), filepath.Join(dir, "name")
