@@ -131,6 +131,29 @@ var sourceFiles = map[string]string{
 	"/usr/share/man/man8/tlsmgr-go.8.gz":     "man/tlsmgr-go.8",
 }
 
+// The pages the README links to, docs/*.md, are in both packages beside
+// it, whatever pages there are.
+func init() {
+	pages, err := filepath.Glob(filepath.Join(repo, "docs", "*.md"))
+	if err != nil || len(pages) == 0 {
+		panic(fmt.Sprintf("no docs/*.md in %s: %v", repo, err))
+	}
+	const dir = "/usr/share/doc/tlsmgr-go/docs"
+	debContents = append(debContents, "drwxr-xr-x root/root ."+dir+"/")
+	rpmContents = append(rpmContents, "drwxr-xr-x root/root - "+dir)
+	for _, page := range pages {
+		path := dir + "/" + filepath.Base(page)
+		src := "docs/" + filepath.Base(page)
+		debContents = append(debContents, "-rw-r--r-- root/root ."+path)
+		rpmContents = append(rpmContents, "-rw-r--r-- root/root d "+path)
+		rpmFile[path] = path
+		sourceFiles[path] = src
+	}
+	byPath := func(a, b string) int { return strings.Compare(lastField(a), lastField(b)) }
+	slices.SortStableFunc(debContents, byPath)
+	slices.SortStableFunc(rpmContents, byPath)
+}
+
 // scripts are the maintainer scripts, by Debian's name and RPM's tag.
 var scripts = []struct{ deb, rpm, file string }{
 	{"postinst", "POSTIN", "packaging/scripts/postinstall.sh"},
