@@ -16,7 +16,6 @@ package gotls
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -35,8 +34,9 @@ type Options struct {
 	// Conns is how many connections calls share (each carries one call
 	// at a time); default 4.
 	Conns int
-	// Logger receives a line (at slog.LevelInfo) when the daemon stops
-	// answering and one when it answers again; nil means slog.Default().
+	// Logger receives a warning (with the error as "err") when the
+	// daemon stops answering and a line at slog.LevelInfo when it answers
+	// again; nil means slog.Default().
 	// After a call ran out of time, calls are misses at once, but for one
 	// a second that asks.
 	Logger *slog.Logger
@@ -144,7 +144,7 @@ func (d *Daemon) do(f func(ctx context.Context, c *client.Client) error) error {
 	switch {
 	case failed && !d.failing.Load():
 		d.failing.Store(true)
-		d.log.Info(fmt.Sprintf("gotls: tlsmgr daemon not answering (%v); sessions are not shared until it does", err))
+		d.log.Warn("gotls: tlsmgr daemon not answering; sessions are not shared until it does", "err", err)
 	case !failed && d.failing.Load():
 		d.failing.Store(false)
 		d.log.Info("gotls: tlsmgr daemon answering again")

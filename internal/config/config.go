@@ -212,7 +212,7 @@ func (c *Config) Bool(name string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	b, ok := parseBool(v)
+	b, ok := ParseBool(v)
 	if !ok {
 		return false, &ValueError{Param: name, Value: v, Kind: "boolean"}
 	}

@@ -27,7 +27,7 @@ func parseTime(s string, defUnit byte) (int64, bool) {
 		return 0, false
 	}
 	i := 0
-	for i < len(s) && isSpace(s[i]) {
+	for i < len(s) && IsSpace(s[i]) {
 		i++
 	}
 	j := i
@@ -94,7 +94,7 @@ func timeUnit(def string) byte {
 // follow the digits.
 func parseInt(s string) (int64, bool) {
 	i := 0
-	for i < len(s) && isSpace(s[i]) {
+	for i < len(s) && IsSpace(s[i]) {
 		i++
 	}
 	n, err := strconv.ParseInt(s[i:], 10, 64)
@@ -112,8 +112,6 @@ func ParseBool(s string) (value, ok bool) {
 	}
 	return false, false
 }
-
-func parseBool(s string) (value, ok bool) { return ParseBool(s) }
 
 func equalFoldASCII(a, b string) bool {
 	if len(a) != len(b) {
@@ -152,7 +150,7 @@ func parseSize(s string) (int64, bool) {
 			digits = s[:n-1]
 		}
 	}
-	if !allDigits(digits) {
+	if !AllDigits(digits) {
 		return 0, false
 	}
 	n, err := strconv.ParseInt(digits, 10, 64)

@@ -79,14 +79,14 @@ func TestParseInt(t *testing.T) {
 func TestParseBool(t *testing.T) {
 	good := map[string]bool{"yes": true, "YES": true, "Yes": true, "no": false, "NO": false, "nO": false}
 	for in, want := range good {
-		if got, ok := parseBool(in); !ok || got != want {
-			t.Errorf("parseBool(%q) = %v, %v; want %v", in, got, ok, want)
+		if got, ok := ParseBool(in); !ok || got != want {
+			t.Errorf("ParseBool(%q) = %v, %v; want %v", in, got, ok, want)
 		}
 	}
 	// Postfix's strcasecmp() knows no Unicode folding ("ſ" folds to "s").
 	for _, in := range []string{"", "true", "false", "1", "0", "y", "n", "yes ", "ye\u017f", "on"} {
-		if got, ok := parseBool(in); ok {
-			t.Errorf("parseBool(%q) = %v, want failure", in, got)
+		if got, ok := ParseBool(in); ok {
+			t.Errorf("ParseBool(%q) = %v, want failure", in, got)
 		}
 	}
 }

@@ -99,7 +99,7 @@ func (e *expander) text(out *strings.Builder, s string) error {
 }
 
 func skipSpace(s string) string {
-	for len(s) > 0 && isSpace(s[0]) {
+	for len(s) > 0 && IsSpace(s[0]) {
 		s = s[1:]
 	}
 	return s
@@ -362,12 +362,10 @@ func AllDigits(s string) bool {
 	return true
 }
 
-func allDigits(s string) bool { return AllDigits(s) }
-
 // compareOperands compares numerically when both sides are all digits,
 // else byte-wise, as Postfix does.
 func compareOperands(a, b string) (int, error) {
-	if !allDigits(a) || !allDigits(b) {
+	if !AllDigits(a) || !AllDigits(b) {
 		return strings.Compare(a, b), nil
 	}
 	x, errA := strconv.ParseInt(a, 10, 64)
@@ -437,7 +435,7 @@ func compatLevel(s string) (int64, error) {
 // space, an optional sign, at least one digit, and no overflow.
 func strtol(s string) (n int64, rest string, ok bool) {
 	i := 0
-	for i < len(s) && isSpace(s[i]) {
+	for i < len(s) && IsSpace(s[i]) {
 		i++
 	}
 	j := i

@@ -219,7 +219,7 @@ func splitBraced(s string) []string {
 	var items []string
 	level, start := 0, -1
 	for i := 0; i <= len(s); i++ {
-		sep := i == len(s) || level == 0 && (s[i] == ',' || isSpace(s[i]))
+		sep := i == len(s) || level == 0 && (s[i] == ',' || IsSpace(s[i]))
 		if sep {
 			if start >= 0 {
 				items = append(items, s[start:i])

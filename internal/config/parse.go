@@ -29,14 +29,12 @@ func IsSpace(c byte) bool {
 	return false
 }
 
-func isSpace(c byte) bool { return IsSpace(c) }
-
 func trimSpace(s string) string {
 	i, j := 0, len(s)
-	for i < j && isSpace(s[i]) {
+	for i < j && IsSpace(s[i]) {
 		i++
 	}
-	for j > i && isSpace(s[j-1]) {
+	for j > i && IsSpace(s[j-1]) {
 		j--
 	}
 	return s[i:j]
@@ -48,18 +46,18 @@ func trimSpace(s string) string {
 // files in main.cf syntax (the fleet's Redis settings) use it too.
 func SplitNameValue(line string) (name, value, reason string) {
 	i := 0
-	for i < len(line) && isSpace(line[i]) {
+	for i < len(line) && IsSpace(line[i]) {
 		i++
 	}
 	if i == len(line) || line[i] == '=' {
 		return "", "", "missing attribute name"
 	}
 	j := i
-	for j < len(line) && !isSpace(line[j]) && line[j] != '=' {
+	for j < len(line) && !IsSpace(line[j]) && line[j] != '=' {
 		j++
 	}
 	name = line[i:j]
-	for j < len(line) && isSpace(line[j]) {
+	for j < len(line) && IsSpace(line[j]) {
 		j++
 	}
 	if j == len(line) || line[j] != '=' {
@@ -111,7 +109,7 @@ func LogicalLines(data []byte) (lines, orphans []LogicalLine) {
 		// line inside a continued value; we treat CRLF as a line end.
 		phys = bytes.TrimSuffix(phys, []byte{'\r'})
 		k := 0
-		for k < len(phys) && isSpace(phys[k]) {
+		for k < len(phys) && IsSpace(phys[k]) {
 			k++
 		}
 		if k == len(phys) || phys[k] == '#' {

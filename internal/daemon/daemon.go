@@ -66,13 +66,12 @@ func Main(args []string) int {
 }
 
 type daemon struct {
-	opts     *master.Options
-	params   *config.Params
-	hostname string           // $myhostname: Postfix puts it in log records
-	log      *slog.Logger     // writes through logh
-	logh     *maillog.Handler // the log's output: its counters, chroot, Close
-	stderr   io.Writer
-	pid      int
+	opts   *master.Options
+	params *config.Params
+	log    *slog.Logger     // writes through logh
+	logh   *maillog.Handler // the log's output: its counters, chroot, Close
+	stderr io.Writer
+	pid    int
 
 	uid, gid  int // the mail owner's, or ours when not root
 	asOwner   func(func() error) error
@@ -294,7 +293,7 @@ func (d *daemon) loadConfig(standalone bool) error {
 	// A reload (SIGHUP, standalone) reads the same again: see reload.go.
 	d.cfgDir, d.cfgExtra = dir, extra
 	var err error
-	if d.conf, d.params, d.hostname, err = d.readConfig(); err != nil {
+	if d.conf, d.params, err = d.readConfig(); err != nil {
 		return err
 	}
 	if extra != nil && d.params.DataDirectory == extra["data_directory"] {
@@ -383,7 +382,7 @@ func (d *daemon) startLog(standalone bool) error {
 	o := maillog.Options{
 		Tag:      p.SyslogName + "/" + ProcessName,
 		Facility: p.SyslogFacility,
-		Hostname: d.hostname,
+		Hostname: p.MyHostname, // Postfix puts it in log records
 		Verbose:  d.opts.Verbose,
 		Exit:     func(int) {}, // Main returns the exit status itself
 	}

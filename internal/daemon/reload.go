@@ -36,10 +36,10 @@ import (
 // readConfig reads the configuration from where start-up found it
 // (d.cfgDir, d.cfgExtra) with the command line's -o overrides, and
 // validates it.
-func (d *daemon) readConfig() (*config.Config, *config.Params, string, error) {
+func (d *daemon) readConfig() (*config.Config, *config.Params, error) {
 	cfg, err := config.Load(d.cfgDir, d.cfgExtra, d.opts.Overrides)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, err
 	}
 	service := d.opts.ServiceName
 	if service == "" {
@@ -51,9 +51,9 @@ func (d *daemon) readConfig() (*config.Config, *config.Params, string, error) {
 	p, err := cfg.Params()
 	if err != nil {
 		// What was read still says where to log the error.
-		return cfg, nil, "", err
+		return cfg, nil, err
 	}
-	return cfg, p, p.MyHostname, nil
+	return cfg, p, nil
 }
 
 // reloadSignals is where SIGHUP arrives in standalone mode; nil (never)
@@ -93,7 +93,7 @@ func (d *daemon) awaitStop(stop <-chan string, hup <-chan os.Signal) string {
 type reloading struct {
 	d        *daemon
 	old, new *config.Params // what runs, and what main.cf now says
-	now      config.Params  // what runs once the reload is done
+	now      *config.Params // what runs once the reload is done
 	changes  []string       // what was applied, for the summary line
 	// bounded says that the cache's new bounds are applied: once for
 	// both parameters.
@@ -129,7 +129,7 @@ func (d *daemon) reload() {
 	if d.cfgDir != "" {
 		where = filepath.Join(d.cfgDir, "main.cf")
 	}
-	conf, p, _, err := d.readConfig()
+	conf, p, err := d.readConfig()
 	if err == nil {
 		err = server.CheckLimits(p.ClientLimit)
 	}
@@ -140,8 +140,11 @@ func (d *daemon) reload() {
 	for _, w := range p.Warnings {
 		maillog.WarnAlwaysf(d.log, "%s", w)
 	}
-	r := &reloading{d: d, old: d.params, new: p, now: *d.params}
-	r.now.Warnings = p.Warnings
+	// now is a copy of its own, which the daemon keeps after the reload
+	// (not the reload, which would keep the one before alive, and so on).
+	now := *d.params
+	now.Warnings = p.Warnings
+	r := &reloading{d: d, old: d.params, new: p, now: &now}
 	// Values are compared as the daemon uses them, so that "3600" and
 	// "1h" are no change.
 	for _, c := range config.Changes(r.old, p) {
@@ -162,7 +165,7 @@ func (d *daemon) reload() {
 				b.name, b.settings.Path, strings.Join(files, ", "))
 		}
 	}
-	d.params, d.conf = &r.now, conf
+	d.params, d.conf = r.now, conf
 	if len(r.changes) == 0 {
 		maillog.Infof(d.log, "reloaded %s: nothing changed that applies while running", where)
 		return
@@ -226,7 +229,10 @@ func (r *reloading) cacheTimeout(i int, c config.Change) {
 		r.restart(c.Name, c.From, c.To, how)
 		return
 	}
-	r.d.srv.SetCacheTimeout(oc.Name, nc.Timeout)
+	if !r.d.srv.SetCacheTimeout(oc.Name, nc.Timeout) {
+		maillog.WarnAlwaysf(r.d.log, "%s changed from %q to %q: the server refused it; keeping %q", c.Name, c.From, c.To, c.From)
+		return
+	}
 	r.now.Caches[i].Timeout = nc.Timeout
 	r.changed(c.Name, c.From, c.To, "")
 	if i == 0 {

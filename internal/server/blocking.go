@@ -121,9 +121,9 @@ func (t *blockingTransport) Close() error {
 }
 
 func (t *blockingTransport) peerUID() (uint32, error) {
-	cred, err := unix.GetsockoptUcred(t.fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil {
+	_, uid, ok := peerCredFD(t.fd)
+	if !ok {
 		return 0, errNoPeerCred
 	}
-	return cred.Uid, nil
+	return uid, nil
 }

@@ -13,11 +13,16 @@ func peerCred(uc *net.UnixConn) (pid int32, uid uint32, ok bool) {
 	if err != nil {
 		return 0, 0, false
 	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || credErr != nil {
+	if err := rc.Control(func(fd uintptr) { pid, uid, ok = peerCredFD(int(fd)) }); err != nil {
+		return 0, 0, false
+	}
+	return pid, uid, ok
+}
+
+// peerCredFD is peerCred of the socket fd.
+func peerCredFD(fd int) (pid int32, uid uint32, ok bool) {
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
 		return 0, 0, false
 	}
 	return cred.Pid, cred.Uid, true
