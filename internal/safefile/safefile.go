@@ -23,9 +23,9 @@
 //     than waited on, and O_NOCTTY keeps a terminal from becoming ours.
 //   - The open file (fstat, not the name) must be a regular file with one
 //     link (a second name could be anyone's: a hard link to a file of
-//     root's would have it read or written in place of ours), owned by
-//     one of the Rule's owners, with none of the Rule's forbidden mode
-//     bits.
+//     root's would have it read or written in place of ours; none means
+//     it was removed or replaced after the open), owned by one of the
+//     Rule's owners, with none of the Rule's forbidden mode bits.
 //   - O_TRUNC is applied only after those checks.
 //
 // With O_CREAT, a link of root's to a file not there yet creates the file
@@ -206,6 +206,11 @@ func (r Rule) checkStat(st *unix.Stat_t, name string) error {
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return &UnsafeError{name, "it is not a regular file (it is " + fileType(uint32(st.Mode)) + ")"}
+	case st.Nlink == 0:
+		// Unlinked between the open and the fstat: removed, or another
+		// file renamed over it. What is open is no longer the file at
+		// name, and whatever is there now was never checked.
+		return &UnsafeError{name, "it was removed or replaced while being opened"}
 	case st.Nlink != 1:
 		return &UnsafeError{name, fmt.Sprintf("it has %d hard links; it must have one", st.Nlink)}
 	case !ownedBy(int(st.Uid), owners) || mode&r.Forbid&0o7777 != 0:

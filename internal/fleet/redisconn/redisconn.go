@@ -294,7 +294,10 @@ func describe(s *settings.Settings) string {
 // dialer checks the certificate against each address dialled, which for a
 // cluster or a Sentinel master is only known at run time. Without
 // tls_ca_file the system's roots are loaded now rather than at the first
-// handshake, which would spend a call's deadline reading them.
+// handshake, which would spend a call's deadline reading them. With
+// tls_ca_file the roots are the bytes settings.Load read from it
+// (s.TLSCA): the file is not opened again, so what is trusted is what was
+// checked.
 func tlsConfig(s *settings.Settings) (*tls.Config, error) {
 	if !s.TLS {
 		return nil, nil
@@ -308,12 +311,8 @@ func tlsConfig(s *settings.Settings) (*tls.Config, error) {
 		conf.RootCAs = pool
 		return conf, nil
 	}
-	pem, err := settings.ReadCAFile(s.TLSCAFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls_ca_file: %w", err)
-	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
+	if !pool.AppendCertsFromPEM(s.TLSCA) {
 		return nil, fmt.Errorf("tls_ca_file %s: no PEM certificate", s.TLSCAFile)
 	}
 	conf.RootCAs = pool

@@ -178,7 +178,9 @@ func TestNewRejects(t *testing.T) {
 		{func(s *settings.Settings) { s.SentinelMaster, s.Cluster = "m", true }, "cannot be combined"},
 		{func(s *settings.Settings) { s.Cluster, s.Database = true, 2 }, "database 0"},
 		{func(s *settings.Settings) { s.TLSCAFile = "/x.pem" }, "without tls"},
-		{func(s *settings.Settings) { s.TLS, s.TLSCAFile = true, "/nonexistent.pem" }, "tls_ca_file"},
+		{func(s *settings.Settings) {
+			s.TLS, s.TLSCAFile, s.TLSCA = true, "/x.pem", []byte("not a certificate\n")
+		}, "tls_ca_file /x.pem: no PEM certificate"},
 	} {
 		s := single("127.0.0.1:1")
 		c.mod(s)
@@ -270,7 +272,12 @@ func TestTLSConfig(t *testing.T) {
 		t.Fatalf("tls = yes without CA file: %+v, %v; want system roots, TLS 1.2 at least", conf, err)
 	}
 	p, ca := writeCA(t)
-	s.TLSCAFile = p
+	s.TLSCAFile, s.TLSCA = p, readFile(t, p)
+	// The pool is made of the bytes read at load time: the file is not
+	// opened again.
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
 	conf, err = tlsConfig(s)
 	if err != nil {
 		t.Fatal(err)
@@ -280,18 +287,73 @@ func TestTLSConfig(t *testing.T) {
 	if !conf.RootCAs.Equal(want) || conf.ServerName != "" || conf.InsecureSkipVerify {
 		t.Fatalf("with CA file: %+v", conf)
 	}
-	junk := filepath.Join(t.TempDir(), "junk.pem")
-	os.WriteFile(junk, []byte("not a certificate\n"), 0o644)
-	s.TLSCAFile = junk
-	if _, err := tlsConfig(s); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+	s.TLSCAFile, s.TLSCA = filepath.Join(t.TempDir(), "junk.pem"), []byte("not a certificate\n")
+	if _, err := tlsConfig(s); err == nil || err.Error() != "tls_ca_file "+s.TLSCAFile+": no PEM certificate" {
 		t.Fatalf("junk CA file: %v", err)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// tls_ca_file is read once, by settings.Load: a file put in its place
+// afterwards, or its removal, does not change the roots the client
+// trusts.
+func TestTLSConfigUsesLoadedCA(t *testing.T) {
+	dir := t.TempDir()
+	caPath, ca := writeCA(t)
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, readFile(t, caPath), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "seal.key")
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cf := filepath.Join(dir, "tlsmgr-redis.cf")
+	text := "servers = 127.0.0.1:1\ntls = yes\ntls_ca_file = " + caFile + "\nseal_key_file = " + keyFile + "\n"
+	if err := os.WriteFile(cf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{caFile, cf} {
+		os.Chmod(p, 0o644) // past the umask
+	}
+	s, err := settings.Load(cf, os.Geteuid())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Another CA renamed over the file.
+	otherPath, _ := writeCA(t)
+	if err := os.Rename(otherPath, caFile); err != nil {
+		t.Fatal(err)
+	}
+	want := x509.NewCertPool()
+	want.AddCert(ca)
+	conf, err := tlsConfig(s)
+	if err != nil || !conf.RootCAs.Equal(want) {
+		t.Fatalf("CA file replaced after loading: %v; the pool is not the loaded CA's", err)
+	}
+	// And no file at all.
+	if err := os.Remove(caFile); err != nil {
+		t.Fatal(err)
+	}
+	dial(t, s, nil) // New succeeds
+	if conf, err := tlsConfig(s); err != nil || !conf.RootCAs.Equal(want) {
+		t.Fatalf("CA file removed after loading: %v; the pool is not the loaded CA's", err)
 	}
 }
 
 func TestTLSServer(t *testing.T) {
 	srv := redistest.SingleTLS(t)
 	s := single(srv.Addr)
-	s.TLS, s.TLSCAFile = true, srv.CAFile
+	s.TLS, s.TLSCAFile, s.TLSCA = true, srv.CAFile, readFile(t, srv.CAFile)
 	// What is checked is TLS, and that nothing is logged: a loaded machine
 	// must not make a call miss 10ms and log an outage.
 	s.Timeout = time.Second
@@ -302,7 +364,7 @@ func TestTLSServer(t *testing.T) {
 
 	// Without the CA the certificate is refused: an outage, reported once.
 	s.Timeout = timeout
-	s.TLSCAFile = ""
+	s.TLSCAFile, s.TLSCA = "", nil
 	c, log = dial(t, s, nil)
 	for c.Stats().State == StateUp {
 		if _, _, err := get(c, "k"); err == nil {

@@ -53,8 +53,13 @@ type Settings struct {
 	Password       string // read from password_file; never logged
 	TLS            bool
 	TLSCAFile      string
-	Timeout        time.Duration // per operation; default 20ms
-	KeyPrefix      string        // default "tlsmgr:"
+	// TLSCA is the contents of TLSCAFile, as Load read them after
+	// checking the file: the roots redisconn trusts. The file is not
+	// read again, so that it cannot be swapped between the check and
+	// the use. Not logged (String shows TLSCAFile).
+	TLSCA     []byte
+	Timeout   time.Duration // per operation; default 20ms
+	KeyPrefix string        // default "tlsmgr:"
 	// SealKeys are the lines of seal_key_file: the first seals, all
 	// unseal. Never logged.
 	SealKeys [][32]byte
@@ -144,21 +149,40 @@ func Load(path string, mailOwnerUID int) (*Settings, error) {
 // it is opened by safefile's rule (no symbolic link but root's, no FIFO
 // waited on, one link).
 func readSettingsFile(path string) ([]byte, error) {
-	f, err := rootFileRule("it names files read as root").Open(path, os.O_RDONLY, 0)
+	data, err := readByRule(rootFileRule("it names files read as root"), path, maxSettingsSize)
 	var unsafe *safefile.UnsafeError
-	if errors.As(err, &unsafe) {
+	switch {
+	case errors.As(err, &unsafe):
 		return nil, &Error{File: path, Msg: unsafe.Why, Err: err}
+	case err == errTooLarge:
+		return nil, &Error{File: path, Msg: fmt.Sprintf("larger than %d bytes; is this the right file?", maxSettingsSize)}
+	case err != nil:
+		return nil, err
 	}
+	return data, nil
+}
+
+// errTooLarge is readByRule's error for a file over its limit: each
+// caller says so in its own words.
+var errTooLarge = errors.New("file too large")
+
+// readByRule opens path by rule and reads it whole, refusing it with
+// errTooLarge if it has more than limit bytes. Other errors are rule.Open's
+// (*os.PathError, *safefile.UnsafeError) and the read's (*os.PathError).
+// On any error what was read is cleared, for it may be a secret.
+func readByRule(rule safefile.Rule, path string, limit int64) ([]byte, error) {
+	f, err := rule.Open(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxSettingsSize+1))
-	if err != nil {
-		return nil, err
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(data)) > limit {
+		err = errTooLarge
 	}
-	if len(data) > maxSettingsSize {
-		return nil, &Error{File: path, Msg: fmt.Sprintf("larger than %d bytes; is this the right file?", maxSettingsSize)}
+	if err != nil {
+		clear(data)
+		return nil, err
 	}
 	return data, nil
 }
@@ -180,22 +204,15 @@ func rootFileRule(why string) safefile.Rule {
 	}
 }
 
-// ReadCAFile reads tls_ca_file, by rootFileRule: it says which server is
-// trusted with the password.
-func ReadCAFile(path string) ([]byte, error) {
-	f, err := rootFileRule("it says which server is trusted with the password").Open(path, os.O_RDONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxCASize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxCASize {
+// readCAFile reads tls_ca_file, by rootFileRule: it says which server is
+// trusted with the password. It is read once, by Load, into
+// Settings.TLSCA.
+func readCAFile(path string) ([]byte, error) {
+	data, err := readByRule(rootFileRule("it says which server is trusted with the password"), path, maxCASize)
+	if err == errTooLarge {
 		return nil, fmt.Errorf("%s is larger than %d bytes; is this the right file?", path, maxCASize)
 	}
-	return data, nil
+	return data, err
 }
 
 type parser struct {
@@ -355,14 +372,16 @@ func (p *parser) apply(s *Settings, e *entry) error {
 			return p.errf(e, "%q is not an absolute path", v)
 		}
 		s.Files = append(s.Files, v)
-		// Checked now so that a wrong path fails at start-up with its
-		// line, not at the first connection.
-		if _, err := ReadCAFile(v); err != nil {
+		// Read now, once: a wrong path fails at start-up with its line,
+		// not at the first connection, and redisconn trusts these bytes,
+		// not whatever is at the path when it connects.
+		ca, err := readCAFile(v)
+		if err != nil {
 			perr := p.errf(e, "%v", err)
 			perr.Err = err
 			return perr
 		}
-		s.TLSCAFile = v
+		s.TLSCAFile, s.TLSCA = v, ca
 	case "timeout":
 		d, why := parseTimeout(v)
 		if why != "" {
@@ -578,19 +597,12 @@ func readSecretFile(path string, mailOwnerUID int) ([]byte, *secretError) {
 		Forbid: 0o077,
 		Need:   fmt.Sprintf("it must be owned by root or the mail owner (uid %d) and give no access to group or others (e.g. mode 0600)", mailOwnerUID),
 	}
-	f, err := rule.Open(path, os.O_RDONLY, 0)
-	if err != nil {
-		return nil, &secretError{err.Error(), err}
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxSecretSize+1))
-	if err != nil {
-		clear(data)
-		return nil, &secretError{err.Error(), err}
-	}
-	if len(data) > maxSecretSize {
-		clear(data)
+	data, err := readByRule(rule, path, maxSecretSize)
+	switch {
+	case err == errTooLarge:
 		return nil, &secretError{fmt.Sprintf("%s is larger than %d bytes", path, maxSecretSize), nil}
+	case err != nil:
+		return nil, &secretError{err.Error(), err}
 	}
 	return data, nil
 }
@@ -692,7 +704,8 @@ func decodeHex(dst, src []byte) bool {
 	return true
 }
 
-// String describes the settings without the secrets, for logs.
+// String describes the settings without the secrets, for logs, and
+// without TLSCA's contents (its path is enough).
 func (s Settings) String() string {
 	pw := "none"
 	if s.Password != "" {
