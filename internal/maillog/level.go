@@ -30,6 +30,16 @@ func VerboseLevel(v int) slog.Level {
 	return LevelDebug - slog.Level(v-1)
 }
 
+// LevelName returns the name of a level: "debug" below LevelInfo (the -v
+// levels), otherwise that of its severity, as the Handler maps it: "info",
+// "warn", "error", "fatal" or "panic".
+func LevelName(l slog.Level) string {
+	if l < LevelInfo {
+		return "debug"
+	}
+	return severityName[severity(l)]
+}
+
 // OrDiscard returns l, or if it is nil a logger that discards everything:
 // what a package does with the *slog.Logger it is given, nil meaning no
 // log. (The helpers below take a nil l as well.)
@@ -45,9 +55,10 @@ var discard = slog.New(slog.DiscardHandler)
 // Postfix's records are prose: a sentence made from a format string, as
 // msg_info(3) makes them. The helpers below log such a record through l
 // (nil discards), its message the formatted text; its rate limit (see
-// Limiter) keys on the format string, which goes with it in an attribute
-// the Handler consumes. Through a Handler of this package the limit is
-// applied before the text is formatted.
+// Limiter) keys on the format string, which goes with it in the context
+// passed to the handler (no attribute: other handlers show nothing of
+// it). Through a Handler of this package the limit is applied before the
+// text is formatted.
 
 // Infof logs at LevelInfo: Postfix's msg_info, never rate-limited.
 func Infof(l *slog.Logger, format string, args ...any) {
@@ -117,8 +128,12 @@ func (c *Cause) Coverf(l *slog.Logger, format string, args ...any) {
 	logf(l, LevelWarn, meta{format: format, formatted: true, covers: c}, format, args)
 }
 
-// meta is what the helpers tell the rate limit about a record, in the
-// attribute metaKey; the Handler consumes it.
+// meta is what the helpers tell the rate limit about a record. It goes
+// with the record in the context passed to the handler's Handle, not in an
+// attribute: a handler of another package must show no trace of it, and
+// slog's JSONHandler (Go 1.26) shows even an attribute that resolves to an
+// empty group, as "g":{} when the logger has a WithGroup group. A Handler
+// of this package reads it there (recordMeta), as does Limiter.Check.
 type meta struct {
 	format    string
 	formatted bool   // format is set: the record was made by a helper
@@ -127,15 +142,20 @@ type meta struct {
 	covers    *Cause // a cause the record reports as well
 }
 
-const metaKey = "maillog"
+// metaKey is the context key of a helper's meta.
+type metaKey struct{}
 
-// metaOf returns the tags in a, if a is the attribute of a helper.
-func metaOf(a slog.Attr) (meta, bool) {
-	if a.Key != metaKey || a.Value.Kind() != slog.KindAny {
-		return meta{}, false
+// recordMeta returns the tags of r, if a helper made it (they are in
+// ctx), and the cause of r for the default rate limit: the format string
+// of a helper's record, the message of another. Nothing is rendered.
+func recordMeta(ctx context.Context, r slog.Record) (m meta, key string) {
+	if ctx != nil {
+		m, _ = ctx.Value(metaKey{}).(meta)
 	}
-	m, ok := a.Value.Any().(meta)
-	return m, ok
+	if !m.formatted {
+		return m, r.Message
+	}
+	return m, m.format
 }
 
 func logf(l *slog.Logger, level slog.Level, m meta, format string, args []any) {
@@ -152,6 +172,5 @@ func logf(l *slog.Logger, level slog.Level, m meta, format string, args []any) {
 		return
 	}
 	r := slog.NewRecord(time.Now(), level, fmt.Sprintf(format, args...), 0)
-	r.AddAttrs(slog.Any(metaKey, m))
-	_ = h.Handle(ctx, r)
+	_ = h.Handle(context.WithValue(ctx, metaKey{}, m), r)
 }

@@ -1,6 +1,7 @@
 package maillog
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -73,23 +74,13 @@ type Limiter struct {
 // them counts the events (replies refused, updates not shared...).
 func (lim *Limiter) Suppressed() uint64 { return lim.total.Load() }
 
-// Check decides whether r may be logged at now, by the tags the helpers
-// (Warnf, Cause.Warnf...) put in it; a record without them is limited by
-// its level and message. If r may be logged, note is what must end its
-// text: how many records of its cause were suppressed before it, if any.
-func (lim *Limiter) Check(r slog.Record, now time.Time) (note string, ok bool) {
-	var m meta
-	r.Attrs(func(a slog.Attr) bool {
-		if v, found := metaOf(a); found {
-			m = v
-			return false
-		}
-		return true
-	})
-	key := m.format
-	if !m.formatted {
-		key = r.Message
-	}
+// Check decides whether r, handled with ctx, may be logged at now, by the
+// tags the helpers (Warnf, Cause.Warnf...) put in ctx; a record without
+// them is limited by its level and message. If r may be logged, note is
+// what must end its text: how many records of its cause were suppressed
+// before it, if any.
+func (lim *Limiter) Check(ctx context.Context, r slog.Record, now time.Time) (note string, ok bool) {
+	m, key := recordMeta(ctx, r)
 	return lim.check(severity(r.Level), m, key, now)
 }
 
@@ -143,9 +134,8 @@ func (lim *Limiter) allow(key causeKey, burst int, every time.Duration, now time
 	b := lim.causes[key]
 	if b == nil {
 		if b = lim.add(key, now); b == nil {
-			if key.level < levelWarn || key.level > levelError {
-				return true, 0, false
-			}
+			// check asks only for levelWarn or levelError (a Cause
+			// is keyed at levelWarn), so key.level indexes overflow.
 			b, other = &lim.overflow[key.level-levelWarn], true
 			burst, every = limitBurst, limitInterval
 		}

@@ -68,6 +68,15 @@ var syslogSeverity = [...]int{
 	levelPanic: 2, // LOG_CRIT
 }
 
+// severityName is the name of each severity (LevelName).
+var severityName = [...]string{
+	levelInfo:  "info",
+	levelWarn:  "warn",
+	levelError: "error",
+	levelFatal: "fatal",
+	levelPanic: "panic",
+}
+
 var levelPrefix = [...]string{
 	levelInfo:  "",
 	levelWarn:  "warning: ",
@@ -130,9 +139,9 @@ type Options struct {
 // for concurrent use; the handlers WithAttrs and WithGroup derive from it
 // share its output and rate limits.
 //
-// A record's text is its message, then its attributes as " key=value";
-// the attribute the helpers of this package add (the format string, a
-// Cause) is consumed, not written.
+// A record's text is its message, then its attributes as " key=value".
+// What the helpers of this package tell the rate limit (the format string,
+// a Cause) comes in the context of the record, and is not written.
 type Handler struct {
 	*logger
 	attrs string // rendered by WithAttrs
@@ -282,13 +291,11 @@ func (h *Handler) Enabled(_ context.Context, level slog.Level) bool {
 // level gives the record's prefix ("warning: "...) and syslog severity;
 // once a record at LevelFatal or LevelPanic is written, the process exits
 // (Options.Exit) with status 1 or 2.
-func (h *Handler) Handle(_ context.Context, r slog.Record) error {
-	m, text := h.render(r)
-	key := m.format
-	if !m.formatted {
-		key = r.Message
-	}
-	h.emit(r.Level, m, key, func() string { return text })
+func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
+	// The rate limit decides before the text is rendered, as for the
+	// helpers (printf): a suppressed record costs only the table lookup.
+	m, key := recordMeta(ctx, r)
+	h.emit(r.Level, m, key, func() string { return h.render(r) })
 	return nil
 }
 
@@ -324,23 +331,17 @@ func (h *Handler) printf(level slog.Level, m meta, format string, args []any) {
 	h.emit(level, m, format, func() string { return fmt.Sprintf(format, args...) + h.attrs })
 }
 
-// render returns the rate-limit tags of r and its text: the message, then
-// the attributes.
-func (h *Handler) render(r slog.Record) (meta, string) {
-	var m meta
+// render returns the text of r: the message, then the attributes.
+func (h *Handler) render(r slog.Record) string {
 	if h.attrs == "" && r.NumAttrs() == 0 {
-		return m, r.Message
+		return r.Message
 	}
 	b := append([]byte(r.Message), h.attrs...)
 	r.Attrs(func(a slog.Attr) bool {
-		if v, ok := metaOf(a); ok {
-			m = v
-		} else {
-			b = appendAttr(b, h.group, a)
-		}
+		b = appendAttr(b, h.group, a)
 		return true
 	})
-	return m, string(b)
+	return string(b)
 }
 
 // appendAttr appends " key=value", the key after the groups' prefix, the
@@ -348,9 +349,6 @@ func (h *Handler) render(r slog.Record) (meta, string) {
 func appendAttr(b []byte, prefix string, a slog.Attr) []byte {
 	a.Value = a.Value.Resolve()
 	if a.Equal(slog.Attr{}) {
-		return b
-	}
-	if _, ok := metaOf(a); ok {
 		return b
 	}
 	if a.Value.Kind() == slog.KindGroup {

@@ -2,8 +2,13 @@ package maillog
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -132,20 +137,20 @@ func TestLimiterCheck(t *testing.T) {
 	only := Limiter{CausesOnly: true}
 	var logged, onlyLogged int
 	for range limitBurst + 2 {
-		if _, ok := lim.Check(rec(LevelWarn, "m"), fixedTime); ok {
+		if _, ok := lim.Check(context.Background(), rec(LevelWarn, "m"), fixedTime); ok {
 			logged++
 		}
-		if _, ok := only.Check(rec(LevelWarn, "m"), fixedTime); ok {
+		if _, ok := only.Check(context.Background(), rec(LevelWarn, "m"), fixedTime); ok {
 			onlyLogged++
 		}
-		if _, ok := lim.Check(rec(LevelInfo, "m"), fixedTime); !ok {
+		if _, ok := lim.Check(context.Background(), rec(LevelInfo, "m"), fixedTime); !ok {
 			t.Fatal("info record limited")
 		}
 	}
 	if logged != limitBurst || lim.Suppressed() != 2 || onlyLogged != limitBurst+2 || only.Suppressed() != 0 {
 		t.Errorf("logged %d (suppressed %d), causes only %d (suppressed %d)", logged, lim.Suppressed(), onlyLogged, only.Suppressed())
 	}
-	note, ok := lim.Check(rec(LevelWarn, "m"), fixedTime.Add(limitInterval))
+	note, ok := lim.Check(context.Background(), rec(LevelWarn, "m"), fixedTime.Add(limitInterval))
 	if !ok || note != " (2 similar warnings suppressed)" {
 		t.Errorf("after the interval: %q, %v", note, ok)
 	}
@@ -183,19 +188,127 @@ func TestNilLogger(t *testing.T) {
 }
 
 // Through another handler, the helpers' records carry the formatted text
-// as their message.
+// as their message, and nothing of the tags the Handler consumes: a user
+// of slog's own handlers sees no trace of them, whatever the logger's
+// attributes and groups.
 func TestHelpersThroughOtherHandler(t *testing.T) {
+	c := &Cause{Key: "k", Every: time.Second}
+	logAll := func(l *slog.Logger) {
+		Warnf(l, "peer %s", "192.0.2.1")
+		c.Warnf(l.With("conn", 7), "cause %d", 1)
+		Infof(l.WithGroup("g"), "in %s", "group")
+		c.Coverf(l.WithGroup("g").With("k", "v"), "covers")
+	}
+
 	var b strings.Builder
-	l := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{
-		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey || a.Key == metaKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	}))
-	Warnf(l, "peer %s", "192.0.2.1")
-	if got, want := b.String(), "level=WARN msg=\"peer 192.0.2.1\"\n"; got != want {
-		t.Errorf("got %q, want %q", got, want)
+	logAll(slog.New(slog.NewTextHandler(&b, nil)))
+	want := []string{
+		`level=WARN msg="peer 192.0.2.1"`,
+		`level=WARN msg="cause 1" conn=7`,
+		`level=INFO msg="in group"`,
+		`level=WARN msg=covers g.k=v`,
+	}
+	var got []string
+	for line := range strings.Lines(b.String()) {
+		stamp, rest, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		if !strings.HasPrefix(stamp, "time=") {
+			t.Errorf("line without time: %q", line)
+		}
+		got = append(got, rest)
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("text handler wrote\n%s\nwant (after the time)\n%s", b.String(), strings.Join(want, "\n"))
+	}
+
+	b.Reset()
+	logAll(slog.New(slog.NewJSONHandler(&b, nil)))
+	wantJSON := []map[string]any{
+		{"level": "WARN", "msg": "peer 192.0.2.1"},
+		{"level": "WARN", "msg": "cause 1", "conn": 7.0},
+		{"level": "INFO", "msg": "in group"},
+		{"level": "WARN", "msg": "covers", "g": map[string]any{"k": "v"}},
+	}
+	lines := slices.Collect(strings.Lines(b.String()))
+	if len(lines) != len(wantJSON) {
+		t.Fatalf("JSON handler wrote %d lines, want %d:\n%s", len(lines), len(wantJSON), b.String())
+	}
+	for i, line := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("line %d: %v: %q", i, err, line)
+		}
+		if _, ok := rec["time"].(string); !ok {
+			t.Errorf("line %d without time: %q", i, line)
+		}
+		delete(rec, "time")
+		if !reflect.DeepEqual(rec, wantJSON[i]) {
+			t.Errorf("line %d is %q, want %v without the time", i, line, wantJSON[i])
+		}
+	}
+}
+
+// countingValue counts how often a handler resolves it: how often a record
+// carrying it was rendered.
+type countingValue struct{ n *atomic.Int64 }
+
+func (v countingValue) LogValue() slog.Value {
+	v.n.Add(1)
+	return slog.StringValue("x")
+}
+
+// A record of slog's own methods is rendered only if its rate limit lets
+// it through: one that is suppressed costs no formatting.
+func TestSuppressedNotRendered(t *testing.T) {
+	l, _, buf := limitedLogger(t, 0)
+	var n atomic.Int64
+	for range limitBurst + 5 {
+		l.Warn("same message", "v", countingValue{&n})
+	}
+	if got := n.Load(); got != limitBurst {
+		t.Errorf("attribute resolved %d times for %d records written", got, limitBurst)
+	}
+	if got := len(texts(buf)); got != limitBurst {
+		t.Errorf("%d records written, want %d", got, limitBurst)
+	}
+}
+
+// wrapper is a handler of another package around a Handler: the helpers
+// then go through Handle, not printf.
+type wrapper struct{ slog.Handler }
+
+// Through a wrapper, a helper's record is still limited by its format
+// string (and its Cause), and its tags are not written.
+func TestHelpersThroughWrapper(t *testing.T) {
+	l, clock, buf := limitedLogger(t, 0)
+	w := slog.New(wrapper{l.Handler})
+	for i := range limitBurst + 2 {
+		Warnf(w, "peer %d", i)
+	}
+	c := &Cause{Key: "k", Every: time.Second}
+	c.Warnf(w.With("conn", 7), "cause %d", 1)
+	c.Warnf(w, "cause %d", 2)
+	clock.advance(time.Second)
+	c.Warnf(w, "cause %d", 3)
+	var want []string
+	for i := range limitBurst {
+		want = append(want, "warning: peer "+strconv.Itoa(i))
+	}
+	want = append(want, "warning: cause 1 conn=7", "warning: cause 3 (1 similar warning suppressed)")
+	expectTexts(t, buf, want...)
+	if l.Suppressed() != 2 {
+		t.Errorf("Suppressed() = %d, want 2", l.Suppressed())
+	}
+}
+
+func TestLevelName(t *testing.T) {
+	for level, want := range map[slog.Level]string{
+		VerboseLevel(2): "debug", LevelDebug: "debug", LevelInfo - 1: "debug",
+		LevelInfo: "info", LevelWarn - 1: "info",
+		LevelWarn: "warn", LevelError: "error", LevelFatal: "fatal",
+		LevelPanic: "panic", LevelPanic + 4: "panic",
+	} {
+		if got := LevelName(level); got != want {
+			t.Errorf("LevelName(%v) = %q, want %q", level, got, want)
+		}
 	}
 }

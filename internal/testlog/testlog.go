@@ -42,38 +42,22 @@ type handler struct{ l *Recorder }
 
 func (handler) Enabled(context.Context, slog.Level) bool { return true }
 
-func (h handler) Handle(_ context.Context, r slog.Record) error {
+func (h handler) Handle(ctx context.Context, r slog.Record) error {
 	l := h.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.limit == nil {
 		l.limit = &maillog.Limiter{CausesOnly: true}
 	}
-	note, ok := l.limit.Check(r, time.Now().Add(l.skew))
+	note, ok := l.limit.Check(ctx, r, time.Now().Add(l.skew))
 	if ok {
-		l.lines = append(l.lines, Line{levelName(r.Level), r.Message + note})
+		l.lines = append(l.lines, Line{maillog.LevelName(r.Level), r.Message + note})
 	}
 	return nil
 }
 
 func (h handler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h handler) WithGroup(string) slog.Handler      { return h }
-
-func levelName(level slog.Level) string {
-	switch {
-	case level >= maillog.LevelPanic:
-		return "panic"
-	case level >= maillog.LevelFatal:
-		return "fatal"
-	case level >= maillog.LevelError:
-		return "error"
-	case level >= maillog.LevelWarn:
-		return "warn"
-	case level >= maillog.LevelInfo:
-		return "info"
-	}
-	return "debug"
-}
 
 // Reset forgets the lines logged so far, and the state of the rate
 // limits: a Cause's next warning is logged.
@@ -108,16 +92,22 @@ func (l *Recorder) String() string {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		switch ln.Level {
-		case "warn":
-			b.WriteString("warning: ")
-		case "info":
-		default:
-			b.WriteString(ln.Level + ": ")
-		}
+		b.WriteString(prefix(ln.Level))
 		b.WriteString(ln.Text)
 	}
 	return b.String()
+}
+
+// prefix is what String puts before the text of a line of the level (a
+// maillog.LevelName).
+func prefix(level string) string {
+	switch level {
+	case "warn":
+		return "warning: "
+	case "info":
+		return ""
+	}
+	return level + ": "
 }
 
 // Has reports whether String contains s.
@@ -186,12 +176,7 @@ func (h tbHandler) Enabled(_ context.Context, level slog.Level) bool {
 
 func (h tbHandler) Handle(_ context.Context, r slog.Record) error {
 	h.tb.Helper()
-	line := r.Message
-	if level := levelName(r.Level); level == "warn" {
-		line = "warning: " + line
-	} else if level != "info" {
-		line = level + ": " + line
-	}
+	line := prefix(maillog.LevelName(r.Level)) + r.Message
 	if h.fail {
 		h.tb.Errorf("unexpected %s", line)
 	} else {
