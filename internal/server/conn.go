@@ -325,10 +325,12 @@ const (
 )
 
 // mismatch counts and reports a client whose expectation of who speaks
-// first is not the server's.
+// first is not the server's. The warning is written before the count
+// moves, so whoever sees the count (a metrics scrape, a test) finds the
+// warning already in the log.
 func (c *conn) mismatch(hint, what string) {
-	c.srv.counters.mismatched.Add(1)
 	maillog.Warnf(c.srv.cfg.Log, "protocol mismatch: client %s %s: %s (now: %v)", c.peer, what, hint, c.srv.cfg.Greeting)
+	c.srv.counters.mismatched.Add(1)
 }
 
 // dispatch answers one request. Requests and replies carry exactly the
