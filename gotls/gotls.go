@@ -141,13 +141,15 @@ func (d *Daemon) do(f func(ctx context.Context, c *client.Client) error) error {
 		d.probeAt.Store(time.Now().Add(d.retry).UnixNano())
 	}
 	d.down.Store(slow)
+	// Logged before the flag changes: a call that reads the flag without
+	// the lock and returns at once must find the change already logged.
 	switch {
 	case failed && !d.failing.Load():
-		d.failing.Store(true)
 		d.log.Warn("gotls: tlsmgr daemon not answering; sessions are not shared until it does", "err", err)
+		d.failing.Store(true)
 	case !failed && d.failing.Load():
-		d.failing.Store(false)
 		d.log.Info("gotls: tlsmgr daemon answering again")
+		d.failing.Store(false)
 	}
 	return err
 }
