@@ -149,6 +149,16 @@ func (s *ticketServer) ask(t *testing.T, cmd string) string {
 
 func (s *ticketServer) keys(t *testing.T) string { t.Helper(); return s.ask(t, "keys") }
 
+// waitLogged waits up to 5s for n of the child's log lines holding what
+// (they come through a pipe, a moment after it wrote them) and counts
+// them.
+func (s *ticketServer) waitLogged(what string, n int) int {
+	for deadline := time.Now().Add(5 * time.Second); s.logged(what) < n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return s.logged(what)
+}
+
 // logged counts the child's log lines holding what.
 func (s *ticketServer) logged(what string) int {
 	n := 0
@@ -274,7 +284,7 @@ func TestTicketDaemonDown(t *testing.T) {
 		})
 	}
 	for _, s := range []*ticketServer{a, b} {
-		if n := s.logged("not answering"); n != 1 {
+		if n := s.waitLogged("not answering", 1); n != 1 {
 			t.Errorf("server logged the daemon's absence %d times:\n%s", n, s.stderr)
 		}
 	}
@@ -293,7 +303,7 @@ func TestTicketDaemonDown(t *testing.T) {
 		if got := s.keys(t); got != "KEYS 1" {
 			t.Fatalf("server has %q with the daemon back", got)
 		}
-		if n := s.logged("answering again"); n != 1 {
+		if n := s.waitLogged("answering again", 1); n != 1 {
 			t.Errorf("server logged the daemon's return %d times:\n%s", n, s.stderr)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gotlsmgr/tlsmgr/client"
 	"github.com/gotlsmgr/tlsmgr/internal/redistest"
+	"github.com/gotlsmgr/tlsmgr/internal/testenv"
 )
 
 // fleetSettings writes a Redis settings file and its seal key file (both
@@ -252,6 +253,7 @@ func TestFleetRedisOutage(t *testing.T) {
 	// is wider than the 5ms the design aims at, which the benchmark
 	// measures.
 	const bound = 20*time.Millisecond + 80*time.Millisecond
+	late := testenv.WatchLateness(t) // a group the machine kept off a core says nothing of the daemon
 	var worst time.Duration
 	for _, m := range members {
 		cl := m.client()
@@ -278,8 +280,8 @@ func TestFleetRedisOutage(t *testing.T) {
 		cl.Close()
 	}
 	t.Logf("slowest group of five requests during the outage: %v", worst)
-	if worst > 5*bound {
-		t.Errorf("five requests took %v with Redis stopped", worst)
+	if limit := 5*bound + late.Late(); worst > limit {
+		t.Errorf("five requests took %v with Redis stopped (limit %v)", worst, limit)
 	}
 	if got, err := a.Lookup(ctx, "smtpd", "before"); err != nil || string(got) != string(before) {
 		t.Errorf("an entry written before the outage, from the local cache: %q, %v", got, err)

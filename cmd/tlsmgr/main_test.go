@@ -135,11 +135,7 @@ func checkVersions(t *testing.T, bin, ctlBin, want string) {
 	p := e.Start(t, bin)
 	defer p.Kill()
 	line := "tlsmgr version " + want + " starting"
-	// Logged before it serves, but read from its stderr a moment later.
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p.Stderr.String(), line) && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := strings.Count(p.Stderr.String(), line); n != 1 {
+	if n := p.Stderr.WaitCount(line, 1, 5*time.Second); n != 1 {
 		t.Errorf("the daemon logged %q %d times, want once:\n%s", line, n, p.Stderr)
 	}
 	r := run(t, ctlBin, "-s", e.Sock, "-timeout", "5s", "version")

@@ -520,8 +520,10 @@ func TestStdinModePipesEOF(t *testing.T) {
 	if st := p.Wait(t, 5*time.Second); st != 0 {
 		t.Fatalf("exit status %d after end of file on stdin, want 0:\n%s", st, p.Stderr)
 	}
-	if took := time.Since(eof); took > time.Second {
-		t.Errorf("daemon exited %v after end of file on stdin, want within a second", took)
+	// The exit writes and syncs the PRNG exchange file, which a loaded
+	// disk may slow down; a daemon that waits on has failed the Wait.
+	if took := time.Since(eof); took > 3*time.Second {
+		t.Errorf("daemon exited %v after end of file on stdin, want within 3 seconds", took)
 	}
 	if l, err := r.ReadList(); err == nil {
 		t.Errorf("after the client left, stdout has %q, want end of file", l)

@@ -217,7 +217,7 @@ func TestPlantedLinksAtStartup(t *testing.T) {
 					if _, err := os.Lstat(path); !os.IsNotExist(err) {
 						t.Errorf("planted %s at %s not removed (%v)", kind, tg.file, err)
 					}
-					if !strings.Contains(p.Stderr.String(), "removing the name without writing to it") {
+					if !p.Stderr.WaitFor("removing the name without writing to it", 5*time.Second) {
 						t.Errorf("no warning about the planted %s:\n%s", kind, p.Stderr)
 					}
 					stop(t)
@@ -294,7 +294,7 @@ func TestPlantedAsideFiles(t *testing.T) {
 			plant(t, e, kind, cache+".corrupt-1", d)
 			p := e.start(t, "smtpd_tls_session_cache_database=btree:"+cache)
 			d.intact(t, "after start")
-			if !strings.Contains(p.Stderr.String(), "moved it to") {
+			if !p.Stderr.WaitFor("moved it to", 5*time.Second) {
 				t.Fatalf("damaged cache not moved aside:\n%s", p.Stderr)
 			}
 			ctl(t, e.Sock, "update", "smtpd", "id1", os.DevNull)

@@ -217,6 +217,20 @@ func (b *Buffer) String() string {
 	return b.b.String()
 }
 
+// WaitCount waits up to limit for n occurrences of s and returns how many
+// there are then. A process writes a line before what it reports is
+// seen, but the line reaches the buffer through a pipe and a goroutine a
+// moment later.
+func (b *Buffer) WaitCount(s string, n int, limit time.Duration) int {
+	for deadline := time.Now().Add(limit); strings.Count(b.String(), s) < n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return strings.Count(b.String(), s)
+}
+
+// WaitFor waits up to limit for s and reports whether it came.
+func (b *Buffer) WaitFor(s string, limit time.Duration) bool { return b.WaitCount(s, 1, limit) > 0 }
+
 // Proc is a running daemon, killed at the end of the test if still there.
 type Proc struct {
 	Cmd    *exec.Cmd

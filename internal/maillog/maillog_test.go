@@ -295,6 +295,7 @@ func TestFullQueueDoesNotBlock(t *testing.T) {
 	rcv := newReceiver(t, filepath.Join(dir, "postlog"))
 	l := newTestLogger(t, Options{Postlog: rcv.path})
 	const n = 2000
+	late := testenv.WatchLateness(t) // a call the machine kept off a core says nothing of the queue
 	var slowest time.Duration
 	start := time.Now()
 	for i := range n {
@@ -305,8 +306,8 @@ func TestFullQueueDoesNotBlock(t *testing.T) {
 		}
 	}
 	total := time.Since(start)
-	if slowest > 100*time.Millisecond {
-		t.Errorf("slowest call took %v", slowest)
+	if limit := 100*time.Millisecond + late.Late(); slowest > limit {
+		t.Errorf("slowest call took %v (limit %v)", slowest, limit)
 	}
 	if total > 5*time.Second {
 		t.Errorf("%d calls took %v", n, total)

@@ -54,6 +54,8 @@ func TestIdleClientFollowsOutage(t *testing.T) {
 	// window open it.
 	d := waitState(t, c, StateDown, 15*time.Second)
 	t.Logf("down %v after the pause", d)
+	// The breaker opens, then its warning is written.
+	within("'unavailable' logged", time.Second, func() bool { return log.Count("warn", "unavailable") >= 1 })
 	if n := log.Count("warn", "unavailable"); n != 1 {
 		t.Errorf("%d 'unavailable' warnings; want 1:\n%s", n, log)
 	}

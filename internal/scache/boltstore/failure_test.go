@@ -589,6 +589,7 @@ func TestFullFileSystem(t *testing.T) {
 
 	acked := map[string][]byte{}
 	refused := fillUntilRefused(t, c, 0, 1500, 200, acked)
+	waitLines(t, log, 1) // the outage is published, then its warning written
 	if !strings.Contains(log.String(), unix.ENOSPC.Error()) {
 		t.Fatalf("the warning does not give the cause:\n%s", log)
 	}
