@@ -20,6 +20,11 @@ const (
 	nbdbReindex  = "enable-reindex" // also asks nbdb_reindexd(8) to build read-only tables; not caches
 )
 
+// DatabaseTypeParams are the parameters that decide, with a cache's
+// *_tls_session_cache_database, which type its database is opened as
+// (CacheParams.DBType).
+var DatabaseTypeParams = []string{paramNBDBLevel, paramNBDBCustom, paramDBType, paramCacheDBType}
+
 // migration resolves the database of each enabled cache within one
 // Params call.
 type migration struct {

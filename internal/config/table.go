@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"reflect"
 	"strconv"
 	"time"
 )
@@ -127,13 +128,16 @@ const maxCInt = math.MaxInt32
 var table = func() []Param {
 	t := []Param{
 		// Every Postfix 3.11 daemon reads these, tlsmgr included. The
-		// database types are read where an enabled cache needs them.
-		{Name: paramNBDBLevel, Default: nbdbDisable, Kind: KindString, Reload: ReloadRestart, Since: 3011,
+		// database types are read where an enabled cache needs them. A
+		// reload applies a change that opens no enabled cache otherwise
+		// (nothing to do); one that would needs a restart, as a change
+		// of the database itself does (DatabaseTypeParams).
+		{Name: paramNBDBLevel, Default: nbdbDisable, Kind: KindString, Reload: ReloadLive, Since: 3011,
 			check: oneOf(nbdbDisable, nbdbRedirect, nbdbReindex),
 			field: func(p *Params) any { return &p.NBDBLevel }},
 		{Name: "non_bdb_migration_log_redirect", Default: "yes", Kind: KindBool, Reload: ReloadRestart, Since: 3011,
 			field: func(p *Params) any { return &p.LogRedirect }},
-		{Name: paramNBDBCustom, Default: "", Kind: KindString, Reload: ReloadRestart, Since: 3011, lenient: true,
+		{Name: paramNBDBCustom, Default: "", Kind: KindString, Reload: ReloadLive, Since: 3011, lenient: true,
 			field: func(p *Params) any { return &p.NBDBCustomMapping }},
 		// Postfix 3.11 reads default_cache_db_type for the caches that
 		// were btree: before: upstream's default is btree, Debian's
@@ -141,9 +145,9 @@ var table = func() []Param {
 		// cdb) says lmdb. A cache named "${default_cache_db_type}:..."
 		// is our own file all the same. The migration redirects hash:
 		// to the first type and btree: to the second.
-		{Name: paramDBType, Default: "hash", Kind: KindString, Reload: ReloadRestart, lenient: true,
+		{Name: paramDBType, Default: "hash", Kind: KindString, Reload: ReloadLive, lenient: true,
 			field: func(p *Params) any { return &p.DefaultDBType }},
-		{Name: paramCacheDBType, Default: "lmdb", Kind: KindString, Reload: ReloadRestart, Since: 3011, lenient: true,
+		{Name: paramCacheDBType, Default: "lmdb", Kind: KindString, Reload: ReloadLive, Since: 3011, lenient: true,
 			field: func(p *Params) any { return &p.CacheDBType }},
 	}
 	for i, name := range CacheTypes {
@@ -322,6 +326,17 @@ func (pm *Param) Value(p *Params) string {
 	}
 }
 
+// CopyValue sets dst's value of the parameter to src's, for a reload
+// that applies one parameter; a parameter Params does not hold is left
+// alone.
+func (pm *Param) CopyValue(dst, src *Params) {
+	if pm.field == nil {
+		return
+	}
+	to := reflect.ValueOf(pm.field(dst)).Elem()
+	to.Set(reflect.ValueOf(pm.field(src)).Elem())
+}
+
 // Change is a parameter whose value differs between two Params.
 type Change struct {
 	Param
@@ -350,9 +365,9 @@ func Changes(old, new *Params) []Change {
 var derivedFields = map[string][]string{
 	"Name":           nil, // the cache type
 	"Enabled":        {"*_tls_session_cache_database", "*_tls_session_cache_timeout"},
-	"DBType":         {"*_tls_session_cache_database", paramNBDBLevel, paramNBDBCustom, paramDBType, paramCacheDBType},
+	"DBType":         append([]string{"*_tls_session_cache_database"}, DatabaseTypeParams...),
 	"DBPath":         {"*_tls_session_cache_database"},
-	"RedirectedFrom": {"*_tls_session_cache_database", paramNBDBLevel, paramNBDBCustom, paramDBType, paramCacheDBType},
+	"RedirectedFrom": append([]string{"*_tls_session_cache_database"}, DatabaseTypeParams...),
 	"LogCache":       {"*_tls_loglevel"},
 	"LogLevel":       {"*_tls_loglevel"},
 	"Warnings":       nil, // what Params found to warn about

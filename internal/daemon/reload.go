@@ -111,6 +111,9 @@ var liveParams = func() map[string]func(*reloading, config.Change) {
 		"tlsmgr_client_limit":    (*reloading).clientLimit,
 		"tlsmgr_metrics_address": (*reloading).metricsAddress,
 	}
+	for _, name := range config.DatabaseTypeParams {
+		m[name] = (*reloading).databaseType
+	}
 	for i, name := range config.CacheTypes {
 		m[name+"_tls_session_cache_timeout"] = func(r *reloading, c config.Change) { r.cacheTimeout(i, c) }
 		m[name+"_tls_session_cache_max_entries"] = func(r *reloading, _ config.Change) { r.cacheBounds(i) }
@@ -241,6 +244,25 @@ func (r *reloading) cacheTimeout(i int, c config.Change) {
 		maillog.WarnAlwaysf(r.d.log, "%s changed from %q to %q: applied to the %s cache; session tickets keep the key lifetime of %q (0: no tickets) until a restart",
 			c.Name, c.From, c.To, oc.Name, c.From)
 	}
+}
+
+// databaseType applies a change to a parameter that decides which type
+// a cache's database is opened as (default_database_type, the non_bdb_*
+// migration): nothing to do while every enabled cache would be opened as
+// it is; one that would not needs a restart, as a change of the database
+// itself does. A cache that the reload would turn off has that change's
+// own warning.
+func (r *reloading) databaseType(c config.Change) {
+	for i := range r.old.Caches {
+		oc, nc := &r.old.Caches[i], &r.new.Caches[i]
+		if oc.Enabled && nc.Enabled && (oc.DBType != nc.DBType || oc.DBPath != nc.DBPath) {
+			r.restart(c.Name, c.From, c.To, fmt.Sprintf("the %s cache would be opened as %s:%s instead of %s:%s",
+				oc.Name, nc.DBType, nc.DBPath, oc.DBType, oc.DBPath))
+			return
+		}
+	}
+	c.CopyValue(r.now, r.new)
+	r.changed(c.Name, quoted(c.From), quoted(c.To), "no enabled cache is opened otherwise")
 }
 
 // cacheLogLevel applies cache i's new *_tls_loglevel.

@@ -97,6 +97,11 @@ func TestReloadAppliesEveryLiveParameter(t *testing.T) {
 	newValues := map[string]string{
 		"tlsmgr_client_limit":    "50",
 		"tlsmgr_metrics_address": "127.0.0.1:0",
+		// memory: caches are opened as memory: whatever these say.
+		"default_database_type":   "cdb",
+		"default_cache_db_type":   "btree",
+		"non_bdb_migration_level": "enable-redirect",
+		"non_bdb_custom_mapping":  "inline:{btree=lmdb}",
 	}
 	for name, timeout := range map[string]string{"smtpd": "1800s", "smtp": "2h", "lmtp": "600"} {
 		newValues[name+"_tls_session_cache_timeout"] = timeout

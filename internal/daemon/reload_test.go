@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,5 +89,46 @@ func TestReloadRestartOnlyChanges(t *testing.T) {
 		if got := strings.TrimSpace(ctl(t, e.Sock, "policy", "smtpd")); got != "cachable=1 timeout=3600" {
 			t.Errorf("after reload %d, policy smtpd: %s", i, got)
 		}
+	}
+}
+
+// TestReloadDatabaseType: a parameter that decides which type a cache's
+// database is opened as is applied while the enabled caches stay as they
+// are (a btree: name is not redirected without the migration), and needs
+// a restart once one would be opened as another type (the migration
+// redirects btree: to $default_cache_db_type): the warning names the
+// cache, and the cache serves on from the file it has.
+func TestReloadDatabaseType(t *testing.T) {
+	e := newEnv(t, "")
+	if err := os.Chmod(e.Cfg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cache := "smtpd_tls_session_cache_database = btree:" + filepath.Join(e.Data, "smtpd_scache") + "\n"
+	e.WriteMainCF(t, cache)
+	p := e.start(t)
+	session := filepath.Join(t.TempDir(), "session")
+	if err := os.WriteFile(session, []byte("a session"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctl(t, e.Sock, "update", "smtpd", "id1", session)
+
+	e.WriteMainCF(t, cache+"default_database_type = cdb\n")
+	reloadAndWait(t, p, 1)
+	if want := "default_database_type hash -> cdb (no enabled cache is opened otherwise)"; !strings.Contains(p.Stderr.String(), want) {
+		t.Errorf("reload 1 does not say %q:\n%s", want, p.Stderr)
+	}
+
+	e.WriteMainCF(t, cache+"default_database_type = cdb\nnon_bdb_migration_level = enable-redirect\n")
+	reloadAndWait(t, p, 2)
+	want := `non_bdb_migration_level changed from "disable" to "enable-redirect": that needs a restart; keeping "disable"; ` +
+		"the smtpd cache would be opened as lmdb:" + filepath.Join(e.Data, "smtpd_scache") + " instead of btree:"
+	if !strings.Contains(p.Stderr.String(), want) {
+		t.Errorf("reload 2 does not say %q:\n%s", want, p.Stderr)
+	}
+	if strings.Count(p.Stderr.String(), "default_database_type hash -> cdb") != 1 {
+		t.Errorf("default_database_type applied again:\n%s", p.Stderr)
+	}
+	if got := ctl(t, e.Sock, "lookup", "smtpd", "id1"); got != "a session" {
+		t.Errorf("after the reloads, lookup of the entry: %q", got)
 	}
 }
