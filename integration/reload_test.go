@@ -237,12 +237,8 @@ func TestReloadOnSIGHUP(t *testing.T) {
 // waitLogCount waits until substr appears n times in the daemon's log.
 func waitLogCount(t *testing.T, p *daemontest.Proc, substr string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(p.Stderr.String(), substr) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%q not logged %d times:\n%s", substr, n, p.Stderr)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if p.Stderr.WaitCount(substr, n, 10*time.Second) < n {
+		t.Fatalf("%q not logged %d times:\n%s", substr, n, p.Stderr)
 	}
 }
 

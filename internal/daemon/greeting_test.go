@@ -185,11 +185,7 @@ func TestProtocolAnnouncementUnknownUnderMaster(t *testing.T) {
 		"the protocol is announced only to a client silent for 2s",
 		"warning: protocol mismatch: client ", "sent nothing for 2s: announced the protocol late",
 	} {
-		// What the daemon logged reaches the buffer a moment later.
-		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p.Stderr.String(), want) && time.Now().Before(deadline); {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if !strings.Contains(p.Stderr.String(), want) {
+		if !p.Stderr.WaitFor(want, 5*time.Second) {
 			t.Errorf("log lacks %q:\n%s", want, p.Stderr)
 		}
 	}

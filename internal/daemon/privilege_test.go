@@ -247,13 +247,10 @@ func TestPlantedLinksWhileRunning(t *testing.T) {
 				}
 				swapIn(t, e, kind, exch, d)
 				// Updates come at random within each second.
-				deadline := time.Now().Add(15 * time.Second)
 				refused := "PRNG exchange file " + exch + ": cannot recreate it after its removal: " + refusal(kind)
-				for !strings.Contains(p.Stderr.String(), refused) && time.Now().Before(deadline) {
-					time.Sleep(100 * time.Millisecond)
-				}
+				seen := p.Stderr.WaitFor(refused, 15*time.Second)
 				d.intact(t, "while running")
-				if !strings.Contains(p.Stderr.String(), refused) {
+				if !seen {
 					t.Fatalf("no exchange-file update refused the %s in 15 s:\n%s", kind, p.Stderr)
 				}
 				if out := ctl(t, sock, "seed", "16"); len(strings.TrimSpace(out)) != 32 {

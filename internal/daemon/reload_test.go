@@ -43,12 +43,8 @@ func TestSIGHUPStandaloneKeepsServing(t *testing.T) {
 	for range 2 {
 		p.Signal(t, syscall.SIGHUP)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.Stderr.String(), "nothing changed that applies while running") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reload logged:\n%s", p.Stderr)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !p.Stderr.WaitFor("nothing changed that applies while running", 10*time.Second) {
+		t.Fatalf("no reload logged:\n%s", p.Stderr)
 	}
 	if !daemontest.Announces(e.Sock) {
 		t.Fatalf("not serving after SIGHUP:\n%s", p.Stderr)
@@ -71,12 +67,8 @@ func TestReloadRestartOnlyChanges(t *testing.T) {
 	e.WriteMainCF(t, memoryCaches+"smtpd_tls_session_cache_timeout = 0\ntlsmgr_max_attribute_size = 32768\n")
 	for i := 1; i <= 2; i++ {
 		p.Signal(t, syscall.SIGHUP)
-		deadline := time.Now().Add(10 * time.Second)
-		for strings.Count(p.Stderr.String(), "reloaded ") < i {
-			if time.Now().After(deadline) {
-				t.Fatalf("reload %d not logged:\n%s", i, p.Stderr)
-			}
-			time.Sleep(10 * time.Millisecond)
+		if p.Stderr.WaitCount("reloaded ", i, 10*time.Second) < i {
+			t.Fatalf("reload %d not logged:\n%s", i, p.Stderr)
 		}
 		for _, want := range []string{
 			`smtpd_tls_session_cache_timeout changed from "3600s" to "0s": that needs a restart`,
